@@ -1,0 +1,446 @@
+//! Snapshot files (`*.frs`), format version 1.
+//!
+//! # Wire format
+//!
+//! All integers are little-endian.
+//!
+//! ```text
+//! header     magic "FLTRSNAP" (8) | version u32 = 1 | flags u32 = 0 | manifest_len u64
+//! manifest   manifest_len bytes of UTF-8 JSON (see `manifest::Manifest`), at most 64 MiB
+//! section*   tag u32 = 1 | cpu u32 | record_count u64 | compressed_len u64 | uncompressed_len u64
+//!            followed by compressed_len bytes: one zstd frame (with content checksum) holding
+//!            record_count records of 96 bytes (`Record`), in time order;
+//!            uncompressed_len == record_count * 96
+//! trailer    tag u32 = 0xFFFF_FFFF | section_count u32 | file_len u64 (bytes before the trailer)
+//!            | meta_crc u32 | reserved u32 = 0
+//! ```
+//!
+//! `meta_crc` is the CRC-32 (IEEE) of every byte outside the compressed data and the trailer:
+//! the header, the manifest and the section headers. The compressed data is covered by the
+//! zstd frames' own checksums, so every byte of a file is checked.
+//!
+//! Decoding is streaming and bounded: no length field read from a file is used to size an
+//! allocation except the manifest's, which is capped; a zstd stream that inflates past its
+//! declared size is an error, as are a missing trailer, a section count or file length that do
+//! not match, and anything after the trailer.
+
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+
+use crate::manifest::Manifest;
+use crate::{RECORD_SIZE, Record};
+
+/// First bytes of every snapshot file.
+pub const MAGIC: [u8; 8] = *b"FLTRSNAP";
+/// Format version written by this crate.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest manifest accepted.
+pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
+/// Largest number of sections accepted.
+pub const MAX_SECTIONS: u32 = 65_536;
+/// Largest record count accepted in one section (2^32 records = 384 GiB of rings).
+pub const MAX_RECORDS_PER_SECTION: u64 = 1 << 32;
+/// Conventional file name extension.
+pub const EXTENSION: &str = "frs";
+
+const TAG_STREAM: u32 = 1;
+const TAG_END: u32 = 0xFFFF_FFFF;
+const HEADER_LEN: u64 = 24;
+const SECTION_HEADER_LEN: u64 = 32;
+const TRAILER_LEN: u64 = 24;
+
+/// Why a snapshot file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// The underlying reader or writer failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The file does not start with the snapshot magic.
+    #[error("not a flightrec snapshot (bad magic)")]
+    BadMagic,
+    /// The file is of a format version this build cannot read.
+    #[error("unsupported snapshot format version {0} (this build reads version {FORMAT_VERSION})")]
+    UnsupportedVersion(u32),
+    /// The file ends before a structure it announces.
+    #[error("snapshot is truncated: {0}")]
+    Truncated(&'static str),
+    /// A length or count is outside what the format allows.
+    #[error("snapshot is corrupt: {0}")]
+    Corrupt(String),
+    /// The manifest is not valid JSON of the expected shape.
+    #[error("snapshot manifest is invalid: {0}")]
+    Manifest(#[from] serde_json::Error),
+}
+
+fn read_exact_or(r: &mut impl Read, buf: &mut [u8], what: &'static str) -> Result<(), FormatError> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => FormatError::Truncated(what),
+        _ => FormatError::Io(e),
+    })
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Writes a snapshot file: header and manifest first, then one section per CPU stream.
+pub struct SnapshotWriter<W: Write> {
+    out: CountingWriter<W>,
+    sections: u32,
+    level: i32,
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    written: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> CountingWriter<W> {
+    /// Writes bytes covered by the metadata checksum.
+    fn write_meta(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.crc.update(buf);
+        self.write_all(buf)
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> SnapshotWriter<W> {
+    /// Starts a file with `manifest`, compressing streams at zstd `level`.
+    pub fn new(inner: W, manifest: &Manifest, level: i32) -> Result<Self, FormatError> {
+        let json = serde_json::to_vec(manifest)?;
+        if json.len() as u64 > MAX_MANIFEST_LEN {
+            return Err(FormatError::Corrupt(format!(
+                "manifest of {} bytes exceeds the {} byte limit",
+                json.len(),
+                MAX_MANIFEST_LEN
+            )));
+        }
+        let mut out = CountingWriter {
+            inner,
+            written: 0,
+            crc: crc32fast::Hasher::new(),
+        };
+        out.write_meta(&MAGIC)?;
+        out.write_meta(&FORMAT_VERSION.to_le_bytes())?;
+        out.write_meta(&0u32.to_le_bytes())?;
+        out.write_meta(&(json.len() as u64).to_le_bytes())?;
+        out.write_meta(&json)?;
+        Ok(SnapshotWriter {
+            out,
+            sections: 0,
+            level,
+        })
+    }
+
+    /// Appends the record stream of one CPU. Records should be in time order.
+    pub fn write_stream(&mut self, cpu: u32, records: &[Record]) -> Result<(), FormatError> {
+        let mut raw = Vec::with_capacity(records.len() * RECORD_SIZE);
+        for r in records {
+            raw.extend_from_slice(r.as_bytes());
+        }
+        let mut enc = zstd::bulk::Compressor::new(self.level)?;
+        enc.include_checksum(true)?;
+        enc.include_contentsize(true)?;
+        let compressed = enc.compress(&raw)?;
+        let mut sh = [0u8; SECTION_HEADER_LEN as usize];
+        sh[0..4].copy_from_slice(&TAG_STREAM.to_le_bytes());
+        sh[4..8].copy_from_slice(&cpu.to_le_bytes());
+        sh[8..16].copy_from_slice(&(records.len() as u64).to_le_bytes());
+        sh[16..24].copy_from_slice(&(compressed.len() as u64).to_le_bytes());
+        sh[24..32].copy_from_slice(&(raw.len() as u64).to_le_bytes());
+        self.out.write_meta(&sh)?;
+        self.out.write_all(&compressed)?;
+        self.sections += 1;
+        Ok(())
+    }
+
+    /// Writes the trailer and returns the inner writer.
+    pub fn finish(mut self) -> Result<W, FormatError> {
+        let len = self.out.written;
+        let crc = self.out.crc.clone().finalize();
+        self.out.write_all(&TAG_END.to_le_bytes())?;
+        self.out.write_all(&self.sections.to_le_bytes())?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(&crc.to_le_bytes())?;
+        self.out.write_all(&0u32.to_le_bytes())?;
+        self.out.flush()?;
+        Ok(self.out.inner)
+    }
+}
+
+/// Where one CPU's record stream sits in a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// CPU the records were recorded on.
+    pub cpu: u32,
+    /// Number of records.
+    pub record_count: u64,
+    /// Bytes of compressed data.
+    pub compressed_len: u64,
+    /// Offset of the compressed data from the start of the file.
+    pub offset: u64,
+}
+
+/// An opened snapshot: its manifest and the index of its streams. Streams are read on demand,
+/// each through its own reader, so they can be merged without loading a whole file.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The record streams, in file order.
+    pub streams: Vec<StreamInfo>,
+}
+
+impl Snapshot {
+    /// Reads the header, manifest and section index of a seekable snapshot, checking the
+    /// structure end to end (but not the compressed data: see [`Snapshot::stream`]).
+    pub fn read_index<R: Read + Seek>(r: &mut R) -> Result<Snapshot, FormatError> {
+        let file_len = r.seek(SeekFrom::End(0))?;
+        r.seek(SeekFrom::Start(0))?;
+        let mut header = [0u8; HEADER_LEN as usize];
+        read_exact_or(r, &mut header, "header")?;
+        if header[..8] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let version = u32_at(&header, 8);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(version));
+        }
+        let flags = u32_at(&header, 12);
+        if flags != 0 {
+            return Err(FormatError::Corrupt(format!("unknown header flags {flags:#x}")));
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        let manifest_len = u64_at(&header, 16);
+        if manifest_len > MAX_MANIFEST_LEN {
+            return Err(FormatError::Corrupt(format!(
+                "manifest length {manifest_len} exceeds the {MAX_MANIFEST_LEN} byte limit"
+            )));
+        }
+        if HEADER_LEN + manifest_len > file_len {
+            return Err(FormatError::Truncated("manifest"));
+        }
+        let mut json = vec![0u8; manifest_len as usize];
+        read_exact_or(r, &mut json, "manifest")?;
+        crc.update(&json);
+
+        let mut pos = HEADER_LEN + manifest_len;
+        let mut streams = Vec::new();
+        loop {
+            let mut tag = [0u8; 4];
+            read_exact_or(r, &mut tag, "section header or trailer (missing trailer)")?;
+            match u32::from_le_bytes(tag) {
+                TAG_STREAM => {
+                    if streams.len() as u32 >= MAX_SECTIONS {
+                        return Err(FormatError::Corrupt(format!(
+                            "more than {MAX_SECTIONS} sections"
+                        )));
+                    }
+                    let mut sh = [0u8; SECTION_HEADER_LEN as usize - 4];
+                    read_exact_or(r, &mut sh, "section header")?;
+                    crc.update(&tag);
+                    crc.update(&sh);
+                    let cpu = u32_at(&sh, 0);
+                    let record_count = u64_at(&sh, 4);
+                    let compressed_len = u64_at(&sh, 12);
+                    let uncompressed_len = u64_at(&sh, 20);
+                    if record_count > MAX_RECORDS_PER_SECTION {
+                        return Err(FormatError::Corrupt(format!(
+                            "section for cpu {cpu} claims {record_count} records"
+                        )));
+                    }
+                    if uncompressed_len != record_count * RECORD_SIZE as u64 {
+                        return Err(FormatError::Corrupt(format!(
+                            "section for cpu {cpu}: {uncompressed_len} bytes cannot hold \
+                             {record_count} records of {RECORD_SIZE} bytes"
+                        )));
+                    }
+                    let offset = pos + SECTION_HEADER_LEN;
+                    let end = offset.checked_add(compressed_len).ok_or_else(|| {
+                        FormatError::Corrupt(format!("section for cpu {cpu} overflows"))
+                    })?;
+                    if end > file_len {
+                        return Err(FormatError::Truncated("record stream"));
+                    }
+                    if streams.iter().any(|s: &StreamInfo| s.cpu == cpu) {
+                        return Err(FormatError::Corrupt(format!("two sections for cpu {cpu}")));
+                    }
+                    streams.push(StreamInfo {
+                        cpu,
+                        record_count,
+                        compressed_len,
+                        offset,
+                    });
+                    r.seek(SeekFrom::Start(end))?;
+                    pos = end;
+                }
+                TAG_END => {
+                    let mut tr = [0u8; TRAILER_LEN as usize - 4];
+                    read_exact_or(r, &mut tr, "trailer")?;
+                    let count = u32_at(&tr, 0);
+                    let len = u64_at(&tr, 4);
+                    let want_crc = u32_at(&tr, 12);
+                    let reserved = u32_at(&tr, 16);
+                    if count as usize != streams.len() || len != pos {
+                        return Err(FormatError::Corrupt(format!(
+                            "trailer says {count} sections / {len} bytes, found {} / {pos}",
+                            streams.len()
+                        )));
+                    }
+                    if pos + TRAILER_LEN != file_len {
+                        return Err(FormatError::Corrupt(format!(
+                            "{} unexpected bytes after the trailer",
+                            file_len.saturating_sub(pos + TRAILER_LEN)
+                        )));
+                    }
+                    let got_crc = crc.finalize();
+                    if got_crc != want_crc || reserved != 0 {
+                        return Err(FormatError::Corrupt(format!(
+                            "metadata checksum mismatch (stored {want_crc:#010x}, computed \
+                             {got_crc:#010x}): header, manifest or a section header is damaged"
+                        )));
+                    }
+                    let manifest: Manifest = serde_json::from_slice(&json)?;
+                    return Ok(Snapshot { manifest, streams });
+                }
+                other => {
+                    return Err(FormatError::Corrupt(format!(
+                        "unknown section tag {other:#x} at byte {pos}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Opens the file at `path` and reads its index.
+    pub fn open(path: &std::path::Path) -> Result<Snapshot, FormatError> {
+        let mut f = std::fs::File::open(path)?;
+        Snapshot::read_index(&mut f)
+    }
+
+    /// Streams the records of `info` from `r` (positioned anywhere: it seeks).
+    pub fn stream<R: Read + Seek>(
+        info: &StreamInfo,
+        mut r: R,
+    ) -> Result<StreamReader<io::Take<R>>, FormatError> {
+        r.seek(SeekFrom::Start(info.offset))?;
+        StreamReader::new(r.take(info.compressed_len), info.cpu, info.record_count)
+    }
+
+    /// Reads every stream of a file into memory (for small files and tests).
+    pub fn read_all<R: Read + Seek>(r: &mut R) -> Result<(Manifest, Vec<Vec<Record>>), FormatError> {
+        let snap = Snapshot::read_index(r)?;
+        let mut out = Vec::with_capacity(snap.streams.len());
+        for info in &snap.streams {
+            let stream = Snapshot::stream(info, &mut *r)?;
+            let mut recs = Vec::new();
+            for rec in stream {
+                recs.push(rec?);
+            }
+            out.push(recs);
+        }
+        Ok((snap.manifest, out))
+    }
+}
+
+/// Iterates over the records of one stream, decompressing as it goes.
+pub struct StreamReader<R: Read> {
+    dec: zstd::stream::read::Decoder<'static, BufReader<R>>,
+    cpu: u32,
+    remaining: u64,
+    finished: bool,
+}
+
+impl<R: Read> StreamReader<R> {
+    fn new(compressed: R, cpu: u32, record_count: u64) -> Result<Self, FormatError> {
+        let mut dec = zstd::stream::read::Decoder::new(compressed)?;
+        // A window bigger than 128 MiB would let a hostile frame make us allocate it.
+        dec.window_log_max(27)?;
+        Ok(StreamReader {
+            dec: dec.single_frame(),
+            cpu,
+            remaining: record_count,
+            finished: false,
+        })
+    }
+
+    /// CPU of this stream.
+    pub fn cpu(&self) -> u32 {
+        self.cpu
+    }
+
+    fn next_record(&mut self) -> Result<Option<Record>, FormatError> {
+        let mut buf = [0u8; RECORD_SIZE];
+        if self.remaining == 0 {
+            // The frame must end exactly here, and its checksum must verify.
+            let mut extra = [0u8; 1];
+            return match self.dec.read(&mut extra) {
+                Ok(0) => Ok(None),
+                Ok(_) => Err(FormatError::Corrupt(format!(
+                    "stream for cpu {} holds more than its declared records",
+                    self.cpu
+                ))),
+                Err(e) => Err(stream_error(self.cpu, e)),
+            };
+        }
+        let mut got = 0;
+        while got < RECORD_SIZE {
+            match self.dec.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(FormatError::Corrupt(format!(
+                        "stream for cpu {} ends {} records early",
+                        self.cpu, self.remaining
+                    )));
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(stream_error(self.cpu, e)),
+            }
+        }
+        self.remaining -= 1;
+        Ok(Some(Record::from_bytes(&buf)))
+    }
+}
+
+fn stream_error(cpu: u32, e: io::Error) -> FormatError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => FormatError::Truncated("record stream"),
+        _ => FormatError::Corrupt(format!("record stream for cpu {cpu}: {e}")),
+    }
+}
+
+impl<R: Read> Iterator for StreamReader<R> {
+    type Item = Result<Record, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        match self.next_record() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => {
+                self.finished = true;
+                None
+            }
+            Err(e) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
