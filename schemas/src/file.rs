@@ -222,7 +222,9 @@ impl Snapshot {
         }
         let flags = u32_at(&header, 12);
         if flags != 0 {
-            return Err(FormatError::Corrupt(format!("unknown header flags {flags:#x}")));
+            return Err(FormatError::Corrupt(format!(
+                "unknown header flags {flags:#x}"
+            )));
         }
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header);
@@ -343,7 +345,9 @@ impl Snapshot {
     }
 
     /// Reads every stream of a file into memory (for small files and tests).
-    pub fn read_all<R: Read + Seek>(r: &mut R) -> Result<(Manifest, Vec<Vec<Record>>), FormatError> {
+    pub fn read_all<R: Read + Seek>(
+        r: &mut R,
+    ) -> Result<(Manifest, Vec<Vec<Record>>), FormatError> {
         let snap = Snapshot::read_index(r)?;
         let mut out = Vec::with_capacity(snap.streams.len());
         for info in &snap.streams {

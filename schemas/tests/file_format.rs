@@ -63,7 +63,11 @@ fn every_truncation_is_an_error() {
     let bytes = file(&[(0, records(0, 50)), (1, records(1, 5))]);
     for len in 0..bytes.len() {
         let res = Snapshot::read_all(&mut Cursor::new(&bytes[..len]));
-        assert!(res.is_err(), "truncated to {len} of {} bytes was accepted", bytes.len());
+        assert!(
+            res.is_err(),
+            "truncated to {len} of {} bytes was accepted",
+            bytes.len()
+        );
     }
 }
 
@@ -91,7 +95,10 @@ fn every_single_byte_flip_is_caught() {
                     m == manifest() && got == want,
                     "flip {mask:#x} at byte {i} changed the snapshot silently"
                 );
-                assert!(in_data(i), "flip {mask:#x} at metadata byte {i} was accepted");
+                assert!(
+                    in_data(i),
+                    "flip {mask:#x} at metadata byte {i} was accepted"
+                );
             }
         }
     }
@@ -141,7 +148,10 @@ fn decompression_bomb_is_rejected() {
     bad.extend_from_slice(&crc.finalize().to_le_bytes());
     bad.extend_from_slice(&0u32.to_le_bytes());
     let err = Snapshot::read_all(&mut Cursor::new(&bad)).unwrap_err();
-    assert!(err.to_string().contains("more than its declared records"), "{err}");
+    assert!(
+        err.to_string().contains("more than its declared records"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -166,4 +176,3 @@ fn trailing_garbage_and_duplicate_cpu_are_rejected() {
     let dup = file(&[(0, records(0, 1)), (0, records(0, 1))]);
     assert!(Snapshot::read_all(&mut Cursor::new(&dup)).is_err());
 }
-

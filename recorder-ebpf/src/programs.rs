@@ -1,0 +1,586 @@
+//! The programs, one per tracepoint, all attached as BTF tracepoints (`tp_btf`): no tracefs, and
+//! typed arguments whose layouts come from `KernelOffsets`, resolved from the running kernel's BTF
+//! by the loader.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::ptr::{addr_of, read_volatile, write_volatile};
+
+use aya_ebpf::bindings::BPF_F_MMAPABLE;
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_str_bytes,
+};
+use aya_ebpf::macros::{btf_tracepoint, map};
+use aya_ebpf::maps::{Array, HashMap};
+use aya_ebpf::programs::BtfTracePointContext;
+use schemas::{
+    BlockRq, COMM_LEN, CpuHead, EXEC_FILENAME_LEN, EventKind, IRQ_NAME_LEN, IrqHandlerEntry,
+    IrqHandlerExit, KernelOffsets, ProcessExec, ProcessExit, ProcessFork, Record, SchedSwitch,
+    SchedWakeup, Softirq, SyscallEntry, SyscallExit, ctrl, filter, rwbs,
+};
+
+/// The rings: `2 * NCPU * slots` records, indexed `(epoch * NCPU + cpu) * slots + (i & mask)`.
+/// Sized by the loader.
+#[map]
+static RING: Array<Record> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// One `CpuHead` per (epoch, CPU), indexed `epoch * NCPU + cpu`. Sized by the loader.
+#[map]
+static HEADS: Array<CpuHead> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Control words (`schemas::ctrl`), shared with userspace through mmap.
+#[map]
+static CTRL: Array<u64> = Array::with_max_entries(ctrl::LEN, BPF_F_MMAPABLE);
+
+/// Description of the pinned state (`schemas::meta`); written by userspace only.
+#[map]
+static META: Array<u64> = Array::with_max_entries(schemas::meta::LEN, 0);
+
+/// Process ids (tgid) to record when the pid filter is on.
+#[map]
+static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Comms to record when the comm filter is on.
+#[map]
+static FILTER_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
+
+/// cgroup v2 ids to record when the cgroup filter is on.
+#[map]
+static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
+
+// Load-time constants, set by the loader (`EbpfLoader::override_global`). The verifier sees the
+// values, so branches on `FILTER_MODE` cost nothing when filters are off.
+#[unsafe(no_mangle)]
+static NCPU: u32 = 1;
+#[unsafe(no_mangle)]
+static SLOT_MASK: u64 = 0;
+#[unsafe(no_mangle)]
+static FILTER_MODE: u32 = 0;
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    task_pid: KernelOffsets::ABSENT,
+    task_tgid: KernelOffsets::ABSENT,
+    task_comm: KernelOffsets::ABSENT,
+    task_prio: KernelOffsets::ABSENT,
+    task_cpu: KernelOffsets::ABSENT,
+    regs_orig_ax: KernelOffsets::ABSENT,
+    regs_args_base: KernelOffsets::ABSENT,
+    regs_args_rel: [0; 6],
+    irqaction_name: KernelOffsets::ABSENT,
+    binprm_filename: KernelOffsets::ABSENT,
+    rq_q: KernelOffsets::ABSENT,
+    rq_cmd_flags: KernelOffsets::ABSENT,
+    rq_sector: KernelOffsets::ABSENT,
+    rq_data_len: KernelOffsets::ABSENT,
+    queue_disk: KernelOffsets::ABSENT,
+    disk_major: KernelOffsets::ABSENT,
+    disk_first_minor: KernelOffsets::ABSENT,
+    req_op_mask: 0,
+    req_flag_masks: [0; 5],
+};
+
+macro_rules! konst {
+    ($e:expr) => {
+        // SAFETY: reading a plain integer static; volatile so the loader's value is used.
+        unsafe { read_volatile(addr_of!($e)) }
+    };
+}
+
+/// Reads a `T` at `base + off` in kernel memory; zero if unreadable.
+#[inline(always)]
+fn kread<T: Copy + Default>(base: *const u8, off: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel copes with any address and fails cleanly.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T) }
+        .unwrap_or_default()
+}
+
+/// Reads a task's comm into `dst`.
+#[inline(always)]
+fn task_comm(task: *const u8, dst: &mut [u8; COMM_LEN]) {
+    *dst = kread::<[u8; COMM_LEN]>(task, konst!(OFFSETS.task_comm));
+}
+
+/// A reserved slot: written, then published by `publish`.
+struct Slot {
+    rec: *mut Record,
+    idx: u64,
+}
+
+/// Reserves the next slot of this CPU's ring in the active epoch and fills the header.
+#[inline(always)]
+fn reserve(kind: EventKind, ts_ns: u64, pid_tgid: u64) -> Option<Slot> {
+    // SAFETY: BPF helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let epoch_word = CTRL.get_ptr(ctrl::EPOCH)?;
+    // SAFETY: the map value pointer is valid for the program's run.
+    let epoch = (unsafe { read_volatile(epoch_word) } & 1) as u32;
+    let hidx = epoch * konst!(NCPU) + cpu;
+    let head = HEADS.get_ptr_mut(hidx)?;
+    // SeqCst: LLVM 22 turns a Relaxed fetch-add whose result is used into a non-fetching add.
+    // SAFETY: `head` points into the HEADS map value.
+    let idx =
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*head).head, 1) };
+    let mask = konst!(SLOT_MASK);
+    let slot = hidx as u64 * (mask + 1) + (idx & mask);
+    let rec = RING.get_ptr_mut(slot as u32)?;
+    // SAFETY: `rec` points into the RING map value; userspace only reads it.
+    unsafe {
+        write_volatile(&raw mut (*rec).seq, 0);
+        (*rec).ts_ns = ts_ns;
+        (*rec).pid = (pid_tgid >> 32) as u32;
+        (*rec).tid = pid_tgid as u32;
+        (*rec).kind = kind as u16;
+        (*rec).flags = 0;
+        (*rec).cpu = cpu;
+    }
+    Some(Slot { rec, idx })
+}
+
+impl Slot {
+    /// Stores the payload.
+    #[inline(always)]
+    fn payload<T>(&self, value: T) {
+        // SAFETY: payload structs are at most 64 bytes with alignment <= 8, like `payload`.
+        unsafe { (&raw mut (*self.rec).payload as *mut T).write(value) }
+    }
+
+    /// Makes the record visible to readers. x86 keeps stores in order, so the fields written
+    /// before are visible before `seq`.
+    #[inline(always)]
+    fn publish(self) {
+        // SAFETY: as in `reserve`.
+        unsafe { write_volatile(&raw mut (*self.rec).seq, self.idx + 1) }
+    }
+}
+
+/// Whether events of the current task pass the load-time filters (all active ones must match).
+#[inline(always)]
+fn current_allowed(pid_tgid: u64) -> bool {
+    let mode = konst!(FILTER_MODE);
+    if mode == 0 {
+        return true;
+    }
+    if mode & filter::PID != 0 {
+        let tgid = (pid_tgid >> 32) as u32;
+        // SAFETY: lookups return copies-by-reference valid for this run.
+        if unsafe { FILTER_PIDS.get(&tgid) }.is_none() {
+            return false;
+        }
+    }
+    if mode & filter::COMM != 0 {
+        let Ok(comm) = bpf_get_current_comm() else {
+            return false;
+        };
+        // SAFETY: as above.
+        if unsafe { FILTER_COMMS.get(&comm) }.is_none() {
+            return false;
+        }
+    }
+    if mode & filter::CGROUP != 0 {
+        // SAFETY: BPF helper without preconditions.
+        let cg = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: as above.
+        if unsafe { FILTER_CGROUPS.get(&cg) }.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: BPF helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/syscalls.h: sys_enter(regs, id)
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sys_enter(&ctx);
+    0
+}
+
+fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !current_allowed(pid_tgid) {
+        return Ok(());
+    }
+    let ts = now();
+    let regs: *const u8 = ctx.arg(0);
+    let id: i64 = ctx.arg(1);
+    let slot = reserve(EventKind::SyscallEntry, ts, pid_tgid).ok_or(())?;
+    // One read of the block holding all six argument registers.
+    let block: [u64; 8] = kread(regs, konst!(OFFSETS.regs_args_base));
+    let rel = |i: usize| (konst!(OFFSETS.regs_args_rel[i]) >> 3) as usize & 7;
+    slot.payload(SyscallEntry {
+        id: id as u64,
+        args: [
+            block[rel(0)],
+            block[rel(1)],
+            block[rel(2)],
+            block[rel(3)],
+            block[rel(4)],
+            block[rel(5)],
+        ],
+    });
+    slot.publish();
+    Ok(())
+}
+
+// sys_exit(regs, ret)
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sys_exit(&ctx);
+    0
+}
+
+fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !current_allowed(pid_tgid) {
+        return Ok(());
+    }
+    let ts = now();
+    let regs: *const u8 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    let slot = reserve(EventKind::SyscallExit, ts, pid_tgid).ok_or(())?;
+    let id: u64 = kread(regs, konst!(OFFSETS.regs_orig_ax));
+    slot.payload(SyscallExit { id, ret });
+    slot.publish();
+    Ok(())
+}
+
+// sched_switch(preempt, prev, next, prev_state)
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sched_switch(&ctx);
+    0
+}
+
+fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let ts = now();
+    let preempt: u64 = ctx.arg(0);
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    let prev_state: u64 = ctx.arg(3);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let slot = reserve(EventKind::SchedSwitch, ts, pid_tgid).ok_or(())?;
+    let mut e = SchedSwitch {
+        next_tid: kread(next, konst!(OFFSETS.task_pid)),
+        next_pid: kread(next, konst!(OFFSETS.task_tgid)),
+        prev_prio: kread(prev, konst!(OFFSETS.task_prio)),
+        next_prio: kread(next, konst!(OFFSETS.task_prio)),
+        // A preempted task is still runnable, whatever its state word says.
+        prev_state: if preempt & 1 != 0 {
+            0
+        } else {
+            prev_state & 0xffff_ffff
+        },
+        ..SchedSwitch::default()
+    };
+    task_comm(prev, &mut e.prev_comm);
+    task_comm(next, &mut e.next_comm);
+    slot.payload(e);
+    slot.publish();
+    Ok(())
+}
+
+#[inline(always)]
+fn wakeup(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
+    let ts = now();
+    let p: *const u8 = ctx.arg(0);
+    let slot = reserve(kind, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    let mut e = SchedWakeup {
+        tid: kread(p, konst!(OFFSETS.task_pid)),
+        pid: kread(p, konst!(OFFSETS.task_tgid)),
+        prio: kread(p, konst!(OFFSETS.task_prio)),
+        target_cpu: kread(p, konst!(OFFSETS.task_cpu)),
+        ..SchedWakeup::default()
+    };
+    task_comm(p, &mut e.comm);
+    slot.payload(e);
+    slot.publish();
+    Ok(())
+}
+
+// sched_wakeup(p)
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    let _ = wakeup(&ctx, EventKind::SchedWakeup);
+    0
+}
+
+// sched_wakeup_new(p)
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    let _ = wakeup(&ctx, EventKind::SchedWakeupNew);
+    0
+}
+
+// sched_process_fork(parent, child)
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !current_allowed(pid_tgid) {
+        return Ok(());
+    }
+    let ts = now();
+    let parent: *const u8 = ctx.arg(0);
+    let child: *const u8 = ctx.arg(1);
+    let child_pid: u32 = kread(child, konst!(OFFSETS.task_tgid));
+    let mode = konst!(FILTER_MODE);
+    if mode & filter::PID != 0 && mode & filter::FOLLOW_CHILDREN != 0 {
+        // The parent passed the filters, so its new process is followed too.
+        let _ = FILTER_PIDS.insert(&child_pid, &1, 0);
+    }
+    let slot = reserve(EventKind::ProcessFork, ts, pid_tgid).ok_or(())?;
+    let mut e = ProcessFork {
+        parent_tid: kread(parent, konst!(OFFSETS.task_pid)),
+        parent_pid: kread(parent, konst!(OFFSETS.task_tgid)),
+        child_tid: kread(child, konst!(OFFSETS.task_pid)),
+        child_pid,
+        ..ProcessFork::default()
+    };
+    task_comm(parent, &mut e.parent_comm);
+    task_comm(child, &mut e.child_comm);
+    slot.payload(e);
+    slot.publish();
+    Ok(())
+}
+
+// sched_process_exec(p, old_pid, bprm)
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !current_allowed(pid_tgid) {
+        return Ok(());
+    }
+    let ts = now();
+    let p: *const u8 = ctx.arg(0);
+    let old_pid: u32 = ctx.arg(1);
+    let bprm: *const u8 = ctx.arg(2);
+    let slot = reserve(EventKind::ProcessExec, ts, pid_tgid).ok_or(())?;
+    let mut e = ProcessExec {
+        tid: kread(p, konst!(OFFSETS.task_pid)),
+        old_tid: old_pid,
+        filename: [0; EXEC_FILENAME_LEN],
+    };
+    let name: *const u8 = kread(bprm, konst!(OFFSETS.binprm_filename));
+    // SAFETY: the helper reads at most the buffer's length and NUL-terminates.
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut e.filename) };
+    slot.payload(e);
+    slot.publish();
+    Ok(())
+}
+
+// sched_process_exit(p, group_dead)
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !current_allowed(pid_tgid) {
+        return Ok(());
+    }
+    let ts = now();
+    let p: *const u8 = ctx.arg(0);
+    let slot = reserve(EventKind::ProcessExit, ts, pid_tgid).ok_or(())?;
+    let mut e = ProcessExit {
+        tid: kread(p, konst!(OFFSETS.task_pid)),
+        pid: kread(p, konst!(OFFSETS.task_tgid)),
+        prio: kread(p, konst!(OFFSETS.task_prio)),
+        ..ProcessExit::default()
+    };
+    task_comm(p, &mut e.comm);
+    let mode = konst!(FILTER_MODE);
+    if mode & filter::PID != 0 && mode & filter::FOLLOW_CHILDREN != 0 && e.tid == e.pid {
+        // The process is gone; its id may be reused by an unrelated one.
+        let _ = FILTER_PIDS.remove(&e.pid);
+    }
+    slot.payload(e);
+    slot.publish();
+    Ok(())
+}
+
+/// Fills the parts of a block event read from `struct request`.
+#[inline(always)]
+fn block_common(rq: *const u8, e: &mut BlockRq) {
+    let q: *const u8 = kread(rq, konst!(OFFSETS.rq_q));
+    let disk: *const u8 = kread(q, konst!(OFFSETS.queue_disk));
+    if !disk.is_null() {
+        let major: u32 = kread(disk, konst!(OFFSETS.disk_major));
+        let minor: u32 = kread(disk, konst!(OFFSETS.disk_first_minor));
+        e.dev = (major << 20) | (minor & 0xF_FFFF);
+    }
+    e.sector = kread(rq, konst!(OFFSETS.rq_sector));
+    let flags: u32 = kread(rq, konst!(OFFSETS.rq_cmd_flags));
+    e.op = flags & konst!(OFFSETS.req_op_mask);
+    let masks = [
+        (konst!(OFFSETS.req_flag_masks[0]), rwbs::PREFLUSH),
+        (konst!(OFFSETS.req_flag_masks[1]), rwbs::FUA),
+        (konst!(OFFSETS.req_flag_masks[2]), rwbs::RAHEAD),
+        (konst!(OFFSETS.req_flag_masks[3]), rwbs::SYNC),
+        (konst!(OFFSETS.req_flag_masks[4]), rwbs::META),
+    ];
+    for (mask, bit) in masks {
+        if flags as u64 & mask != 0 {
+            e.rwbs_flags |= bit;
+        }
+    }
+}
+
+// block_rq_issue(rq)
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_block_rq_issue(&ctx);
+    0
+}
+
+fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let ts = now();
+    let rq: *const u8 = ctx.arg(0);
+    let slot = reserve(EventKind::BlockRqIssue, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    let mut e = BlockRq::default();
+    block_common(rq, &mut e);
+    e.bytes = kread(rq, konst!(OFFSETS.rq_data_len));
+    e.nr_sector = e.bytes >> 9;
+    e.comm = bpf_get_current_comm().unwrap_or_default();
+    slot.payload(e);
+    slot.publish();
+    Ok(())
+}
+
+/// `blk_status_to_errno` for the statuses a completion can carry.
+#[inline(always)]
+fn blk_status_errno(status: u8) -> i32 {
+    match status {
+        0 => 0,
+        1 => -95,  // NOTSUPP: EOPNOTSUPP
+        2 => -110, // TIMEOUT: ETIMEDOUT
+        3 => -28,  // NOSPC: ENOSPC
+        4 => -67,  // TRANSPORT: ENOLINK
+        5 => -121, // TARGET: EREMOTEIO
+        7 => -61,  // MEDIUM: ENODATA
+        8 => -84,  // PROTECTION: EILSEQ
+        9 => -12,  // RESOURCE: ENOMEM
+        11 => -11, // AGAIN: EAGAIN
+        _ => -5,   // IOERR and the rest: EIO
+    }
+}
+
+// block_rq_complete(rq, error, nr_bytes)
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_block_rq_complete(&ctx);
+    0
+}
+
+fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let ts = now();
+    let rq: *const u8 = ctx.arg(0);
+    let status: u64 = ctx.arg(1);
+    let nr_bytes: u64 = ctx.arg(2);
+    let slot = reserve(EventKind::BlockRqComplete, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    let mut e = BlockRq::default();
+    block_common(rq, &mut e);
+    e.bytes = nr_bytes as u32;
+    e.nr_sector = e.bytes >> 9;
+    e.error = blk_status_errno(status as u8);
+    slot.payload(e);
+    slot.publish();
+    Ok(())
+}
+
+// irq_handler_entry(irq, action)
+#[btf_tracepoint(function = "irq_handler_entry")]
+pub fn irq_handler_entry(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_irq_entry(&ctx);
+    0
+}
+
+fn try_irq_entry(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let ts = now();
+    let irq: u64 = ctx.arg(0);
+    let action: *const u8 = ctx.arg(1);
+    let slot = reserve(EventKind::IrqHandlerEntry, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    let mut e = IrqHandlerEntry {
+        irq: irq as u32,
+        _pad: 0,
+        name: [0; IRQ_NAME_LEN],
+    };
+    let name: *const u8 = kread(action, konst!(OFFSETS.irqaction_name));
+    // SAFETY: bounded by the buffer, fails cleanly on a bad pointer.
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut e.name) };
+    slot.payload(e);
+    slot.publish();
+    Ok(())
+}
+
+// irq_handler_exit(irq, action, ret)
+#[btf_tracepoint(function = "irq_handler_exit")]
+pub fn irq_handler_exit(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_irq_exit(&ctx);
+    0
+}
+
+fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let ts = now();
+    let irq: u64 = ctx.arg(0);
+    let ret: u64 = ctx.arg(2);
+    let slot = reserve(EventKind::IrqHandlerExit, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    slot.payload(IrqHandlerExit {
+        irq: irq as u32,
+        ret: ret as i32,
+    });
+    slot.publish();
+    Ok(())
+}
+
+#[inline(always)]
+fn softirq(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
+    let ts = now();
+    let vec: u64 = ctx.arg(0);
+    let slot = reserve(kind, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    slot.payload(Softirq {
+        vec: vec as u32,
+        _pad: 0,
+    });
+    slot.publish();
+    Ok(())
+}
+
+// softirq_entry(vec_nr)
+#[btf_tracepoint(function = "softirq_entry")]
+pub fn softirq_entry(ctx: BtfTracePointContext) -> i32 {
+    let _ = softirq(&ctx, EventKind::SoftirqEntry);
+    0
+}
+
+// softirq_exit(vec_nr)
+#[btf_tracepoint(function = "softirq_exit")]
+pub fn softirq_exit(ctx: BtfTracePointContext) -> i32 {
+    let _ = softirq(&ctx, EventKind::SoftirqExit);
+    0
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,285 @@
+//! Recorder configuration: TOML with a documented default for every field, checked strictly
+//! (unknown keys and bad values are errors, never ignored).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Rings, pins, sockets and spool.
+    pub recorder: RecorderConfig,
+    /// Which event classes are recorded.
+    pub events: EventsConfig,
+    /// Load-time filters on per-task events.
+    pub filter: FilterConfig,
+}
+
+/// `[recorder]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecorderConfig {
+    /// Ring size per CPU and epoch ("8MiB"); rounded down to a power-of-two number of records.
+    pub ring_size: String,
+    /// bpffs directory holding the pinned maps and links.
+    pub pin_dir: PathBuf,
+    /// Unix socket for `flightrec status` / `snapshot record`.
+    pub control_socket: PathBuf,
+    /// Default directory for snapshot files.
+    pub spool_dir: PathBuf,
+    /// Stable id for this host in snapshots (default: the host name).
+    pub host_id: String,
+    /// zstd level for snapshot streams (1 fastest .. 19 smallest).
+    pub compression_level: i32,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig {
+            ring_size: "8MiB".into(),
+            pin_dir: PathBuf::from("/sys/fs/bpf/flightrec"),
+            control_socket: PathBuf::from("/run/flightrec/control.sock"),
+            spool_dir: PathBuf::from("/var/lib/flightrec/spool"),
+            host_id: String::new(),
+            compression_level: 3,
+        }
+    }
+}
+
+/// `[events]`: each class on or off.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// `raw_syscalls` enter/exit.
+    pub syscalls: bool,
+    /// `sched_switch`, `sched_wakeup`, `sched_wakeup_new`.
+    pub sched: bool,
+    /// `sched_process_fork/exec/exit`.
+    pub process: bool,
+    /// `block_rq_issue/complete`.
+    pub block: bool,
+    /// `irq_handler_entry/exit`, `softirq_entry/exit`.
+    pub irq: bool,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            syscalls: true,
+            sched: true,
+            process: true,
+            block: true,
+            irq: true,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// Names of the enabled classes.
+    pub fn enabled(&self) -> Vec<String> {
+        [
+            ("syscalls", self.syscalls),
+            ("sched", self.sched),
+            ("process", self.process),
+            ("block", self.block),
+            ("irq", self.irq),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| (*n).to_owned())
+        .collect()
+    }
+}
+
+/// `[filter]`: restricts syscall and process events to matching tasks (all given filters must
+/// match). Scheduling, block and irq events are always system-wide: they are the context needed
+/// to explain what happened to the filtered tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Process ids to record (empty: all).
+    pub pids: Vec<u32>,
+    /// Comms to record, at most 15 bytes each (empty: all).
+    pub comms: Vec<String>,
+    /// cgroup v2 paths relative to the cgroup2 mount, e.g. "/system.slice/nginx.service"
+    /// (empty: all).
+    pub cgroups: Vec<String>,
+    /// With `pids`: also record processes forked by recorded ones.
+    pub follow_children: bool,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            pids: Vec::new(),
+            comms: Vec::new(),
+            cgroups: Vec::new(),
+            follow_children: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values that the types alone do not constrain.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        parse_size(&self.recorder.ring_size)?;
+        self.ring_slots()?;
+        if !(1..=19).contains(&self.recorder.compression_level) {
+            return Err(ConfigError::Invalid(format!(
+                "recorder.compression_level must be 1..=19, not {}",
+                self.recorder.compression_level
+            )));
+        }
+        if self.events.enabled().is_empty() {
+            return Err(ConfigError::Invalid(
+                "every event class is disabled in [events]: nothing would be recorded".into(),
+            ));
+        }
+        for comm in &self.filter.comms {
+            if comm.is_empty() || comm.len() > 15 {
+                return Err(ConfigError::Invalid(format!(
+                    "filter.comms entry {comm:?} must be 1 to 15 bytes (the kernel keeps 15)"
+                )));
+            }
+        }
+        for cg in &self.filter.cgroups {
+            if !cg.starts_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "filter.cgroups entry {cg:?} must start with '/' (a path under the cgroup2 \
+                     mount)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records per ring: the largest power of two whose records fit in `ring_size`.
+    pub fn ring_slots(&self) -> Result<u64, ConfigError> {
+        let bytes = parse_size(&self.recorder.ring_size)?;
+        let records = bytes / schemas::RECORD_SIZE as u64;
+        if records < 64 {
+            return Err(ConfigError::Invalid(format!(
+                "recorder.ring_size {} holds fewer than 64 records of {} bytes",
+                self.recorder.ring_size,
+                schemas::RECORD_SIZE
+            )));
+        }
+        let slots = 1u64 << (63 - records.leading_zeros());
+        if slots > 1 << 24 {
+            return Err(ConfigError::Invalid(format!(
+                "recorder.ring_size {} is above the 1.5 GiB per CPU limit",
+                self.recorder.ring_size
+            )));
+        }
+        Ok(slots)
+    }
+}
+
+/// Parses "8MiB", "512KiB", "1GiB", "4096" (bytes), also "8M"/"8MB" read as MiB.
+pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        ConfigError::Invalid(format!("size {text:?}: expected a number and a unit"))
+    })?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(ConfigError::Invalid(format!(
+                "size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
+            )));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| ConfigError::Invalid(format!("size {text:?} is too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let cases = [
+            ("8MiB", Some(8 << 20)),
+            ("8M", Some(8 << 20)),
+            ("512KiB", Some(512 << 10)),
+            ("1GiB", Some(1 << 30)),
+            ("4096", Some(4096)),
+            (" 2 MiB ", Some(2 << 20)),
+            ("MiB", None),
+            ("8XB", None),
+            ("99999999999999999999GiB", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text).ok(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn slots_round_down_to_power_of_two() {
+        let mut c = Config::default();
+        assert_eq!(c.ring_slots().unwrap(), 65536); // 8 MiB / 96 B = 87381
+        c.recorder.ring_size = "6144".into();
+        assert_eq!(c.ring_slots().unwrap(), 64);
+        c.recorder.ring_size = "6000".into();
+        assert!(c.ring_slots().is_err());
+    }
+
+    #[test]
+    fn strict_parsing() {
+        assert!(Config::parse("").is_ok());
+        assert!(Config::parse("[recorder]\nring_sise = \"1MiB\"").is_err());
+        assert!(Config::parse("[events]\nsyscalls = \"yes\"").is_err());
+        assert!(Config::parse("[filter]\ncomms = [\"a-very-long-comm-name\"]").is_err());
+        assert!(Config::parse("[filter]\ncgroups = [\"relative\"]").is_err());
+        assert!(
+            Config::parse(
+                "[events]\nsyscalls=false\nsched=false\nprocess=false\nblock=false\nirq=false"
+            )
+            .is_err()
+        );
+        let c = Config::parse("[recorder]\nring_size = \"1MiB\"\n[filter]\npids = [1]").unwrap();
+        assert_eq!(c.ring_slots().unwrap(), 8192);
+        assert_eq!(c.filter.pids, vec![1]);
+    }
+
+    #[test]
+    fn example_config_is_valid_and_matches_defaults() {
+        let text = include_str!("../../examples/flightrec.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+}

@@ -1,0 +1,238 @@
+//! What the running kernel offers: BTF-resolved structure offsets handed to the eBPF programs,
+//! feature probes with messages that name what is missing, and bpffs mounting.
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use schemas::KernelOffsets;
+
+use crate::error::SetupError;
+
+/// Where the kernel publishes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Checks that the kernel can run the recorder and mounts bpffs at `/sys/fs/bpf` if needed.
+pub fn probe_features() -> Result<(), SetupError> {
+    if !Path::new(VMLINUX_BTF).exists() {
+        return Err(SetupError::MissingFeature(format!(
+            "BTF type information ({VMLINUX_BTF} is absent; the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+        )));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(SetupError::MissingFeature(
+            "root privileges (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN are needed to load and pin \
+             the eBPF programs)"
+                .into(),
+        ));
+    }
+    ensure_bpffs(Path::new("/sys/fs/bpf"))
+}
+
+/// Mounts bpffs at `dir` unless one is already there.
+pub fn ensure_bpffs(dir: &Path) -> Result<(), SetupError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+    // SAFETY: statfs on a valid C string with an out-struct of the right type.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|source| SetupError::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let fstype = c"bpf";
+    // SAFETY: valid C strings; mount(2) validates the rest.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(SetupError::MissingFeature(format!(
+            "bpffs (mounting it at {} failed: {}; the kernel needs CONFIG_BPF_SYSCALL=y)",
+            dir.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// The kernel's BTF, parsed once.
+pub fn vmlinux_btf() -> Result<Btf, SetupError> {
+    Btf::from_file(VMLINUX_BTF).map_err(|e| SetupError::Btf {
+        path: VMLINUX_BTF.into(),
+        message: e.to_string(),
+    })
+}
+
+/// Byte offset of `path` (dot-separated, e.g. `thread_info.cpu`) inside struct `name`, looking
+/// through anonymous unions and structs as C does.
+pub fn member_offset(btf: &Btf, name: &str, path: &str) -> Option<u32> {
+    let s = named_struct(btf, name)?;
+    let mut bits = 0;
+    let mut cur = s;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (off, ty) = find_member(btf, &cur, part)?;
+        bits += off;
+        if parts.peek().is_some() {
+            cur = as_struct(btf, ty)?;
+        }
+    }
+    (bits % 8 == 0).then_some(bits / 8)
+}
+
+fn named_struct(btf: &Btf, name: &str) -> Option<btf_rs::Struct> {
+    btf.resolve_types_by_name(name)
+        .ok()?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+}
+
+/// Follows typedefs and qualifiers to a struct or union.
+fn as_struct(btf: &Btf, mut ty: Type) -> Option<btf_rs::Struct> {
+    for _ in 0..16 {
+        ty = match ty {
+            Type::Struct(s) | Type::Union(s) => return Some(s),
+            Type::Typedef(ref t) => btf.resolve_chained_type(t).ok()?,
+            Type::Volatile(ref t) | Type::Const(ref t) | Type::Restrict(ref t) => {
+                btf.resolve_chained_type(t).ok()?
+            }
+            _ => return None,
+        };
+    }
+    None
+}
+
+/// Finds `name` among the members of `s` (recursing into anonymous members); returns its bit
+/// offset and type.
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, Type)> {
+    for m in &s.members {
+        let mname = btf.resolve_name(m).unwrap_or_default();
+        let ty = btf.resolve_chained_type(m).ok()?;
+        if mname == name {
+            return Some((m.bit_offset(), ty));
+        }
+        if mname.is_empty() {
+            if let Some(inner) = as_struct(btf, ty) {
+                if let Some((off, t)) = find_member(btf, &inner, name) {
+                    return Some((m.bit_offset() + off, t));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Value of enumerator `name` in any enum of the kernel.
+pub fn enum_value(btf: &Btf, enum_name: &str, name: &str) -> Option<u64> {
+    for t in btf.resolve_types_by_name(enum_name).ok()? {
+        if let Type::Enum(e) = t {
+            for m in &e.members {
+                if btf.resolve_name(m).ok()? == name {
+                    return Some(m.val() as u64);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Resolves every offset the programs use. Required fields missing from BTF are an error that
+/// names them; optional ones (block, irq names) are left absent and their events carry zeros.
+pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, SetupError> {
+    let need = |s: &str, p: &str| {
+        member_offset(btf, s, p).ok_or_else(|| SetupError::MissingBtf(format!("{s}.{p}")))
+    };
+    let opt = |s: &str, p: &str| member_offset(btf, s, p).unwrap_or(KernelOffsets::ABSENT);
+
+    let task_cpu = match member_offset(btf, "task_struct", "thread_info.cpu") {
+        Some(o) => o,
+        None => need("task_struct", "cpu")?,
+    };
+    // The six syscall argument registers of x86-64, in ABI order.
+    let arg_regs = ["di", "si", "dx", "r10", "r8", "r9"];
+    let mut args = [0u32; 6];
+    for (i, r) in arg_regs.iter().enumerate() {
+        args[i] = need("pt_regs", r)?;
+    }
+    let base = *args.iter().min().expect("six registers");
+    let mut rel = [0u32; 6];
+    for i in 0..6 {
+        rel[i] = args[i] - base;
+        if rel[i] >= 64 || rel[i] % 8 != 0 {
+            return Err(SetupError::MissingBtf(format!(
+                "pt_regs argument registers within one 64-byte block (register {} is at +{})",
+                arg_regs[i], rel[i]
+            )));
+        }
+    }
+    // REQ_OP_BITS is a #define; the first flag bit after the op bits carries its value.
+    let op_bits = enum_value(btf, "req_flag_bits", "__REQ_FAILFAST_DEV").unwrap_or(8);
+    let flag = |n: &str| {
+        enum_value(btf, "req_flag_bits", n)
+            .map(|b| 1u64 << b)
+            .unwrap_or(0)
+    };
+    Ok(KernelOffsets {
+        task_pid: need("task_struct", "pid")?,
+        task_tgid: need("task_struct", "tgid")?,
+        task_comm: need("task_struct", "comm")?,
+        task_prio: need("task_struct", "prio")?,
+        task_cpu,
+        regs_orig_ax: need("pt_regs", "orig_ax")?,
+        regs_args_base: base,
+        regs_args_rel: rel,
+        irqaction_name: opt("irqaction", "name"),
+        binprm_filename: opt("linux_binprm", "filename"),
+        rq_q: opt("request", "q"),
+        rq_cmd_flags: opt("request", "cmd_flags"),
+        rq_sector: opt("request", "__sector"),
+        rq_data_len: opt("request", "__data_len"),
+        queue_disk: opt("request_queue", "disk"),
+        disk_major: opt("gendisk", "major"),
+        disk_first_minor: opt("gendisk", "first_minor"),
+        req_op_mask: ((1u64 << op_bits) - 1) as u32,
+        req_flag_masks: [
+            flag("__REQ_PREFLUSH"),
+            flag("__REQ_FUA"),
+            flag("__REQ_RAHEAD"),
+            flag("__REQ_SYNC"),
+            flag("__REQ_META"),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_this_kernels_offsets() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            println!("skipped: no {VMLINUX_BTF} on this machine");
+            return;
+        }
+        let btf = vmlinux_btf().unwrap();
+        let o = resolve_offsets(&btf).unwrap();
+        // x86-64 pt_regs is fixed by the entry code: di is the 15th word, orig_ax the 16th.
+        assert_eq!(o.regs_orig_ax, 120);
+        assert_eq!(o.regs_args_base + o.regs_args_rel[0], 112);
+        assert_eq!(o.regs_args_base + o.regs_args_rel[3], 56);
+        // pid and tgid are adjacent ints; comm is a 16-byte array somewhere after them.
+        assert_eq!(o.task_tgid, o.task_pid + 4);
+        assert!(o.task_comm > o.task_tgid);
+        assert_ne!(o.rq_sector, KernelOffsets::ABSENT);
+        assert_eq!(o.req_op_mask, 0xff);
+        assert!(o.req_flag_masks.iter().all(|m| m.count_ones() == 1));
+    }
+}

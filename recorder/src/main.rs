@@ -1,0 +1,323 @@
+//! `flightrec`: command-line entry point. Parses flags and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use flightrec::config::Config;
+use flightrec::daemon::{self, Request};
+
+/// Flight-recorder snapshot tracer: keeps the last moments of kernel activity (syscalls,
+/// scheduling, block I/O, interrupts) in in-kernel rings and writes them to a file on demand.
+///
+/// Typical use: run `flightrec record` as a daemon (root), then `flightrec snapshot record` when
+/// something slow happens, and `flightrec dump FILE` to read what the kernel saw.
+#[derive(Parser)]
+#[command(name = "flightrec", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the recorder daemon in the foreground (needs root).
+    ///
+    /// Loads the eBPF programs, pins them under the config's pin_dir and serves the control
+    /// socket. Restarting keeps the recorded history: pinned rings made for the same
+    /// configuration are adopted. Recording continues in the kernel after the daemon exits;
+    /// `flightrec teardown` stops it.
+    Record(RecordArgs),
+    /// Show the daemon's rings: fill, covered time window, event rates, overwrites.
+    ///
+    /// Exits 0 when a daemon answers, 1 otherwise.
+    Status(StatusArgs),
+    /// Snapshots (`flightrec snapshot record`).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Print every event of a snapshot file in time order.
+    Dump(DumpArgs),
+    /// Detach the programs and remove the pinned rings (the recorded history is lost).
+    Teardown(TeardownArgs),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Freeze the rings and write one snapshot file; prints its path as the last line.
+    ///
+    /// Recording goes on while the snapshot is written. Consecutive snapshots cover
+    /// consecutive windows of time.
+    Record(SnapshotArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file (see examples/flightrec.toml); defaults apply without one.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Control socket (overrides recorder.control_socket).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(s) = &self.socket {
+            config.recorder.control_socket = s.clone();
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Ring size per CPU and epoch, e.g. 8MiB (overrides recorder.ring_size).
+    #[arg(long, value_name = "SIZE")]
+    ring_size: Option<String>,
+    /// bpffs directory for pins (overrides recorder.pin_dir).
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+    /// Check the configuration strictly, print the effective settings and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Directory for the file (default: recorder.spool_dir).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Name that starts the file name and is kept in the manifest.
+    #[arg(long, short = 'n')]
+    name: Option<String>,
+    /// Why the snapshot is taken, kept in the manifest.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    /// Snapshot file (*.frs).
+    file: PathBuf,
+    /// One JSON object per line: ts_ns, cpu, name, tid, pid, fields.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TeardownArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// bpffs directory of the pins (overrides recorder.pin_dir).
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // The whole chain: each layer says what it was doing.
+            let mut msg = format!("flightrec: error: {e}");
+            for cause in e.chain().skip(1) {
+                msg.push_str(&format!("\n  caused by: {cause}"));
+            }
+            eprintln!("{msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn fmt_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Record(args) => {
+            let mut config = args.config.load()?;
+            if let Some(size) = args.ring_size {
+                config.recorder.ring_size = size;
+            }
+            if let Some(dir) = args.pin_dir {
+                config.recorder.pin_dir = dir;
+            }
+            config.check()?;
+            if args.check_config {
+                println!("{}", toml::to_string_pretty(&config)?);
+                eprintln!(
+                    "flightrec: configuration is valid ({} records of {} bytes per ring)",
+                    config.ring_slots()?,
+                    schemas::RECORD_SIZE
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let socket = config.recorder.control_socket.clone();
+            daemon::run(config.clone(), |rings| {
+                let bytes = rings.slots() * schemas::RECORD_SIZE as u64;
+                eprintln!(
+                    "flightrec: recording {} on {} CPUs, {} per ring ({} total in the kernel), \
+                     {} pins in {}; control socket {}",
+                    config.events.enabled().join(","),
+                    rings.ncpu(),
+                    fmt_bytes(bytes),
+                    fmt_bytes(bytes * 2 * rings.ncpu() as u64),
+                    if rings.adopted() {
+                        "adopted existing"
+                    } else {
+                        "created"
+                    },
+                    rings.pin_dir().display(),
+                    socket.display()
+                );
+            })
+            .context("recorder daemon")?;
+            eprintln!(
+                "flightrec: daemon stopped; recording continues in the kernel \
+                 (`flightrec teardown` stops it)"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => {
+            let config = args.config.load()?;
+            let resp = match daemon::request(&config.recorder.control_socket, &Request::Status) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("flightrec: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let Some(st) = resp.status else {
+                bail!("daemon error: {}", resp.error.unwrap_or_default());
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "daemon pid {} up {:.0}s, epoch {}, rings {} per CPU{}, classes {}",
+                st.pid,
+                st.uptime_s,
+                st.epoch,
+                fmt_bytes(st.ring_bytes),
+                if st.adopted {
+                    " (adopted from a previous run)"
+                } else {
+                    ""
+                },
+                st.classes.join(",")
+            );
+            println!(
+                "snapshots: {} taken, {} failed",
+                st.snapshots_taken, st.snapshots_failed
+            );
+            println!(
+                "{:>4} {:>7} {:>10} {:>12} {:>12} {:>12}",
+                "cpu", "fill", "window", "events/s", "held", "overwritten"
+            );
+            for c in &st.cpus {
+                let window = match (c.oldest_ts_ns, c.newest_ts_ns) {
+                    (Some(a), Some(b)) => format!("{:.3}s", (b - a) as f64 / 1e9),
+                    _ => "-".into(),
+                };
+                let rate = st.rates.get(c.cpu as usize).copied().unwrap_or(0.0);
+                println!(
+                    "{:>4} {:>6.1}% {:>10} {:>12.0} {:>12} {:>12}",
+                    c.cpu,
+                    100.0 * c.held as f64 / c.capacity as f64,
+                    window,
+                    rate,
+                    c.held,
+                    c.overwritten
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot {
+            command: SnapshotCommand::Record(args),
+        } => {
+            let config = args.config.load()?;
+            let output = args.output.map(|p| std::path::absolute(&p).unwrap_or(p));
+            let resp = daemon::request(
+                &config.recorder.control_socket,
+                &Request::Snapshot {
+                    dir: output,
+                    name: args.name,
+                    reason: args.reason,
+                },
+            )
+            .map_err(anyhow::Error::msg)?;
+            let Some(w) = resp.snapshot else {
+                bail!("snapshot failed: {}", resp.error.unwrap_or_default());
+            };
+            eprintln!(
+                "snapshot {}: {} events, {} ({} overwritten, {} lost)",
+                w.snapshot_id,
+                w.records,
+                fmt_bytes(w.bytes),
+                w.overwritten,
+                w.lost
+            );
+            println!("{}", w.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dump(args) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match flightrec::dump::dump(&args.file, args.json, &mut out) {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    // A closed pipe (`| head`) is not an error worth reporting.
+                    if e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Err(e.context(format!("reading {}", args.file.display())))
+                }
+            }
+        }
+        Command::Teardown(args) => {
+            let mut config = args.config.load()?;
+            if let Some(dir) = args.pin_dir {
+                config.recorder.pin_dir = dir;
+            }
+            let dir = &config.recorder.pin_dir;
+            if flightrec::rings::teardown(dir)? {
+                eprintln!(
+                    "flightrec: removed pinned rings and programs in {}",
+                    dir.display()
+                );
+            } else {
+                eprintln!("flightrec: nothing pinned in {}", dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Turning a frozen epoch into a snapshot file: manifest (with statedump) plus one compressed
+//! stream per CPU, written to a temporary name, synced, then renamed, so a reader never sees a
+//! partial file.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use schemas::file::{EXTENSION, SnapshotWriter};
+use schemas::manifest::{FilterInfo, Manifest, RecorderInfo, TriggerInfo};
+
+use crate::config::Config;
+use crate::error::SnapshotError;
+use crate::rings::Frozen;
+use crate::statedump;
+
+/// A written snapshot.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Written {
+    /// Path of the file.
+    pub path: PathBuf,
+    /// Its snapshot id.
+    pub snapshot_id: String,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Records in the file.
+    pub records: u64,
+    /// Records overwritten before the freeze.
+    pub overwritten: u64,
+    /// Records lost (not completely written at the freeze).
+    pub lost: u64,
+}
+
+/// 32 random hex digits.
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom fills the buffer it is given.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Never fails on kernels we run on; fall back to time and pid rather than panic.
+        let t = crate::rings::realtime_ns() ^ ((std::process::id() as u64) << 32);
+        b[..8].copy_from_slice(&t.to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `YYYYmmddTHHMMSSZ` for a realtime timestamp (UTC).
+pub fn utc_stamp(realtime_ns: u64) -> String {
+    let secs = realtime_ns / 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), valid for the proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !name.starts_with('.')
+}
+
+/// Writes `frozen` as a snapshot file in `dir`, named `NAME-YYYYmmddTHHMMSSZ-ID8.frs`.
+pub fn write(
+    frozen: &Frozen,
+    config: &Config,
+    dir: &Path,
+    name: Option<&str>,
+    trigger: TriggerInfo,
+) -> Result<Written, SnapshotError> {
+    let name = name.unwrap_or("snapshot");
+    if !valid_name(name) {
+        return Err(SnapshotError::BadName(name.to_owned()));
+    }
+    let ncpu = frozen.cpus.len() as u32;
+    let snapshot_id = random_id();
+    let manifest = Manifest {
+        snapshot_id: snapshot_id.clone(),
+        name: name.to_owned(),
+        frozen_realtime_ns: frozen.frozen_realtime_ns,
+        frozen_monotonic_ns: frozen.frozen_monotonic_ns,
+        host: statedump::host_info(&config.recorder.host_id, ncpu),
+        clocks: statedump::clock_offsets(),
+        recorder: RecorderInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ring_slots: config.ring_slots().unwrap_or(0),
+            record_size: schemas::RECORD_SIZE as u32,
+            classes: config.events.enabled(),
+            filter: FilterInfo {
+                pids: config.filter.pids.clone(),
+                comms: config.filter.comms.clone(),
+                cgroups: config.filter.cgroups.clone(),
+                follow_children: config.filter.follow_children,
+            },
+        },
+        trigger,
+        coverage: frozen.coverage.clone(),
+        statedump: statedump::statedump(),
+    };
+    let werr = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SnapshotError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(werr(dir))?;
+    let file_name = format!(
+        "{name}-{}-{}.{EXTENSION}",
+        utc_stamp(frozen.frozen_realtime_ns),
+        &snapshot_id[..8]
+    );
+    let path = dir.join(&file_name);
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(werr(&tmp))?;
+        let mut w = SnapshotWriter::new(
+            BufWriter::new(file),
+            &manifest,
+            config.recorder.compression_level,
+        )?;
+        for (cpu, recs) in frozen.cpus.iter().enumerate() {
+            w.write_stream(cpu as u32, recs)?;
+        }
+        let mut buf = w.finish()?;
+        buf.flush().map_err(werr(&tmp))?;
+        let file = buf.into_inner().map_err(|e| SnapshotError::Write {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(werr(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(werr(&path))?;
+        // The rename is durable once the directory is synced.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok::<_, SnapshotError>(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    Ok(Written {
+        path,
+        snapshot_id,
+        bytes,
+        records: frozen.coverage.iter().map(|c| c.records_kept).sum(),
+        overwritten: frozen.coverage.iter().map(|c| c.records_overwritten).sum(),
+        lost: frozen.coverage.iter().map(|c| c.records_lost).sum(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        // 2026-11-25 08:18:44 UTC
+        assert_eq!(utc_stamp(1_795_594_724 * 1_000_000_000), "20261125T081844Z");
+        // 2000-02-29 23:59:59 UTC (leap day)
+        assert_eq!(utc_stamp(951_868_799 * 1_000_000_000), "20000229T235959Z");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("slow-request_42.v1"));
+        assert!(!valid_name("../etc/passwd"));
+        assert!(!valid_name(".hidden"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+    }
+}
