@@ -103,3 +103,87 @@ pub fn dump(path: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<u64
     out.flush()?;
     Ok(n)
 }
+
+/// Writes a summary of `path`: trigger, host, per-CPU coverage, event counts by name and the
+/// busiest threads. Returns the number of events read.
+pub fn summary(path: &Path, out: &mut impl Write) -> anyhow::Result<u64> {
+    use std::collections::HashMap;
+    let (m, events) = open(path)?;
+    let mut by_name: HashMap<String, u64> = HashMap::new();
+    let mut by_tid: HashMap<(u32, u32), u64> = HashMap::new();
+    // Comms seen in the events themselves cover threads gone before the statedump.
+    let mut seen_comm: HashMap<u32, String> = HashMap::new();
+    let (mut first, mut last, mut n) = (u64::MAX, 0u64, 0u64);
+    for ev in events {
+        let ev = ev.map_err(anyhow::Error::msg)?;
+        *by_name.entry(ev.name()).or_default() += 1;
+        *by_tid.entry((ev.pid, ev.tid)).or_default() += 1;
+        use schemas::cstr_lossy;
+        use schemas::event::EventData as D;
+        match ev.data {
+            D::SchedSwitch(s) => {
+                seen_comm.insert(ev.tid, cstr_lossy(&s.prev_comm));
+                seen_comm.insert(s.next_tid, cstr_lossy(&s.next_comm));
+            }
+            D::SchedWakeup(w) | D::SchedWakeupNew(w) => {
+                seen_comm.insert(w.tid, cstr_lossy(&w.comm));
+            }
+            D::ProcessExit(x) => {
+                seen_comm.insert(x.tid, cstr_lossy(&x.comm));
+            }
+            _ => {}
+        }
+        first = first.min(ev.ts_ns);
+        last = last.max(ev.ts_ns);
+        n += 1;
+    }
+    let comm_of = |tid: u32| {
+        m.statedump
+            .processes
+            .iter()
+            .flat_map(|p| p.threads.iter())
+            .find(|t| t.tid == tid)
+            .map(|t| t.comm.clone())
+            .or_else(|| seen_comm.get(&tid).cloned())
+            .unwrap_or_else(|| "?".into())
+    };
+    writeln!(out, "snapshot   {} ({})", m.snapshot_id, m.name)?;
+    writeln!(
+        out,
+        "host       {} kernel {} ({} CPUs)",
+        m.host.host_id, m.host.kernel_release, m.host.ncpu
+    )?;
+    writeln!(out, "trigger    {}: {}", m.trigger.source, m.trigger.reason)?;
+    if n > 0 {
+        writeln!(
+            out,
+            "window     {:.3} s of events ({} events)",
+            (last - first) as f64 / 1e9,
+            n
+        )?;
+    }
+    for c in &m.coverage {
+        writeln!(
+            out,
+            "cpu {:<3}    {} kept, {} overwritten, {} lost",
+            c.cpu, c.records_kept, c.records_overwritten, c.records_lost
+        )?;
+    }
+    let mut names: Vec<_> = by_name.into_iter().collect();
+    names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    writeln!(out, "\n{:>10}  event", "count")?;
+    for (name, count) in names.iter().take(20) {
+        writeln!(out, "{count:>10}  {name}")?;
+    }
+    if names.len() > 20 {
+        writeln!(out, "{:>10}  ({} more event names)", "", names.len() - 20)?;
+    }
+    let mut tids: Vec<_> = by_tid.into_iter().collect();
+    tids.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    writeln!(out, "\n{:>10}  {:>8} {:>8}  comm", "events", "pid", "tid")?;
+    for ((pid, tid), count) in tids.iter().take(10) {
+        writeln!(out, "{count:>10}  {pid:>8} {tid:>8}  {}", comm_of(*tid))?;
+    }
+    out.flush()?;
+    Ok(n)
+}

@@ -120,8 +120,11 @@ struct DumpArgs {
     /// Snapshot file (*.frs).
     file: PathBuf,
     /// One JSON object per line: ts_ns, cpu, name, tid, pid, fields.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "summary")]
     json: bool,
+    /// Print a summary instead: coverage, event counts by name, busiest threads.
+    #[arg(long)]
+    summary: bool,
 }
 
 #[derive(Args)]
@@ -290,7 +293,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dump(args) => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            match flightrec::dump::dump(&args.file, args.json, &mut out) {
+            let res = if args.summary {
+                flightrec::dump::summary(&args.file, &mut out)
+            } else {
+                flightrec::dump::dump(&args.file, args.json, &mut out)
+            };
+            match res {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
                     // A closed pipe (`| head`) is not an error worth reporting.
