@@ -122,12 +122,11 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, Type)>
         if mname == name {
             return Some((m.bit_offset(), ty));
         }
-        if mname.is_empty() {
-            if let Some(inner) = as_struct(btf, ty) {
-                if let Some((off, t)) = find_member(btf, &inner, name) {
-                    return Some((m.bit_offset() + off, t));
-                }
-            }
+        if mname.is_empty()
+            && let Some(inner) = as_struct(btf, ty)
+            && let Some((off, t)) = find_member(btf, &inner, name)
+        {
+            return Some((m.bit_offset() + off, t));
         }
     }
     None

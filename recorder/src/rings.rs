@@ -351,11 +351,10 @@ impl Rings {
             let id = prog
                 .attach()
                 .map_err(|e| SetupError::MissingFeature(format!("BTF tracepoint {name} ({e})")))?;
-            let link = FdLink::try_from(
+            let link = FdLink::from(
                 prog.take_link(id)
                     .map_err(|e| SetupError::Ebpf(e.to_string()))?,
-            )
-            .map_err(|e| SetupError::Ebpf(e.to_string()))?;
+            );
             link.pin(dir.join(format!("link_{name}")))
                 .map_err(|e| pin_err(dir, format!("pinning link {name}: {e}")))?;
         }

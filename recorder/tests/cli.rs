@@ -20,7 +20,11 @@ fn check_config_accepts_the_example_and_names_the_bad_key() {
         .arg(example_config())
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("ring_size = \"8MiB\""));
 
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -80,14 +84,26 @@ fn daemon_snapshot_record_and_dump() {
     let _ = flightrec().args(["teardown", "--pin-dir", pins]).output();
 
     let mut daemon = flightrec()
-        .args(["record", "--ring-size", "2MiB", "--pin-dir", pins, "--socket"])
+        .args([
+            "record",
+            "--ring-size",
+            "2MiB",
+            "--pin-dir",
+            pins,
+            "--socket",
+        ])
         .arg(&sock)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let st = flightrec().arg("status").arg("--socket").arg(&sock).output().unwrap();
+        let st = flightrec()
+            .arg("status")
+            .arg("--socket")
+            .arg(&sock)
+            .output()
+            .unwrap();
         if st.status.success() {
             let text = String::from_utf8_lossy(&st.stdout);
             assert!(text.contains("events/s"), "{text}");
@@ -106,13 +122,28 @@ fn daemon_snapshot_record_and_dump() {
         .arg(&sock)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let path = PathBuf::from(stdout.lines().last().expect("a path"));
     assert!(path.starts_with(&tmp) && path.exists(), "{path:?}");
-    assert!(path.file_name().unwrap().to_str().unwrap().starts_with("e2e-"));
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("e2e-")
+    );
 
-    let dump = flightrec().arg("dump").arg("--json").arg(&path).output().unwrap();
+    let dump = flightrec()
+        .arg("dump")
+        .arg("--json")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(dump.status.success());
     let text = String::from_utf8(dump.stdout).unwrap();
     let mut last_ts = 0;
@@ -127,13 +158,20 @@ fn daemon_snapshot_record_and_dump() {
         assert!(ts >= last_ts, "dump is not in time order");
         last_ts = ts;
         saw_ls |= v["name"] == "sched_process_exec"
-            && v["fields"]["filename"].as_str().unwrap_or("").ends_with("/ls");
+            && v["fields"]["filename"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/ls");
         n += 1;
     }
     assert!(n > 10, "only {n} events");
     assert!(saw_ls, "the exec of ls is missing");
 
-    let st = flightrec().args(["status", "--json", "--socket"]).arg(&sock).output().unwrap();
+    let st = flightrec()
+        .args(["status", "--json", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["snapshots_taken"], 1);
 
@@ -141,7 +179,10 @@ fn daemon_snapshot_record_and_dump() {
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     assert!(daemon.wait().unwrap().success());
     assert!(!sock.exists(), "socket left behind");
-    let td = flightrec().args(["teardown", "--pin-dir", pins]).output().unwrap();
+    let td = flightrec()
+        .args(["teardown", "--pin-dir", pins])
+        .output()
+        .unwrap();
     assert!(td.status.success());
     assert!(!Path::new(pins).exists());
 }

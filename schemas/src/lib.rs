@@ -498,7 +498,7 @@ pub struct KernelOffsets {
     /// `cmd_flags` masks for [`rwbs`] bits, in bit order PREFLUSH, FUA, RAHEAD, SYNC, META.
     pub req_flag_masks: [u64; 5],
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>().is_multiple_of(8));
 
 impl KernelOffsets {
     /// Marker for an offset that the running kernel does not have.
