@@ -349,3 +349,89 @@ fn restart_adopts_pinned_rings_and_stale_pins_are_replaced() {
     assert!(flightrec::rings::teardown(&rec.config.recorder.pin_dir).unwrap());
     assert!(!rec.config.recorder.pin_dir.exists());
 }
+
+#[test]
+fn pid_filter_follows_children_and_cgroup_filter_selects_members() {
+    let Some(_p) = privileged("pid_filter_follows_children_and_cgroup_filter_selects_members")
+    else {
+        return;
+    };
+    // pid filter on this test process: the workload it forks is followed, others are not.
+    let me = std::process::id();
+    let rec = TestRecorder::start("pidfilter", |c| {
+        c.recorder.ring_size = "4MiB".into();
+        c.filter.pids = vec![me];
+        c.filter.follow_children = true;
+    });
+    let pid = workload(&["getppid", "50"]);
+    let other = std::process::Command::new("true").status().unwrap();
+    assert!(other.success());
+    let (_m, events) = rec.snapshot("pidfilter");
+    let marked = syscalls_of(&events, pid)
+        .iter()
+        .filter(|c| c.0 && c.1 == nr::GETPPID && c.2 as u64 >= MAGIC)
+        .count();
+    assert_eq!(marked, 50, "the forked child was not followed");
+    let syscall_pids: std::collections::HashSet<u32> = events
+        .iter()
+        .filter(|e| matches!(e.data, EventData::SyscallEntry(_)))
+        .map(|e| e.pid)
+        .collect();
+    // Only this process and its children (workload, true) made recorded syscalls.
+    assert!(syscall_pids.contains(&me) && syscall_pids.contains(&pid));
+    assert!(
+        syscall_pids.len() <= 3,
+        "unfiltered processes recorded: {syscall_pids:?}"
+    );
+    drop(rec);
+
+    // cgroup filter: a child placed in a fresh cgroup v2 group before it execs.
+    let Some(root) = flightrec::statedump::cgroup2_mount() else {
+        panic!("no cgroup2 mount");
+    };
+    let group = root.join("flightrec-test-filter");
+    let _ = std::fs::remove_dir(&group);
+    std::fs::create_dir(&group).expect("create cgroup");
+    let rec = TestRecorder::start("cgfilter", |c| {
+        c.recorder.ring_size = "4MiB".into();
+        c.filter.cgroups = vec!["/flightrec-test-filter".into()];
+    });
+    let procs = group.join("cgroup.procs");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_workload"));
+    cmd.args(["getppid", "30"]);
+    // SAFETY: the closure only writes a file, which is async-signal-safe enough for a test.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+    }
+    let mut child = cmd.spawn().unwrap();
+    let in_group = child.id();
+    assert!(child.wait().unwrap().success());
+    let outside = workload(&["getppid", "30"]);
+    let (m, events) = rec.snapshot("cgfilter");
+    let count = |pid| {
+        syscalls_of(&events, pid)
+            .iter()
+            .filter(|c| c.0 && c.1 == nr::GETPPID && c.2 as u64 >= MAGIC)
+            .count()
+    };
+    assert_eq!(count(in_group), 30);
+    assert_eq!(
+        count(outside),
+        0,
+        "a process outside the cgroup was recorded"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| matches!(e.data, EventData::SyscallEntry(_)))
+            .all(|e| e.pid == in_group),
+        "syscalls of other cgroups were recorded"
+    );
+    assert_eq!(
+        m.recorder.filter.cgroups,
+        vec!["/flightrec-test-filter".to_string()]
+    );
+    drop(rec);
+    std::fs::remove_dir(&group).expect("remove cgroup");
+}
