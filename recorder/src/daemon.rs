@@ -265,7 +265,11 @@ pub fn run(config: Config, ready: impl FnOnce(&Rings)) -> anyhow::Result<()> {
                 last = Some((now, totals));
             }
         });
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // Listeners made once: a signal that arrives while a connection is being accepted is
+        // kept for the next turn of the loop instead of being missed.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         loop {
             tokio::select! {
                 conn = listener.accept() => {
@@ -273,7 +277,7 @@ pub fn run(config: Config, ready: impl FnOnce(&Rings)) -> anyhow::Result<()> {
                         tokio::spawn(handle(shared.clone(), stream));
                     }
                 }
-                _ = tokio::signal::ctrl_c() => break,
+                _ = int.recv() => break,
                 _ = term.recv() => break,
             }
         }
