@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use schemas::manifest::TriggerInfo;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::Config;
@@ -199,8 +199,6 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
     }
 }
 
-use tokio::io::AsyncReadExt as _;
-
 /// Binds the control socket, replacing a stale one left by a dead daemon but refusing to steal
 /// the socket of a live one.
 fn bind_socket(path: &Path) -> Result<UnixListener, String> {
@@ -250,7 +248,7 @@ pub fn run(config: Config, ready: impl FnOnce(&Rings)) -> anyhow::Result<()> {
                 tick.tick().await;
                 let totals: Vec<u64> = {
                     let r = sampler.rings.lock().unwrap_or_else(|e| e.into_inner());
-                    r.status().iter().map(|c| c.total).collect()
+                    (0..r.ncpu()).map(|cpu| r.total(cpu)).collect()
                 };
                 let now = Instant::now();
                 if let Some((t, prev)) = &last {

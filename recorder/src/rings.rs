@@ -468,6 +468,26 @@ impl Rings {
         (seq1 == idx + 1 && seq2 == seq1).then_some(rec)
     }
 
+    /// Ring indexes of the current window of (epoch, cpu): where the window started, the oldest
+    /// index still held (later than the start once the ring wrapped), and one past the newest.
+    fn window(&self, epoch: u32, cpu: u32) -> (u64, u64, u64) {
+        let (head, base) = self.head(epoch, cpu);
+        let end = head.load(Ordering::SeqCst);
+        let start_window = base.load(Ordering::SeqCst).min(end);
+        (
+            start_window,
+            start_window.max(end.saturating_sub(self.slots)),
+            end,
+        )
+    }
+
+    /// Records ever written on `cpu`, both epochs (monotonic, for rates).
+    pub fn total(&self, cpu: u32) -> u64 {
+        (0..2)
+            .map(|epoch| self.head(epoch, cpu).0.load(Ordering::SeqCst))
+            .sum()
+    }
+
     /// The epoch writers are recording into now.
     pub fn active_epoch(&self) -> u32 {
         (self.ctrl_word(ctrl::EPOCH).load(Ordering::SeqCst) & 1) as u32
@@ -492,10 +512,7 @@ impl Rings {
         let mut cpus = Vec::with_capacity(self.ncpu as usize);
         let mut coverage = Vec::with_capacity(self.ncpu as usize);
         for cpu in 0..self.ncpu {
-            let (head, base) = self.head(cur, cpu);
-            let end = head.load(Ordering::SeqCst);
-            let start_window = base.load(Ordering::SeqCst).min(end);
-            let start = start_window.max(end.saturating_sub(self.slots));
+            let (start_window, start, end) = self.window(cur, cpu);
             let mut recs = Vec::with_capacity((end - start) as usize);
             let mut lost = 0;
             for idx in start..end {
@@ -533,10 +550,7 @@ impl Rings {
         let epoch = self.active_epoch();
         (0..self.ncpu)
             .map(|cpu| {
-                let (head, base) = self.head(epoch, cpu);
-                let end = head.load(Ordering::SeqCst);
-                let start_window = base.load(Ordering::SeqCst).min(end);
-                let start = start_window.max(end.saturating_sub(self.slots));
+                let (start_window, start, end) = self.window(epoch, cpu);
                 let oldest = (start..end)
                     .take(64)
                     .find_map(|i| self.read_slot(epoch, cpu, i).map(|r| r.ts_ns));
@@ -544,7 +558,6 @@ impl Rings {
                     .rev()
                     .take(64)
                     .find_map(|i| self.read_slot(epoch, cpu, i).map(|r| r.ts_ns));
-                let other = self.head(epoch ^ 1, cpu).0.load(Ordering::SeqCst);
                 CpuStatus {
                     cpu,
                     written: end - start_window,
@@ -553,7 +566,7 @@ impl Rings {
                     overwritten: start - start_window,
                     oldest_ts_ns: oldest,
                     newest_ts_ns: newest,
-                    total: end + other,
+                    total: self.total(cpu),
                 }
             })
             .collect()
