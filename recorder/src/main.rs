@@ -40,6 +40,15 @@ enum Command {
     },
     /// Print every event of a snapshot file in time order.
     Dump(DumpArgs),
+    /// Convert a snapshot for other tools: CTF (babeltrace2, lttng-analyses, Trace Compass),
+    /// Perfetto (ui.perfetto.dev) or trace.dat (trace-cmd report, KernelShark).
+    ///
+    /// Examples:
+    ///   flightrec export snap.frs --format ctf -o snap-ctf && babeltrace2 snap-ctf
+    ///   flightrec export snap.frs --format perfetto -o snap.perfetto-trace
+    ///   flightrec export snap.frs --format tracedat -o trace.dat && trace-cmd report trace.dat
+    #[command(verbatim_doc_comment)]
+    Export(ExportArgs),
     /// Detach the programs and remove the pinned rings (the recorded history is lost).
     Teardown(TeardownArgs),
 }
@@ -125,6 +134,18 @@ struct DumpArgs {
     /// Print a summary instead: coverage, event counts by name, busiest threads.
     #[arg(long)]
     summary: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Snapshot file (*.frs).
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum)]
+    format: flightrec::export::Format,
+    /// Output path: a directory for ctf, a file otherwise. It must not exist yet.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -310,6 +331,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Err(e.context(format!("reading {}", args.file.display())))
                 }
             }
+        }
+        Command::Export(args) => {
+            let stats = flightrec::export::export(&args.file, args.format, &args.output)
+                .with_context(|| {
+                    format!(
+                        "exporting {} to {}",
+                        args.file.display(),
+                        args.output.display()
+                    )
+                })?;
+            eprintln!(
+                "flightrec: exported {} events ({}) to {}",
+                stats.events,
+                fmt_bytes(stats.bytes),
+                args.output.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Teardown(args) => {
             let mut config = args.config.load()?;

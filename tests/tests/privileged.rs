@@ -1,6 +1,10 @@
 //! Privileged end-to-end tests: real eBPF programs, real child processes, real snapshots.
 //! They need root; elsewhere they print why they skip, and under `CI=true` a skip fails.
 
+mod analyze;
+mod export_ctf;
+mod export_perfetto;
+mod export_tracedat;
 mod util;
 
 use std::collections::HashMap;

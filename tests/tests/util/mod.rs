@@ -162,3 +162,19 @@ pub fn disk_dev_of(path: &Path) -> Option<u32> {
     };
     Some((disk.0 << 20) | disk.1)
 }
+
+impl TestRecorder {
+    /// Freezes and writes a snapshot file; returns its path (in the recorder's scratch dir,
+    /// removed with it).
+    pub fn snapshot_file(&self, name: &str) -> PathBuf {
+        let frozen = self.rings().freeze();
+        let trigger = TriggerInfo {
+            source: "test".into(),
+            reason: name.into(),
+            fields: Default::default(),
+        };
+        flightrec::snapshot::write(&frozen, &self.config, &self.dir, Some(name), trigger)
+            .expect("write snapshot")
+            .path
+    }
+}

@@ -1,0 +1,1 @@
+//! Privileged end-to-end tests of `flightrec export ctf` on real snapshots.
