@@ -5,6 +5,7 @@
 //! reads the rings, [`snapshot`] writes files, [`daemon`] serves the control socket, and
 //! [`dump`] prints snapshots.
 
+pub mod analyze;
 pub mod config;
 pub mod daemon;
 pub mod dump;

@@ -40,6 +40,19 @@ enum Command {
     },
     /// Print every event of a snapshot file in time order.
     Dump(DumpArgs),
+    /// Find the cause in a snapshot: slowest syscalls, CPU usage, scheduling latency and who
+    /// caused it, block I/O latency, interrupts, and the processes that came and went.
+    ///
+    /// Every analysis states the window it covers and whether rings overwrote history in it.
+    /// Filters (--pid, --tid, --comm, --cgroup; repeatable; different kinds must all match)
+    /// select the tasks analysed; interrupts and per-CPU usage stay system-wide.
+    ///
+    /// Examples:
+    ///   flightrec analyze snap.frs
+    ///   flightrec analyze snap.frs --comm postgres --top 20
+    ///   flightrec analyze snap.frs --begin=-200ms --json | jq .syscalls.slowest
+    #[command(verbatim_doc_comment)]
+    Analyze(AnalyzeArgs),
     /// Convert a snapshot for other tools: CTF (babeltrace2, lttng-analyses, Trace Compass),
     /// Perfetto (ui.perfetto.dev) or trace.dat (trace-cmd report, KernelShark).
     ///
@@ -134,6 +147,38 @@ struct DumpArgs {
     /// Print a summary instead: coverage, event counts by name, busiest threads.
     #[arg(long)]
     summary: bool,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// Snapshot file (*.frs).
+    file: PathBuf,
+    /// One JSON object (schema in docs/analyses.md) instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Length of every "top" list.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    top: usize,
+    /// Only this process id (repeatable).
+    #[arg(long, value_name = "PID")]
+    pid: Vec<u32>,
+    /// Only this thread id (repeatable).
+    #[arg(long, value_name = "TID")]
+    tid: Vec<u32>,
+    /// Only threads with this exact name (repeatable).
+    #[arg(long, value_name = "COMM")]
+    comm: Vec<String>,
+    /// Only processes in this cgroup v2 path or below it, e.g. /system.slice/nginx.service
+    /// (repeatable).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Vec<String>,
+    /// Start of the window: CLOCK_MONOTONIC ns (as in `dump --json`), +DURATION after the
+    /// first event, or -DURATION before the last (e.g. --begin=-200ms).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    begin: Option<flightrec::analyze::TimeSpec>,
+    /// End of the window, in the same forms as --begin.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    end: Option<flightrec::analyze::TimeSpec>,
 }
 
 #[derive(Args)]
@@ -330,6 +375,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     Err(e.context(format!("reading {}", args.file.display())))
                 }
+            }
+        }
+        Command::Analyze(args) => {
+            use flightrec::analyze::{Filter, Options};
+            let opts = Options {
+                top: args.top,
+                filter: Filter {
+                    pids: args.pid,
+                    tids: args.tid,
+                    comms: args.comm,
+                    cgroups: args.cgroup,
+                },
+                begin: args.begin,
+                end: args.end,
+            };
+            if !args.file.exists() {
+                bail!("{}: no such file", args.file.display());
+            }
+            let report = flightrec::analyze::analyze(&args.file, &opts)
+                .with_context(|| format!("analysing {}", args.file.display()))?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let res = if args.json {
+                serde_json::to_writer_pretty(&mut out, &report)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+                    .and_then(|()| std::io::Write::flush(&mut out))
+            } else {
+                flightrec::analyze::render(&report, &mut out)
+            };
+            match res {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
             }
         }
         Command::Export(args) => {

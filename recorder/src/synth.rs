@@ -102,6 +102,7 @@ impl SnapshotBuilder {
 
     /// A syscall `id` by `t` on `cpu` from `start` to `end` (ns), with first argument `arg0`,
     /// returning `ret`.
+    #[expect(clippy::too_many_arguments, reason = "one syscall's whole description")]
     pub fn syscall(
         &mut self,
         cpu: u32,

@@ -1,0 +1,609 @@
+//! `flightrec analyze`: what happened in a snapshot, in the terms SREs ask about — the slowest
+//! syscalls, who used the CPUs, who waited to run and who made them wait, block I/O latency,
+//! interrupt cost, and the processes that came and went.
+//!
+//! One streaming pass over the time-ordered events feeds every analysis; memory grows with the
+//! number of completed latencies kept for percentiles (8 bytes each), not with the snapshot.
+//! The result is a [`Report`], printed as text tables or serialised as one JSON object whose
+//! schema is documented in `docs/analyses.md`. The collector calls [`analyze`] too.
+
+mod block;
+mod cpu;
+mod irq;
+mod procs;
+mod sched;
+pub mod stats;
+mod syscalls;
+mod tasks;
+mod text;
+
+use std::path::Path;
+
+use schemas::EventKind;
+use schemas::event::Event;
+use schemas::file::FormatError;
+use schemas::manifest::Manifest;
+use serde::Serialize;
+
+pub use block::BlockReport;
+pub use cpu::CpuReport;
+pub use irq::IrqReport;
+pub use procs::ProcessReport;
+pub use sched::SchedReport;
+pub use syscalls::SyscallReport;
+pub use tasks::Tasks;
+pub use text::render;
+
+/// Version tag of the JSON report, bumped on incompatible changes.
+pub const SCHEMA: &str = "flightrec-analyze/1";
+
+/// Why an analysis could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// The snapshot could not be read.
+    #[error("reading the snapshot")]
+    Snapshot(#[from] FormatError),
+    /// A record could not be decoded.
+    #[error("decoding an event: {0}")]
+    Decode(String),
+    /// A `--begin`/`--end` value was not understood.
+    #[error(
+        "bad time {0:?}: use a CLOCK_MONOTONIC timestamp in ns (as in `flightrec dump --json`), \
+         +DURATION from the first event or -DURATION before the last (e.g. +1.5s, -200ms, +50us)"
+    )]
+    BadTime(String),
+    /// `--begin` is after `--end`.
+    #[error("the window is empty: --begin {begin} ns is after --end {end} ns")]
+    EmptyWindow {
+        /// Resolved begin.
+        begin: u64,
+        /// Resolved end.
+        end: u64,
+    },
+}
+
+/// A point in time given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSpec {
+    /// CLOCK_MONOTONIC ns, as events carry them.
+    Absolute(u64),
+    /// ns after the first event of the snapshot.
+    FromStart(u64),
+    /// ns before the last event of the snapshot.
+    BeforeEnd(u64),
+}
+
+impl std::str::FromStr for TimeSpec {
+    type Err = AnalyzeError;
+
+    fn from_str(s: &str) -> Result<TimeSpec, AnalyzeError> {
+        let bad = || AnalyzeError::BadTime(s.to_owned());
+        let t = s.trim();
+        if let Some(rest) = t.strip_prefix('+') {
+            return parse_duration(rest)
+                .map(TimeSpec::FromStart)
+                .ok_or_else(bad);
+        }
+        if let Some(rest) = t.strip_prefix('-') {
+            return parse_duration(rest)
+                .map(TimeSpec::BeforeEnd)
+                .ok_or_else(bad);
+        }
+        t.parse().map(TimeSpec::Absolute).map_err(|_| bad())
+    }
+}
+
+/// `1.5s`, `200ms`, `50us`, `10ns` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" => 1e9,
+        "ms" => 1e6,
+        "us" | "µs" => 1e3,
+        "ns" => 1.0,
+        _ => return None,
+    };
+    let v: f64 = num.parse().ok()?;
+    (v.is_finite() && v >= 0.0).then(|| (v * scale).round() as u64)
+}
+
+/// Which tasks the task-centred analyses look at. Every kind given must match (pid AND comm...);
+/// within a kind any value matches. Empty: every task.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Filter {
+    /// Process ids (thread group ids).
+    pub pids: Vec<u32>,
+    /// Thread ids.
+    pub tids: Vec<u32>,
+    /// Exact thread names.
+    pub comms: Vec<String>,
+    /// cgroup v2 paths: a task matches when its cgroup is this one or below it.
+    pub cgroups: Vec<String>,
+}
+
+impl Filter {
+    /// Whether no filter is set.
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty()
+            && self.tids.is_empty()
+            && self.comms.is_empty()
+            && self.cgroups.is_empty()
+    }
+
+    /// Whether thread `tid` matches, as `tasks` knows it now.
+    pub fn matches(&self, tid: u32, tasks: &Tasks) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let pid = tasks.pid_of(tid);
+        (self.tids.is_empty() || self.tids.contains(&tid))
+            && (self.pids.is_empty() || self.pids.contains(&pid))
+            && (self.comms.is_empty() || self.comms.iter().any(|c| c == tasks.comm(tid)))
+            && (self.cgroups.is_empty()
+                || tasks
+                    .cgroup_of(pid)
+                    .is_some_and(|g| self.cgroups.iter().any(|f| cgroup_within(g, f))))
+    }
+}
+
+/// Whether cgroup `path` is `parent` or below it.
+fn cgroup_within(path: &str, parent: &str) -> bool {
+    let parent = parent.trim_end_matches('/');
+    parent.is_empty()
+        || path == parent
+        || path
+            .strip_prefix(parent)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The analyses' settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Length of every "top" list.
+    pub top: usize,
+    /// Tasks to analyse.
+    pub filter: Filter,
+    /// Start of the window (default: the first event).
+    pub begin: Option<TimeSpec>,
+    /// End of the window (default: the last event).
+    pub end: Option<TimeSpec>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            top: 10,
+            filter: Filter::default(),
+            begin: None,
+            end: None,
+        }
+    }
+}
+
+/// A section of the report: its result, or why it could not be computed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Section<T> {
+    /// Computed.
+    Ok(T),
+    /// The event class it needs was not recorded in this snapshot.
+    NotRecorded {
+        /// Which class is missing and how to record it.
+        reason: String,
+    },
+}
+
+impl<T> Section<T> {
+    /// The result, if computed.
+    pub fn ok(&self) -> Option<&T> {
+        match self {
+            Section::Ok(t) => Some(t),
+            Section::NotRecorded { .. } => None,
+        }
+    }
+}
+
+/// Identity of the analysed snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SnapshotInfo {
+    /// Snapshot id.
+    pub id: String,
+    /// Snapshot name.
+    pub name: String,
+    /// Host name.
+    pub hostname: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// Trigger source (`cli`, `hook`, `rule`...).
+    pub trigger_source: String,
+    /// Trigger reason.
+    pub trigger_reason: String,
+    /// Event classes recorded.
+    pub classes: Vec<String>,
+}
+
+/// The time window analysed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Window {
+    /// First instant (CLOCK_MONOTONIC ns).
+    pub begin_ns: u64,
+    /// Last instant (CLOCK_MONOTONIC ns).
+    pub end_ns: u64,
+    /// `end_ns - begin_ns`.
+    pub duration_ns: u64,
+    /// `begin_ns` on the realtime clock (ns since the epoch).
+    pub begin_realtime_ns: u64,
+    /// Events analysed (inside the window).
+    pub events: u64,
+}
+
+/// How complete the recorded history is: rings overwrite their oldest records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Completeness {
+    /// No record overwritten or lost on any CPU: the window holds every event of its classes.
+    pub complete: bool,
+    /// From this instant on, every CPU's history is present (the latest of the CPUs' oldest
+    /// events); earlier, some CPUs' records were overwritten.
+    pub all_cpus_from_ns: u64,
+    /// Records overwritten before the freeze, all CPUs.
+    pub overwritten: u64,
+    /// Records lost (reserved but not complete at the freeze), all CPUs.
+    pub lost: u64,
+    /// Per CPU.
+    pub cpus: Vec<CpuCompleteness>,
+}
+
+/// One CPU's completeness.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CpuCompleteness {
+    /// CPU.
+    pub cpu: u32,
+    /// Records in the snapshot.
+    pub kept: u64,
+    /// Records overwritten.
+    pub overwritten: u64,
+    /// Records lost.
+    pub lost: u64,
+    /// Oldest event.
+    pub oldest_ns: Option<u64>,
+    /// Newest event.
+    pub newest_ns: Option<u64>,
+}
+
+/// Everything `flightrec analyze` computes from one snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// The snapshot.
+    pub snapshot: SnapshotInfo,
+    /// The window analysed.
+    pub window: Window,
+    /// Completeness of the recorded history.
+    pub completeness: Completeness,
+    /// The task filter applied.
+    pub filter: Filter,
+    /// Syscall latencies.
+    pub syscalls: Section<SyscallReport>,
+    /// CPU usage.
+    pub cpu: Section<CpuReport>,
+    /// Scheduling latency and preemption attribution.
+    pub sched: Section<SchedReport>,
+    /// Block I/O.
+    pub block: Section<BlockReport>,
+    /// Hard and soft interrupts.
+    pub irq: Section<IrqReport>,
+    /// Process lifecycle.
+    pub processes: Section<ProcessReport>,
+}
+
+/// Shared context handed to every analysis.
+pub(crate) struct Ctx<'a> {
+    pub opts: &'a Options,
+    pub begin: u64,
+    pub end: u64,
+}
+
+/// Analyses the snapshot at `path`.
+pub fn analyze(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
+    let (manifest, events) = crate::dump::open(path)?;
+    analyze_events(
+        &manifest,
+        events.map(|e| e.map_err(AnalyzeError::Decode)),
+        opts,
+    )
+}
+
+/// Analyses `events` (time-ordered) of a snapshot described by `manifest`.
+pub fn analyze_events(
+    manifest: &Manifest,
+    events: impl Iterator<Item = Result<Event, AnalyzeError>>,
+    opts: &Options,
+) -> Result<Report, AnalyzeError> {
+    let oldest = manifest
+        .coverage
+        .iter()
+        .filter_map(|c| c.oldest_ts_ns)
+        .min();
+    let newest = manifest
+        .coverage
+        .iter()
+        .filter_map(|c| c.newest_ts_ns)
+        .max();
+    let (first, last) = (oldest.unwrap_or(0), newest.unwrap_or(0));
+    let resolve = |t: TimeSpec| match t {
+        TimeSpec::Absolute(ns) => ns,
+        TimeSpec::FromStart(d) => first.saturating_add(d),
+        TimeSpec::BeforeEnd(d) => last.saturating_sub(d),
+    };
+    let begin = opts.begin.map(resolve).unwrap_or(first).max(first);
+    let end = opts.end.map(resolve).unwrap_or(last).min(last);
+    if begin > end && (opts.begin.is_some() || opts.end.is_some()) {
+        return Err(AnalyzeError::EmptyWindow { begin, end });
+    }
+    let ctx = Ctx { opts, begin, end };
+
+    let has = |class: &str| manifest.recorder.classes.iter().any(|c| c == class);
+    let mut tasks = Tasks::from_statedump(&manifest.statedump);
+    let mut sys = has("syscalls").then(syscalls::Syscalls::default);
+    let mut cpu = has("sched").then(|| cpu::Cpu::new(&ctx));
+    let mut sch = has("sched").then(sched::Sched::default);
+    let mut blk = has("block").then(|| block::Block::new(&ctx));
+    let mut irq = has("irq").then(irq::Irq::default);
+    let mut prc = has("process").then(procs::Procs::default);
+
+    let mut n = 0u64;
+    for ev in events {
+        let ev = ev?;
+        // Names and parents are learnt from every event, inside the window or not.
+        tasks.observe(&ev);
+        if ev.ts_ns < begin || ev.ts_ns > end {
+            continue;
+        }
+        n += 1;
+        match ev.kind() {
+            EventKind::SyscallEntry | EventKind::SyscallExit => {
+                if let Some(a) = sys.as_mut() {
+                    a.event(&ev, &tasks, &ctx);
+                }
+            }
+            EventKind::SchedSwitch | EventKind::SchedWakeup | EventKind::SchedWakeupNew => {
+                if let Some(a) = cpu.as_mut() {
+                    a.event(&ev, &ctx);
+                }
+                if let Some(a) = sch.as_mut() {
+                    a.event(&ev, &tasks, &ctx);
+                }
+            }
+            EventKind::ProcessFork | EventKind::ProcessExec | EventKind::ProcessExit => {
+                if let Some(a) = prc.as_mut() {
+                    a.event(&ev, &tasks, &ctx);
+                }
+            }
+            EventKind::BlockRqIssue | EventKind::BlockRqComplete => {
+                if let Some(a) = blk.as_mut() {
+                    a.event(&ev, &tasks, &ctx);
+                }
+            }
+            EventKind::IrqHandlerEntry
+            | EventKind::IrqHandlerExit
+            | EventKind::SoftirqEntry
+            | EventKind::SoftirqExit => {
+                if let Some(a) = irq.as_mut() {
+                    a.event(&ev);
+                }
+            }
+        }
+        // The CPU analysis needs the running task of CPUs that never switch in the window.
+        if let Some(a) = cpu.as_mut() {
+            a.seen(&ev);
+        }
+    }
+
+    let coverage = &manifest.coverage;
+    let completeness = Completeness {
+        complete: coverage
+            .iter()
+            .all(|c| c.records_overwritten == 0 && c.records_lost == 0),
+        all_cpus_from_ns: coverage
+            .iter()
+            .filter_map(|c| c.oldest_ts_ns)
+            .max()
+            .unwrap_or(0),
+        overwritten: coverage.iter().map(|c| c.records_overwritten).sum(),
+        lost: coverage.iter().map(|c| c.records_lost).sum(),
+        cpus: coverage
+            .iter()
+            .map(|c| CpuCompleteness {
+                cpu: c.cpu,
+                kept: c.records_kept,
+                overwritten: c.records_overwritten,
+                lost: c.records_lost,
+                oldest_ns: c.oldest_ts_ns,
+                newest_ns: c.newest_ts_ns,
+            })
+            .collect(),
+    };
+    let (wb, we) = if n == 0 { (begin, begin) } else { (begin, end) };
+    Ok(Report {
+        schema: SCHEMA,
+        snapshot: SnapshotInfo {
+            id: manifest.snapshot_id.clone(),
+            name: manifest.name.clone(),
+            hostname: manifest.host.hostname.clone(),
+            kernel: manifest.host.kernel_release.clone(),
+            trigger_source: manifest.trigger.source.clone(),
+            trigger_reason: manifest.trigger.reason.clone(),
+            classes: manifest.recorder.classes.clone(),
+        },
+        window: Window {
+            begin_ns: wb,
+            end_ns: we,
+            duration_ns: we - wb,
+            begin_realtime_ns: wb
+                .saturating_add_signed(manifest.clocks.realtime_minus_monotonic_ns),
+            events: n,
+        },
+        completeness,
+        filter: opts.filter.clone(),
+        syscalls: section(
+            sys.map(|a| a.finish(&tasks, &ctx)),
+            "syscalls",
+            "the syscall analysis",
+        ),
+        cpu: section(
+            cpu.map(|a| a.finish(&tasks, &ctx)),
+            "sched",
+            "the CPU analysis",
+        ),
+        sched: section(
+            sch.map(|a| a.finish(&tasks, &ctx)),
+            "sched",
+            "the scheduling latency analysis",
+        ),
+        block: section(
+            blk.map(|a| a.finish(&tasks, &ctx)),
+            "block",
+            "the block I/O analysis",
+        ),
+        irq: section(irq.map(|a| a.finish(&ctx)), "irq", "the interrupt analysis"),
+        processes: section(prc.map(|a| a.finish(&ctx)), "process", "the process log"),
+    })
+}
+
+/// The section of an analysis that ran, or why it could not.
+fn section<T>(result: Option<T>, class: &str, what: &str) -> Section<T> {
+    match result {
+        Some(r) => Section::Ok(r),
+        None => Section::NotRecorded {
+            reason: format!(
+                "{what} needs the `{class}` event class, which was not recorded in this snapshot \
+                 (enable events.{class} in the recorder's config)"
+            ),
+        },
+    }
+}
+
+/// Keeps the `n` largest items by key, in a bounded heap.
+pub(crate) struct TopN<T> {
+    n: usize,
+    seq: u64,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, Keyed<T>)>>,
+}
+
+/// Wraps an item so the heap orders by key and arrival only.
+pub(crate) struct Keyed<T>(T);
+
+impl<T> PartialEq for Keyed<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl<T> Eq for Keyed<T> {}
+impl<T> PartialOrd for Keyed<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Keyed<T> {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl<T> TopN<T> {
+    /// Keeps up to `n` items.
+    pub fn new(n: usize) -> Self {
+        TopN {
+            n,
+            seq: 0,
+            heap: Default::default(),
+        }
+    }
+
+    /// Offers `item` with `key`; ties keep the earlier item.
+    pub fn push(&mut self, key: u64, item: T) {
+        if self.n == 0 {
+            return;
+        }
+        // Later arrivals rank lower on ties: the heap's minimum is evicted first.
+        self.seq += 1;
+        let entry = std::cmp::Reverse((key, u64::MAX - self.seq, Keyed(item)));
+        if self.heap.len() < self.n {
+            self.heap.push(entry);
+        } else if let Some(min) = self.heap.peek()
+            && (key, u64::MAX - self.seq) > (min.0.0, min.0.1)
+        {
+            self.heap.pop();
+            self.heap.push(entry);
+        }
+    }
+
+    /// The kept items, largest key first (ties: earliest first).
+    pub fn into_sorted(self) -> Vec<T> {
+        let mut v: Vec<_> = self.heap.into_iter().map(|r| r.0).collect();
+        v.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
+        v.into_iter().map(|(_, _, k)| k.0).collect()
+    }
+}
+
+/// Formats a kernel `dev_t` as `major:minor`.
+pub(crate) fn dev_name(dev: u32) -> String {
+    let (ma, mi) = schemas::event::dev_major_minor(dev);
+    format!("{ma}:{mi}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_specs() {
+        assert_eq!("123".parse::<TimeSpec>().unwrap(), TimeSpec::Absolute(123));
+        assert_eq!(
+            "+1.5s".parse::<TimeSpec>().unwrap(),
+            TimeSpec::FromStart(1_500_000_000)
+        );
+        assert_eq!(
+            "-200ms".parse::<TimeSpec>().unwrap(),
+            TimeSpec::BeforeEnd(200_000_000)
+        );
+        assert_eq!(
+            "+50us".parse::<TimeSpec>().unwrap(),
+            TimeSpec::FromStart(50_000)
+        );
+        assert_eq!(
+            "+2".parse::<TimeSpec>().unwrap(),
+            TimeSpec::FromStart(2_000_000_000)
+        );
+        assert!("soon".parse::<TimeSpec>().is_err());
+        assert!("+1h".parse::<TimeSpec>().is_err());
+        assert!("+-1s".parse::<TimeSpec>().is_err());
+    }
+
+    #[test]
+    fn cgroup_prefixes() {
+        assert!(cgroup_within("/a/b", "/a"));
+        assert!(cgroup_within("/a", "/a/"));
+        assert!(!cgroup_within("/ab", "/a"));
+        assert!(cgroup_within("/x", "/"));
+    }
+
+    #[test]
+    fn top_n_keeps_largest_and_earliest_on_ties() {
+        let mut t = TopN::new(3);
+        for (k, v) in [(5, 'a'), (1, 'b'), (9, 'c'), (5, 'd'), (7, 'e'), (9, 'f')] {
+            t.push(k, v);
+        }
+        assert_eq!(t.into_sorted(), vec!['c', 'f', 'e']);
+        let mut t = TopN::new(2);
+        for (k, v) in [(5, 'a'), (5, 'b'), (5, 'c')] {
+            t.push(k, v);
+        }
+        assert_eq!(t.into_sorted(), vec!['a', 'b']);
+    }
+}
