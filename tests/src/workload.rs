@@ -4,6 +4,11 @@
 //! workload syscalls DIR      1000 getppid(MAGIC+i), nanosleep 20 ms, write 64 KiB + fsync in DIR
 //! workload getppid N [CPU]   N getppid(MAGIC+i), optionally pinned to CPU
 //! workload sleeper N MS      N times: sleep MS milliseconds
+//! workload poll MS           one poll() with no fds and a timeout of MS milliseconds
+//! workload spin MS [CPU]     burn the CPU for MS milliseconds, optionally pinned to CPU
+//! workload spinsleep N SPIN_MS SLEEP_MS [CPU]
+//!                            N times: burn SPIN_MS, then sleep SLEEP_MS
+//! workload execs N PROGRAM   N times: run PROGRAM (a short-lived child) and wait for it
 //! ```
 //!
 //! Every getppid passes `MAGIC + i` as its first argument (ignored by the kernel, recorded by
@@ -29,6 +34,14 @@ fn getppid_loop(n: u64) {
     for i in 0..n {
         // SAFETY: getppid ignores its arguments.
         unsafe { libc::syscall(libc::SYS_getppid, MAGIC + i) };
+    }
+}
+
+fn spin(ms: u64) {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    let mut x = 0u64;
+    while std::time::Instant::now() < until {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
     }
 }
 
@@ -77,8 +90,46 @@ fn main() {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
         }
+        Some("poll") => {
+            let ms: i32 = args[1].parse().expect("ms");
+            // SAFETY: no fds to read; the timeout alone makes the call block.
+            let n = unsafe { libc::poll(std::ptr::null_mut(), 0, ms) };
+            assert_eq!(n, 0, "poll");
+        }
+        Some("spin") => {
+            if let Some(cpu) = args.get(2) {
+                pin_to_cpu(cpu.parse().expect("cpu"));
+            }
+            spin(args[1].parse().expect("ms"));
+        }
+        Some("spinsleep") => {
+            let n: u32 = args[1].parse().expect("count");
+            let (busy, idle): (u64, u64) = (
+                args[2].parse().expect("spin ms"),
+                args[3].parse().expect("sleep ms"),
+            );
+            if let Some(cpu) = args.get(4) {
+                pin_to_cpu(cpu.parse().expect("cpu"));
+            }
+            for _ in 0..n {
+                spin(busy);
+                std::thread::sleep(std::time::Duration::from_millis(idle));
+            }
+        }
+        Some("execs") => {
+            let n: u32 = args[1].parse().expect("count");
+            for _ in 0..n {
+                let st = std::process::Command::new(&args[2])
+                    .status()
+                    .expect("spawn");
+                assert!(st.success(), "{} failed", args[2]);
+            }
+        }
         _ => {
-            eprintln!("usage: workload syscalls DIR | getppid N [CPU] | sleeper N MS");
+            eprintln!(
+                "usage: workload syscalls DIR | getppid N [CPU] | sleeper N MS | poll MS | \
+                 spin MS [CPU] | spinsleep N SPIN_MS SLEEP_MS [CPU] | execs N PROGRAM"
+            );
             std::process::exit(2);
         }
     }

@@ -1,1 +1,227 @@
-//! Privileged end-to-end tests of `flightrec analyze` on real snapshots.
+//! Privileged end-to-end tests of `flightrec analyze` on real snapshots with planted behaviour.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+use flightrec::analyze::{Options, Report, analyze};
+
+use crate::util::{TestRecorder, privileged, workload};
+
+fn run(rec: &TestRecorder, name: &str) -> (PathBuf, Report) {
+    let path = rec.snapshot_file(name);
+    let report = analyze(&path, &Options::default()).expect("analyze");
+    (path, report)
+}
+
+/// A fresh cgroup v2 group, removed on drop (after its members are gone).
+struct Group {
+    path: PathBuf,
+    name: String,
+}
+
+impl Group {
+    fn new(name: &str) -> Group {
+        let root = flightrec::statedump::cgroup2_mount().expect("a cgroup2 mount");
+        let path = root.join(name);
+        if path.exists() {
+            // A crashed run left it: empty it into the root, then remove it.
+            if let Ok(pids) = std::fs::read_to_string(path.join("cgroup.procs")) {
+                for pid in pids.lines() {
+                    let _ = std::fs::write(root.join("cgroup.procs"), pid);
+                }
+            }
+            let _ = std::fs::remove_dir(&path);
+        }
+        std::fs::create_dir(&path).expect("create cgroup");
+        Group {
+            path,
+            name: format!("/{name}"),
+        }
+    }
+
+    /// Starts the workload with `args` inside this group (moved there before it execs).
+    fn spawn(&self, args: &[&str]) -> Child {
+        let procs = self.path.join("cgroup.procs");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_workload"));
+        cmd.args(args);
+        // SAFETY: the closure only writes a file.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+        cmd.spawn().expect("spawn workload")
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[test]
+fn a_200ms_poll_is_the_slowest_syscall() {
+    let Some(_p) = privileged("a_200ms_poll_is_the_slowest_syscall") else {
+        return;
+    };
+    let rec = TestRecorder::start("an-poll", |_| {});
+    // Waiting with WNOHANG polls keeps this process's own wait4 short: blocking in wait4 for
+    // the whole poll would rightly rank as slow as the poll itself.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_workload"))
+        .args(["poll", "200"])
+        .spawn()
+        .expect("spawn workload");
+    let pid = child.id();
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            assert!(st.success());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (_, r) = run(&rec, "an-poll");
+    let s = r.syscalls.ok().expect("syscalls recorded");
+    let top = &s.slowest[0];
+    assert_eq!(
+        (top.pid, top.tid, top.syscall.as_str(), top.ret),
+        (pid, pid, "poll", 0),
+        "slowest calls: {:#?}",
+        &s.slowest[..3.min(s.slowest.len())]
+    );
+    assert!(
+        (200_000_000..400_000_000).contains(&top.duration_ns),
+        "poll took {} ns",
+        top.duration_ns
+    );
+    assert_eq!(top.comm, "workload");
+    let poll = s.by_syscall.iter().find(|x| x.name == "poll").unwrap();
+    assert!(poll.latency.max_ns == top.duration_ns);
+    assert_eq!(
+        r.window.events,
+        r.completeness.cpus.iter().map(|c| c.kept).sum::<u64>()
+    );
+}
+
+#[test]
+fn cpu_hogs_in_one_cgroup_delay_and_preempt_a_task_in_another() {
+    let Some(_p) = privileged("cpu_hogs_in_one_cgroup_delay_and_preempt_a_task_in_another") else {
+        return;
+    };
+    let hogs = Group::new("flightrec-test-hogs");
+    let victims = Group::new("flightrec-test-victim");
+    let rec = TestRecorder::start("an-noisy", |c| c.recorder.ring_size = "16MiB".into());
+    // Two hogs and a task that works 5 ms then sleeps 1 ms, all on CPU 0, for about a second.
+    // All are still alive at the snapshot, so the statedump knows the cgroups they moved to.
+    let mut hog_a = hogs.spawn(&["spin", "5000", "0"]);
+    let mut hog_b = hogs.spawn(&["spin", "5000", "0"]);
+    let mut victim = victims.spawn(&["spinsleep", "1000", "5", "1", "0"]);
+    let vpid = victim.id();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let (_, r) = run(&rec, "an-noisy");
+    for h in [&mut hog_a, &mut hog_b, &mut victim] {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    let s = r.sched.ok().expect("sched recorded");
+    let v = s
+        .by_victim_cgroup
+        .iter()
+        .find(|g| g.cgroup == victims.name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no victim group {}: {:#?}",
+                victims.name, s.by_victim_cgroup
+            )
+        });
+    let delayer = &v.top_delayers[0];
+    assert_eq!(
+        (
+            delayer.cgroup.as_str(),
+            delayer.comm.as_str(),
+            delayer.class
+        ),
+        (hogs.name.as_str(), "workload", "other_cgroup"),
+        "delayers: {:#?}",
+        v.top_delayers
+    );
+    assert!(v.delay_ns.other_cgroup > v.delay_ns.same_cgroup + v.delay_ns.system);
+    let preemptor = &v.top_preemptors[0];
+    assert_eq!(
+        (preemptor.cgroup.as_str(), preemptor.class),
+        (hogs.name.as_str(), "other_cgroup"),
+        "preemptors: {:#?}",
+        v.top_preemptors
+    );
+    let pr = &v.preemptions;
+    assert!(
+        pr.other_cgroup >= 1 && pr.other_cgroup > pr.same_cgroup + pr.system,
+        "{pr:?}"
+    );
+    // The victim's wakeups are there, with its cgroup.
+    let p = s
+        .by_process
+        .iter()
+        .chain(s.by_cgroup.iter())
+        .find(|g| g.cgroup == victims.name);
+    assert!(p.is_some(), "no latency entry for the victim cgroup");
+    let cpu = r.cpu.ok().unwrap();
+    let hog_time: u64 = cpu
+        .by_process
+        .iter()
+        .filter(|p| p.cgroup.as_deref() == Some(hogs.name.as_str()))
+        .map(|p| p.time.on_cpu_ns)
+        .sum();
+    assert!(hog_time > 0, "hogs not among the busiest processes");
+    assert!(
+        cpu.by_thread
+            .iter()
+            .any(|t| t.time.tid == vpid || t.time.pid == vpid)
+            || hog_time > 0
+    );
+}
+
+#[test]
+fn a_burst_of_short_lived_execs_shows_with_its_parent() {
+    let Some(_p) = privileged("a_burst_of_short_lived_execs_shows_with_its_parent") else {
+        return;
+    };
+    let rec = TestRecorder::start("an-execs", |_| {});
+    let true_bin = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("true(1)");
+    let parent = workload(&["execs", "20", true_bin]);
+    let (_, r) = run(&rec, "an-execs");
+    let p = r.processes.ok().expect("process events recorded");
+    let execs: Vec<_> = p
+        .log
+        .iter()
+        .filter(|e| e.event == "exec" && e.filename.as_deref() == Some(true_bin))
+        .collect();
+    assert_eq!(execs.len(), 20, "log: {:#?}", p.log);
+    for e in &execs {
+        assert_eq!(
+            (e.ppid, e.parent_comm.as_str(), e.comm.as_str()),
+            (parent, "workload", "true")
+        );
+    }
+    let children: Vec<u32> = execs.iter().map(|e| e.pid).collect();
+    let forks = p
+        .log
+        .iter()
+        .filter(|e| e.event == "fork" && children.contains(&e.pid))
+        .count();
+    assert_eq!(forks, 20);
+    let exits: Vec<_> = p
+        .log
+        .iter()
+        .filter(|e| e.event == "exit" && children.contains(&e.pid))
+        .collect();
+    assert_eq!(exits.len(), 20);
+    assert!(
+        exits
+            .iter()
+            .all(|e| e.lifetime_ns.is_some_and(|l| l > 0 && l < 1_000_000_000))
+    );
+    assert!(p.short_lived >= 20);
+}
