@@ -313,7 +313,9 @@ impl<'a, W: Write> Exporter<'a, W> {
         self.packet(DATA_SEQUENCE, &body)
     }
 
-    /// The `FtraceEvent` oneof field and the encoded typed message for `ev`.
+    /// The `FtraceEvent` oneof field and the encoded typed message for `ev`. The message is
+    /// built in the buffer the previous event used (handed back by [`Exporter::event`]), so the
+    /// per-event path does not allocate once buffers have grown.
     fn encode_payload(&mut self, ev: &Event) -> (u32, Msg) {
         use proto::ftrace as fe;
         let mut m = std::mem::take(&mut self.payload);
