@@ -18,7 +18,10 @@
 //!   entries naming the snapshot.
 //! - Packets (see [`stream`]) hold at most 256 KiB of events; their context carries `cpu_id`,
 //!   the time span, sizes in bits, a sequence number, and `events_discarded` = the CPU's
-//!   `records_overwritten + records_lost` from the manifest coverage.
+//!   `records_lost` from the manifest coverage (records lost inside the window; readers report
+//!   them once, with the stream's first packet). Records overwritten before the window are the
+//!   normal edge of a flight recording, not a gap in it: their total is in `env` as
+//!   `flightrec_records_overwritten`.
 //! - Every event has the stream event context `_tid`, `_pid` (the current task, as
 //!   `lttng add-context -k -t tid -t pid` gives) and a payload with the field names of
 //!   `flightrec dump` prefixed with `_` (see [`events`] for the types and the few additions).
@@ -164,7 +167,7 @@ fn write_trace(input: &Path, snap: &Snapshot, dir: &Path) -> Result<ExportStats,
             .coverage
             .iter()
             .find(|c| c.cpu == cpu)
-            .map_or(0, |c| c.records_overwritten + c.records_lost);
+            .map_or(0, |c| c.records_lost);
         let mut w = StreamWriter::new(file, cpu, uuid, discarded);
         if i == 0 {
             for (name, f) in events::statedump(m) {

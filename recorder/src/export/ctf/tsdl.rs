@@ -138,6 +138,8 @@ env {{
 	flightrec_snapshot_id = {snapshot_id};
 	flightrec_trigger = {trigger};
 	flightrec_boot_id = {boot_id};
+	flightrec_records_overwritten = {overwritten};
+	flightrec_records_lost = {lost};
 }};
 
 clock {{
@@ -188,6 +190,12 @@ stream {{
         trigger = quoted(&format!("{}: {}", m.trigger.source, m.trigger.reason)),
         boot_id = quoted(&m.host.boot_id),
         precision = m.clocks.uncertainty_ns,
+        overwritten = m
+            .coverage
+            .iter()
+            .map(|c| c.records_overwritten)
+            .sum::<u64>(),
+        lost = m.coverage.iter().map(|c| c.records_lost).sum::<u64>(),
     );
     for (id, (name, fields)) in c.list.iter().enumerate() {
         let _ = write!(
