@@ -10,7 +10,7 @@ use flightrec::export::ctf::events::rwbs_flags_string;
 use flightrec::export::{ExportError, Format, export};
 use flightrec::synth::{SnapshotBuilder, Task, comm};
 use schemas::event::{Event, EventData};
-use schemas::{SchedWakeup, SyscallEntry, SyscallExit, rwbs};
+use schemas::{SchedWakeup, SyscallEntry, SyscallExit};
 use serde_json::Value;
 
 /// Debian's Python, which sees the distribution's `bt2` and `babeltrace` bindings.
@@ -22,7 +22,6 @@ const T0: u64 = 5_000_000_000_000;
 const REALTIME_OFFSET: i64 = 1_700_000_000_123_456_789 - 5_000_000_000_000;
 
 const APP: Task = (100, 100, "app");
-const WORKER: Task = (100, 101, "app-worker");
 const DB: Task = (200, 200, "db");
 const CHILD: Task = (300, 300, "app");
 const IDLE0: Task = (0, 0, "swapper/0");
