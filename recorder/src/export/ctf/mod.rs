@@ -1,5 +1,5 @@
 //! `flightrec export --format ctf`: a CTF 1.8 trace in LTTng's kernel trace layout, read by
-//! babeltrace2 (and babeltrace 1), lttng-analyses and Trace Compass.
+//! babeltrace2 (and babeltrace 1) and lttng-analyses; `docs/export-ctf.md` has the details.
 //!
 //! # Layout
 //!
