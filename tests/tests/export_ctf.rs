@@ -1,1 +1,0 @@
-//! Privileged end-to-end tests of `flightrec export ctf` on real snapshots.
