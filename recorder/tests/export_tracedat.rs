@@ -356,7 +356,9 @@ fn every_kind() -> SnapshotBuilder {
         }),
     });
     b.switch(t0 + 32_000, 1, IDLE, 0, WORKER_2);
-    b.fork(t0 + 40_000, 0, DB, CHILD);
+    // tid 300's names: "child" on CPU 0 at +31 µs and CPU 1 at +40 µs, then the exec'd
+    // program's on CPU 0: the newest in time wins though CPU 1 is read last.
+    b.fork(t0 + 40_000, 1, DB, CHILD);
     b.event(Event {
         ts_ns: t0 + 41_000,
         cpu: 0,
@@ -373,11 +375,11 @@ fn every_kind() -> SnapshotBuilder {
     });
     b.exec(
         t0 + 50_000,
-        1,
+        0,
         CHILD,
         "/usr/lib/postgresql/15/bin/a-rather-long-helper-name",
     );
-    b.exit(t0 + 60_000, 1, CHILD);
+    b.exit(t0 + 60_000, 0, (300, 300, "a-rather-long-h"));
     b.block(
         0,
         DB,
@@ -447,13 +449,13 @@ fn every_kind_on_two_cpus_reads_back_exactly() {
         return;
     }
 
-    // Comms in the first column: the statedump's, then the events' (tid 300 is only named by
-    // events, last as "child"), pid 0 shown as trace-cmd's "<idle>".
+    // Comms in the first column: the statedump's, then the newest the events name (tid 300 is
+    // not in the statedump), pid 0 shown as trace-cmd's "<idle>".
     let comms: HashMap<u32, &str> = [
         (100, "worker"),
         (101, "worker"),
         (200, "db"),
-        (300, "child"),
+        (300, "a-rather-long-h"),
         (0, "<idle>"),
     ]
     .into();

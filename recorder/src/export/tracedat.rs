@@ -143,8 +143,9 @@ fn for_each_event(
     Ok(())
 }
 
-/// The cmdlines table: statedump threads first (their comms are the newest), then comms named
-/// by events for threads gone before the statedump. tid 0 is left to the reader (`<idle>`).
+/// The cmdlines table: statedump threads first (their comms are the newest), then the newest
+/// comm events name for threads gone before the statedump. tid 0 is left to the reader
+/// (`<idle>`).
 fn cmdlines(manifest: &Manifest, seen: BTreeMap<u32, String>) -> String {
     let mut comms = seen;
     for p in &manifest.statedump.processes {
@@ -276,14 +277,23 @@ fn write_file(input: &Path, file: File, path: &Path) -> Result<u64, ExportError>
     let snap = Snapshot::open(input)?;
     let by_cpu = streams_by_cpu(&snap);
 
-    // Pass 1: the comms events name, for the cmdlines table written before the data.
-    let mut seen = BTreeMap::new();
+    // Pass 1: the comms events name, for the cmdlines table written before the data. CPUs are
+    // read one after the other, so the newest name of a thread is chosen by time.
+    let mut seen: BTreeMap<u32, (u64, String)> = BTreeMap::new();
     for streams in by_cpu.values() {
         for_each_event(input, streams, |ev| {
-            seen.extend(formats::comms_of(ev));
+            for (tid, comm) in formats::comms_of(ev) {
+                match seen.get(&tid) {
+                    Some((ts, _)) if *ts > ev.ts_ns => {}
+                    _ => {
+                        seen.insert(tid, (ev.ts_ns, comm));
+                    }
+                }
+            }
             Ok(())
         })?;
     }
+    let seen = seen.into_iter().map(|(tid, (_, c))| (tid, c)).collect();
     let ncpu = by_cpu
         .keys()
         .next_back()

@@ -475,8 +475,10 @@ impl Encoder {
 }
 
 /// The comms an event names, as (tid, comm): they fill the cmdlines table for threads the
-/// statedump does not know.
+/// statedump does not know. An exec names the comm the kernel gives the task: the file name's
+/// last component, cut to `TASK_COMM_LEN - 1` bytes.
 pub(super) fn comms_of(ev: &Event) -> Vec<(u32, String)> {
+    let exec_comm;
     let pairs: [Option<(u32, &[u8])>; 2] = match &ev.data {
         EventData::SchedSwitch(e) => [
             Some((ev.tid, &e.prev_comm)),
@@ -487,6 +489,12 @@ pub(super) fn comms_of(ev: &Event) -> Vec<(u32, String)> {
             Some((e.parent_tid, &e.parent_comm)),
             Some((e.child_tid, &e.child_comm)),
         ],
+        EventData::ProcessExec(e) => {
+            let path = until_nul(&e.filename);
+            let base = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
+            exec_comm = &base[..base.len().min(schemas::COMM_LEN - 1)];
+            [Some((e.tid, exec_comm)), None]
+        }
         EventData::ProcessExit(e) => [Some((e.tid, &e.comm)), None],
         EventData::BlockRqIssue(e) => [Some((ev.tid, &e.comm)), None],
         _ => [None, None],
@@ -553,5 +561,24 @@ mod tests {
         let (len, off) = ((loc >> 16) as usize, (loc & 0xffff) as usize);
         assert_eq!((off, len), (16, 5));
         assert_eq!(&out[off..off + len], b"eth0\0");
+    }
+
+    #[test]
+    fn exec_names_the_base_name_as_comm() {
+        let mut f = schemas::ProcessExec {
+            tid: 9,
+            old_tid: 9,
+            ..Default::default()
+        };
+        let path = b"/usr/lib/x/a-very-long-program-name";
+        f.filename[..path.len()].copy_from_slice(path);
+        let ev = Event {
+            ts_ns: 1,
+            cpu: 0,
+            pid: 9,
+            tid: 9,
+            data: EventData::ProcessExec(f),
+        };
+        assert_eq!(comms_of(&ev), vec![(9, "a-very-long-pro".to_owned())]);
     }
 }
