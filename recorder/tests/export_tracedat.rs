@@ -617,3 +617,22 @@ fn unknown_event_kind_is_a_decode_error() {
     }
     assert_eq!(leftovers(&dir), Vec::<String>::new());
 }
+
+#[test]
+fn impossible_cpu_number_is_refused() {
+    let dir = scratch("bad-cpu");
+    let snap = dir.join("s.frs");
+    let b = every_kind();
+    let (_, recs) = b.records().remove(0);
+    let file = std::fs::File::create(&snap).unwrap();
+    let mut w = schemas::file::SnapshotWriter::new(file, &b.manifest, 1).unwrap();
+    w.write_stream(u32::MAX, &recs).unwrap();
+    w.finish().unwrap();
+    let out = dir.join("trace.dat");
+    let err = export(&snap, Format::Tracedat, &out).unwrap_err();
+    match err {
+        ExportError::Decode(msg) => assert!(msg.contains("cpu 4294967295"), "{msg}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(leftovers(&dir), Vec::<String>::new());
+}

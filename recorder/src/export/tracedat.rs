@@ -56,6 +56,9 @@ pub const PAGE_SIZE: usize = 4096;
 /// clock of every snapshot timestamp.
 pub const TRACE_CLOCK: &str = "mono";
 
+/// Most CPUs a file may describe: Linux's largest `NR_CPUS` on x86-64.
+pub const MAX_CPUS: u32 = 8192;
+
 const OPTION_DONE: u16 = 0;
 const OPTION_TRACECLOCK: u16 = 4;
 const OPTION_UNAME: u16 = 5;
@@ -294,12 +297,18 @@ fn write_file(input: &Path, file: File, path: &Path) -> Result<u64, ExportError>
         })?;
     }
     let seen = seen.into_iter().map(|(tid, (_, c))| (tid, c)).collect();
-    let ncpu = by_cpu
-        .keys()
-        .next_back()
-        .map_or(0, |&c| c + 1)
-        .max(snap.manifest.host.ncpu)
-        .max(1);
+    // The CPU table is sized by CPU numbers read from the file: bound them, so a corrupt number
+    // cannot ask for gigabytes of table.
+    let highest = by_cpu.keys().next_back().copied();
+    if let Some(cpu) = highest.filter(|&c| c >= MAX_CPUS) {
+        return Err(ExportError::Decode(format!(
+            "cpu {cpu} is beyond the {MAX_CPUS} CPUs a kernel can have"
+        )));
+    }
+    let host_ncpu = snap.manifest.host.ncpu;
+    let ncpu = highest
+        .map_or(1, |c| c + 1)
+        .max(if host_ncpu <= MAX_CPUS { host_ncpu } else { 0 });
 
     let head = header(&snap.manifest, &cmdlines(&snap.manifest, seen), ncpu);
     let table_at = head.len() as u64;
