@@ -154,8 +154,8 @@ const PROCESS_EXIT: &[Field] = &[
     int("pid", "pid_t", 4, true),
     int("prio", "int", 4, true),
 ];
-/// `RWBS_LEN` of the kernels whose block layout we follow; our longest rwbs ("FDEFASM" cannot
-/// happen, "FWFSM" can) fits with its NUL.
+/// `RWBS_LEN` of the kernels whose block layout we follow: the longest text `rwbs_string` can
+/// build ("FDEFASM", 7 characters) fits with its NUL.
 const RWBS_LEN: usize = 8;
 const BLOCK_RQ_ISSUE: &[Field] = &[
     int("dev", "dev_t", 4, false),
