@@ -225,3 +225,185 @@ fn a_burst_of_short_lived_execs_shows_with_its_parent() {
     );
     assert!(p.short_lived >= 20);
 }
+
+/// Runs one lttng-analyses `-mi` script on `trace` and returns its result tables.
+fn lttng_mi(script: &str, trace: &std::path::Path) -> Vec<serde_json::Value> {
+    let o = Command::new("/usr/bin/python3")
+        .arg(format!("/usr/bin/{script}"))
+        .arg("--no-intersection")
+        .arg(trace)
+        .output()
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(
+        o.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("mi json");
+    v["results"].as_array().expect("results").clone()
+}
+
+fn num(v: &serde_json::Value) -> f64 {
+    v["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Asserts count and min/max exactly and the mean to the microsecond.
+fn same(what: &str, theirs: &[serde_json::Value], ours: &flightrec::analyze::stats::LatencyStats) {
+    assert_eq!(num(&theirs[1]) as u64, ours.count, "{what}: count");
+    assert_eq!(num(&theirs[2]) as u64, ours.min_ns, "{what}: min");
+    assert!(
+        (num(&theirs[3]) - ours.avg_ns as f64).abs() < 1000.0,
+        "{what}: avg {} vs {}",
+        num(&theirs[3]),
+        ours.avg_ns
+    );
+    assert_eq!(num(&theirs[4]) as u64, ours.max_ns, "{what}: max");
+}
+
+/// lttng-analyses, reading our CTF export, and `flightrec analyze` agree on one real snapshot:
+/// syscall stats of a planted workload, scheduling latency, disk latency and interrupts.
+#[test]
+fn lttng_analyses_agree_with_analyze() {
+    let Some(_p) = privileged("lttng_analyses_agree_with_analyze") else {
+        return;
+    };
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import lttnganalyses, babeltrace"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "lttng-analyses (python3-lttnganalyses, python3-babeltrace) missing under CI=true"
+        );
+        println!("skipped lttng_analyses_agree_with_analyze: lttng-analyses is not installed");
+        return;
+    }
+    let rec = TestRecorder::start("an-lttng", |c| c.recorder.ring_size = "16MiB".into());
+    let data = crate::util::scratch_dir("an-lttng-data");
+    let io = workload(&["syscalls", data.to_str().unwrap()]);
+    let sleeper = workload(&["sleeper", "20", "2"]);
+    let path = rec.snapshot_file("an-lttng");
+    let opts = Options {
+        top: 100_000,
+        ..Options::default()
+    };
+    let r = analyze(&path, &opts).expect("analyze");
+    let trace = path.with_extension("ctf");
+    flightrec::export::export(&path, flightrec::export::Format::Ctf, &trace).expect("export");
+    let kernel = trace.join("kernel");
+
+    // Syscalls of the planted workload: every syscall row.
+    let sys = r.syscalls.ok().unwrap();
+    let ours = sys
+        .by_process
+        .iter()
+        .find(|p| p.pid == io)
+        .expect("workload in by_process");
+    let tables = lttng_mi("lttng-syscallstats-mi", &kernel);
+    let title = format!("TID: {io})");
+    let table = tables
+        .iter()
+        .find(|t| {
+            t["class"]["title"]
+                .as_str()
+                .is_some_and(|s| s.contains(&title))
+        })
+        .expect("lttng table of the workload");
+    let rows = table["data"].as_array().unwrap();
+    assert_eq!(rows.len(), ours.syscalls.len(), "syscalls of the workload");
+    for row in rows {
+        let row = row.as_array().unwrap();
+        let name = row[0]["name"].as_str().unwrap();
+        let mine = ours
+            .syscalls
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        same(&format!("syscall {name}"), row, &mine.latency);
+    }
+    assert!(
+        ours.syscalls
+            .iter()
+            .any(|s| s.name == "getppid" && s.latency.count == 1000)
+    );
+
+    // Scheduling latency: every wakeup, and the sleeper's.
+    let sched = r.sched.ok().unwrap();
+    let log = lttng_mi("lttng-schedlog-mi", &kernel);
+    let rows: Vec<&Vec<serde_json::Value>> = log
+        .iter()
+        .flat_map(|t| t["data"].as_array().unwrap())
+        .map(|r| r.as_array().unwrap())
+        .collect();
+    let lat: Vec<u64> = rows.iter().map(|r| num(&r[2]) as u64).collect();
+    assert_eq!(lat.len() as u64, sched.latency.count, "wakeups");
+    assert_eq!(lat.iter().min().copied().unwrap_or(0), sched.latency.min_ns);
+    assert_eq!(lat.iter().max().copied().unwrap_or(0), sched.latency.max_ns);
+    assert_eq!(lat.iter().sum::<u64>(), sched.latency.total_ns);
+    // Columns: wakeup, switch, latency, priority, CPU, wakee, waker.
+    let theirs: Vec<u64> = rows
+        .iter()
+        .filter(|r| r[5]["tid"].as_u64() == Some(u64::from(sleeper)))
+        .map(|r| num(&r[2]) as u64)
+        .collect();
+    let mine = sched
+        .by_process
+        .iter()
+        .find(|g| g.pid == Some(sleeper))
+        .expect("sleeper wakeups");
+    assert!(theirs.len() >= 20, "sleeper woke {} times", theirs.len());
+    assert_eq!(theirs.len() as u64, mine.latency.count);
+    assert_eq!(theirs.iter().sum::<u64>(), mine.latency.total_ns);
+
+    // Disk latency per device.
+    let block = r.block.ok().unwrap();
+    let io_tables = lttng_mi("lttng-iolatencystats-mi", &kernel);
+    let disks = io_tables
+        .iter()
+        .find(|t| t["class"] == "disk-latency-stats")
+        .expect("disk table");
+    let disks = disks["data"].as_array().unwrap();
+    assert_eq!(disks.len(), block.devices.len(), "disks");
+    assert!(!disks.is_empty(), "the fsync wrote to no disk");
+    for row in disks {
+        let row = row.as_array().unwrap();
+        let name = row[0]["name"]
+            .as_str()
+            .unwrap()
+            .trim_matches(['(', ')'])
+            .replace(',', ":");
+        let dev = block
+            .devices
+            .iter()
+            .find(|d| d.dev == name)
+            .expect("device");
+        same(&format!("disk {name}"), row, &dev.latency);
+    }
+
+    // Interrupts: every hard irq and softirq vector.
+    let irq = r.irq.ok().unwrap();
+    let irq_tables = lttng_mi("lttng-irqstats-mi", &kernel);
+    for t in &irq_tables {
+        for row in t["data"].as_array().unwrap() {
+            let row = row.as_array().unwrap();
+            let nr = row[0]["nr"].as_u64().unwrap() as u32;
+            if row[0]["hard"] == true {
+                let mine = irq.hard.iter().find(|h| h.irq == nr).expect("irq");
+                same(&format!("irq {nr}"), row, &mine.duration);
+            } else {
+                let mine = irq.soft.iter().find(|s| s.vec == nr).expect("softirq");
+                same(&format!("softirq {nr}"), row, &mine.duration);
+            }
+        }
+    }
+    let hard_rows: usize = irq_tables
+        .iter()
+        .filter(|t| t["class"] == "hard-stats")
+        .map(|t| t["data"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(hard_rows, irq.hard.len());
+    let _ = std::fs::remove_dir_all(&trace);
+}
