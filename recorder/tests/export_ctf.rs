@@ -2,6 +2,10 @@
 //! babeltrace2 (its CLI and its Python bindings) and lttng-analyses (which reads through
 //! babeltrace 1). Where a tool is missing the test says so and returns, except under `CI=true`.
 
+#[path = "common/readers.rs"]
+mod readers;
+use readers::{PYTHON, available, entries, lttng_mi};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,9 +16,6 @@ use flightrec::synth::{SnapshotBuilder, Task, comm};
 use schemas::event::{Event, EventData};
 use schemas::{SchedWakeup, SyscallEntry, SyscallExit};
 use serde_json::Value;
-
-/// Debian's Python, which sees the distribution's `bt2` and `babeltrace` bindings.
-const PYTHON: &str = "/usr/bin/python3";
 
 /// Monotonic time of the first planted event.
 const T0: u64 = 5_000_000_000_000;
@@ -115,18 +116,6 @@ fn export_planted(name: &str, b: &SnapshotBuilder) -> (PathBuf, PathBuf) {
     let stats = export(&snap, Format::Ctf, &out).unwrap();
     assert!(stats.events > 0);
     (snap, out)
-}
-
-/// Returns false (after saying why) when `what` cannot run here; panics under `CI=true`.
-fn available(test: &str, what: &str, probe: &mut Command) -> bool {
-    let ok = probe.output().map(|o| o.status.success()).unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: {what} is missing under CI=true");
-        }
-        println!("skipped {test}: {what} is not installed");
-    }
-    ok
 }
 
 /// Prints every event of a CTF trace as one JSON object per line, read with babeltrace2's
@@ -441,28 +430,6 @@ fn layout_metadata_and_packet_headers() {
     }
 }
 
-/// Runs an lttng-analyses `-mi` script on `trace`; returns its result tables.
-fn lttng_mi(script: &str, trace: &Path) -> Vec<Value> {
-    let o = Command::new(PYTHON)
-        .arg(format!("/usr/bin/lttng-{script}"))
-        .arg("--no-intersection")
-        .arg(trace)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "lttng-{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "lttng-{script}: {e}: {}",
-            String::from_utf8_lossy(&o.stdout)
-        )
-    });
-    v["results"].as_array().unwrap().clone()
-}
-
 /// Cells of a result row as plain values: names, numbers, durations; processes as
 /// `comm (tid)`.
 fn cells(row: &Value) -> Vec<Value> {
@@ -660,16 +627,6 @@ fn existing_output_is_refused_and_left_alone() {
     let err = flightrec::export::ctf::write(&snap, &out).unwrap_err();
     assert!(matches!(err, ExportError::OutputExists(_)), "{err}");
     assert_eq!(std::fs::read(out.join("keep")).unwrap(), b"mine");
-}
-
-/// Every entry of `dir`.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -3,8 +3,11 @@
 //! `perfetto` package (`tests/perfetto/decode_trace.py`). Every event must come back with the
 //! values `flightrec dump --json` prints, renamed to Perfetto's fields and moved to BOOTTIME.
 
+#[path = "common/readers.rs"]
+mod readers;
+use readers::{perfetto_decode as decode, perfetto_decoder as decoder};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use flightrec::export::{ExportError, Format, export};
 use flightrec::synth::{SnapshotBuilder, Task, comm};
@@ -21,42 +24,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// The checker command, or `None` (after saying why) when the `perfetto` package is missing;
-/// under `CI=true` a missing decoder fails the test.
-fn decoder(test: &str) -> Option<Command> {
-    let probe = Command::new("python3")
-        .args([
-            "-c",
-            "import perfetto.protos.perfetto.trace.perfetto_trace_pb2",
-        ])
-        .output();
-    let why = match probe {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-        Err(e) => Some(format!("python3: {e}")),
-    };
-    if let Some(why) = why {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: the perfetto Python package is needed under CI=true: {why}");
-        }
-        println!("skipped {test}: the perfetto Python package is not importable ({why})");
-        return None;
-    }
-    let mut cmd = Command::new("python3");
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/perfetto/decode_trace.py"));
-    Some(cmd)
-}
-
-fn decode(mut cmd: Command, trace: &Path) -> Value {
-    let out = cmd.arg(trace).output().expect("run decode_trace.py");
-    assert!(
-        out.status.success(),
-        "decode_trace.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("decoder prints JSON")
 }
 
 const SERVER: Task = (100, 100, "server");

@@ -3,9 +3,12 @@
 //!
 //! Without trace-cmd the tests that need it print why and pass, except under `CI=true`.
 
+#[path = "common/readers.rs"]
+mod readers;
+use readers::{have_trace_cmd, trace_cmd_report as report};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use flightrec::export::{ExportError, Format, export};
 use flightrec::synth::{SnapshotBuilder, comm};
@@ -19,84 +22,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Whether `trace-cmd` can run here; says why not (or panics under `CI=true`).
-fn have_trace_cmd(test: &str) -> bool {
-    // `trace-cmd --version` exits non-zero but prints its version.
-    let found = Command::new("trace-cmd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("trace-cmd version"));
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: trace-cmd is not installed, and CI must run this test");
-        }
-        println!("skipped {test}: trace-cmd is not installed (Debian package trace-cmd)");
-    }
-    found
-}
-
-/// One event line of `trace-cmd report -t`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Line {
-    comm: String,
-    tid: u32,
-    cpu: u32,
-    ts_ns: u64,
-    name: String,
-    info: String,
-}
-
-/// Parses `  comm-tid  [cpu]  secs.nanos: name:  info`. The comm may hold `-` and spaces, so
-/// the line is split at the last `-` before ` [`.
-fn parse_line(line: &str) -> Line {
-    let open = line
-        .find(" [")
-        .unwrap_or_else(|| panic!("no cpu in {line:?}"));
-    let (task, rest) = line.split_at(open);
-    let task = task.trim_start();
-    let dash = task
-        .rfind('-')
-        .unwrap_or_else(|| panic!("no tid in {line:?}"));
-    macro_rules! bad {
-        () => {
-            || panic!("unexpected report line {line:?}")
-        };
-    }
-    let rest = rest.trim_start().strip_prefix('[').unwrap_or_else(bad!());
-    let (cpu, rest) = rest.split_once(']').unwrap_or_else(bad!());
-    let (ts, rest) = rest.trim_start().split_once(": ").unwrap_or_else(bad!());
-    let (secs, nanos) = ts.split_once('.').unwrap_or_else(bad!());
-    assert_eq!(nanos.len(), 9, "full ns timestamps (-t) in {line:?}");
-    let (name, info) = rest.split_once(':').unwrap_or_else(bad!());
-    Line {
-        comm: task[..dash].to_owned(),
-        tid: task[dash + 1..].trim().parse().unwrap(),
-        cpu: cpu.parse().unwrap(),
-        ts_ns: secs.parse::<u64>().unwrap() * 1_000_000_000 + nanos.parse::<u64>().unwrap(),
-        name: name.to_owned(),
-        info: info.trim().to_owned(),
-    }
-}
-
-/// Runs `trace-cmd report -t ARGS FILE` and parses its event lines.
-fn report(file: &Path, args: &[&str]) -> Vec<Line> {
-    let out = Command::new("trace-cmd")
-        .arg("report")
-        .arg("-t")
-        .args(args)
-        .arg(file)
-        .output()
-        .expect("run trace-cmd");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "trace-cmd report failed: {stderr}");
-    // Format parse failures and ring-buffer inconsistencies are reported as warnings.
-    assert!(stderr.trim().is_empty(), "trace-cmd warned: {stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let mut lines = stdout.lines();
-    assert!(lines.next().unwrap().starts_with("cpus="), "{stdout}");
-    lines.map(parse_line).collect()
 }
 
 /// Every event of the snapshot, as `flightrec dump` decodes it, with its JSON form.

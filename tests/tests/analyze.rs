@@ -5,6 +5,7 @@ use std::process::{Child, Command};
 
 use flightrec::analyze::{Options, Report, analyze};
 
+use crate::readers::{have_lttng_analyses, lttng_mi};
 use crate::util::{TestRecorder, privileged, workload};
 
 fn run(rec: &TestRecorder, name: &str) -> (PathBuf, Report) {
@@ -226,23 +227,6 @@ fn a_burst_of_short_lived_execs_shows_with_its_parent() {
     assert!(p.short_lived >= 20);
 }
 
-/// Runs one lttng-analyses `-mi` script on `trace` and returns its result tables.
-fn lttng_mi(script: &str, trace: &std::path::Path) -> Vec<serde_json::Value> {
-    let o = Command::new("/usr/bin/python3")
-        .arg(format!("/usr/bin/{script}"))
-        .arg("--no-intersection")
-        .arg(trace)
-        .output()
-        .unwrap_or_else(|e| panic!("{script}: {e}"));
-    assert!(
-        o.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("mi json");
-    v["results"].as_array().expect("results").clone()
-}
-
 fn num(v: &serde_json::Value) -> f64 {
     v["value"]
         .as_f64()
@@ -269,16 +253,7 @@ fn lttng_analyses_agree_with_analyze() {
     let Some(_p) = privileged("lttng_analyses_agree_with_analyze") else {
         return;
     };
-    let ok = Command::new("/usr/bin/python3")
-        .args(["-c", "import lttnganalyses, babeltrace"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "lttng-analyses (python3-lttnganalyses, python3-babeltrace) missing under CI=true"
-        );
-        println!("skipped lttng_analyses_agree_with_analyze: lttng-analyses is not installed");
+    if !have_lttng_analyses("lttng_analyses_agree_with_analyze") {
         return;
     }
     let rec = TestRecorder::start("an-lttng", |c| c.recorder.ring_size = "16MiB".into());
@@ -302,7 +277,7 @@ fn lttng_analyses_agree_with_analyze() {
         .iter()
         .find(|p| p.pid == io)
         .expect("workload in by_process");
-    let tables = lttng_mi("lttng-syscallstats-mi", &kernel);
+    let tables = lttng_mi("syscallstats-mi", &kernel);
     let title = format!("TID: {io})");
     let table = tables
         .iter()
@@ -332,7 +307,7 @@ fn lttng_analyses_agree_with_analyze() {
 
     // Scheduling latency: every wakeup, and the sleeper's.
     let sched = r.sched.ok().unwrap();
-    let log = lttng_mi("lttng-schedlog-mi", &kernel);
+    let log = lttng_mi("schedlog-mi", &kernel);
     let rows: Vec<&Vec<serde_json::Value>> = log
         .iter()
         .flat_map(|t| t["data"].as_array().unwrap())
@@ -360,7 +335,7 @@ fn lttng_analyses_agree_with_analyze() {
 
     // Disk latency per device.
     let block = r.block.ok().unwrap();
-    let io_tables = lttng_mi("lttng-iolatencystats-mi", &kernel);
+    let io_tables = lttng_mi("iolatencystats-mi", &kernel);
     let disks = io_tables
         .iter()
         .find(|t| t["class"] == "disk-latency-stats")
@@ -385,7 +360,7 @@ fn lttng_analyses_agree_with_analyze() {
 
     // Interrupts: every hard irq and softirq vector.
     let irq = r.irq.ok().unwrap();
-    let irq_tables = lttng_mi("lttng-irqstats-mi", &kernel);
+    let irq_tables = lttng_mi("irqstats-mi", &kernel);
     for t in &irq_tables {
         for row in t["data"].as_array().unwrap() {
             let row = row.as_array().unwrap();

@@ -8,22 +8,8 @@ use std::process::Command;
 use flightrec::export::{Format, export};
 use schemas::event::{Event, EventData};
 
+use crate::readers::{PYTHON, available};
 use crate::util::{MAGIC, TestRecorder, nr, privileged, workload};
-
-/// Debian's Python, which sees the distribution's `babeltrace` bindings.
-const PYTHON: &str = "/usr/bin/python3";
-
-/// Returns false (after saying why) when `what` cannot run here; panics under `CI=true`.
-fn available(test: &str, what: &str, probe: &mut Command) -> bool {
-    let ok = probe.output().map(|o| o.status.success()).unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: {what} is missing under CI=true");
-        }
-        println!("skipped {test}: {what} is not installed");
-    }
-    ok
-}
 
 /// One line of `babeltrace2 --clock-cycles`: (cycles = monotonic ns, name, tid, pid, rest).
 fn parse_line<'a>(line: &'a str, host: &str) -> (u64, &'a str, u32, u32, &'a str) {

@@ -2,41 +2,14 @@
 //! the protobuf classes of PyPI's `perfetto` package (`tests/perfetto/decode_trace.py`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 
 use flightrec::export::perfetto::ftrace_prev_state;
 use flightrec::export::{Format, export};
 use schemas::event::{Event, EventData};
 use serde_json::{Value, json};
 
+use crate::readers::perfetto_decoder as decoder;
 use crate::util::{MAGIC, TestRecorder, nr, privileged, workload};
-
-/// The checker command, or `None` (after saying why) when the `perfetto` package is missing;
-/// under `CI=true` a missing decoder fails the test.
-fn decoder(test: &str) -> Option<Command> {
-    let probe = Command::new("python3")
-        .args([
-            "-c",
-            "import perfetto.protos.perfetto.trace.perfetto_trace_pb2",
-        ])
-        .output();
-    let why = match probe {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-        Err(e) => Some(format!("python3: {e}")),
-    };
-    if let Some(why) = why {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: the perfetto Python package is needed under CI=true: {why}");
-        }
-        println!("skipped {test}: the perfetto Python package is not importable ({why})");
-        return None;
-    }
-    let mut cmd = Command::new("python3");
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("perfetto/decode_trace.py"));
-    Some(cmd)
-}
 
 /// The Perfetto ftrace event a snapshot event becomes.
 fn perfetto_type(e: &Event) -> &'static str {

@@ -2,78 +2,13 @@
 //! `trace-cmd report` reads from the export is compared with the snapshot itself.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 
 use flightrec::export::{Format, export};
 use schemas::cstr_lossy;
 use schemas::event::{Event, EventData, rwbs_string};
 
+use crate::readers::{TraceLine as Line, have_trace_cmd, trace_cmd_report};
 use crate::util::{self, MAGIC, TestRecorder, nr, privileged, workload};
-
-/// Whether `trace-cmd` can run here; says why not (or panics under `CI=true`).
-fn have_trace_cmd(test: &str) -> bool {
-    // `trace-cmd --version` exits non-zero but prints its version.
-    let found = Command::new("trace-cmd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("trace-cmd version"));
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: trace-cmd is not installed, and CI must run this test");
-        }
-        println!("skipped {test}: trace-cmd is not installed (Debian package trace-cmd)");
-    }
-    found
-}
-
-/// One line of `trace-cmd report -t -R`: comm, tid, cpu, ns, event name, raw fields.
-#[derive(Debug)]
-struct Line {
-    comm: String,
-    tid: u32,
-    cpu: u32,
-    ts_ns: u64,
-    name: String,
-    fields: String,
-}
-
-fn parse_line(line: &str) -> Line {
-    let bad = || -> ! { panic!("unexpected report line {line:?}") };
-    // Comms may hold '-' and spaces: the tid follows the last '-' before " [cpu]".
-    let open = line.find(" [").unwrap_or_else(|| bad());
-    let (task, rest) = line.split_at(open);
-    let task = task.trim_start();
-    let dash = task.rfind('-').unwrap_or_else(|| bad());
-    let rest = rest.trim_start().strip_prefix('[').unwrap_or_else(|| bad());
-    let (cpu, rest) = rest.split_once(']').unwrap_or_else(|| bad());
-    let (ts, rest) = rest.trim_start().split_once(": ").unwrap_or_else(|| bad());
-    let (secs, nanos) = ts.split_once('.').unwrap_or_else(|| bad());
-    let (name, fields) = rest.split_once(':').unwrap_or_else(|| bad());
-    Line {
-        comm: task[..dash].to_owned(),
-        tid: task[dash + 1..].trim().parse().unwrap_or_else(|_| bad()),
-        cpu: cpu.parse().unwrap_or_else(|_| bad()),
-        ts_ns: secs.parse::<u64>().unwrap() * 1_000_000_000 + nanos.parse::<u64>().unwrap(),
-        name: name.to_owned(),
-        fields: fields.trim().to_owned(),
-    }
-}
-
-fn report(file: &Path) -> Vec<Line> {
-    let out = Command::new("trace-cmd")
-        .args(["report", "-t", "-R"])
-        .arg(file)
-        .output()
-        .expect("run trace-cmd");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "trace-cmd report failed: {stderr}");
-    assert!(stderr.trim().is_empty(), "trace-cmd warned: {stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let mut lines = stdout.lines();
-    assert!(lines.next().unwrap().starts_with("cpus="));
-    lines.map(parse_line).collect()
-}
 
 /// The ftrace name of an event.
 fn ftrace_name(ev: &Event) -> String {
@@ -94,9 +29,11 @@ fn expected_fields(ev: &Event) -> Option<String> {
                 .flat_map(|a| a.to_le_bytes())
                 .map(|b| format!("{b:02x}"))
                 .collect();
-            format!("id={} args=ARRAY[{}]", e.id, bytes.join(", "))
+            format!("id={} args=ARRAY[{}]", e.id as i64, bytes.join(", "))
         }
-        EventData::SyscallExit(e) => format!("id={} ret={}", e.id, e.ret),
+        // ftrace's `id` is a `long`: the -1 of a syscall exit without a syscall (a fork child's
+        // first return to user space) prints signed.
+        EventData::SyscallExit(e) => format!("id={} ret={}", e.id as i64, e.ret),
         EventData::SchedSwitch(e) => format!(
             "prev_comm={} prev_pid={} prev_prio={} prev_state={} next_comm={} next_pid={} next_prio={}",
             cstr_lossy(&e.prev_comm),
@@ -150,7 +87,7 @@ fn real_snapshot_reads_back_in_trace_cmd() {
     let (_, events) = flightrec::dump::open(&snap).expect("open snapshot");
     let events: Vec<Event> = events.map(|e| e.expect("decodable event")).collect();
     assert_eq!(stats.events, events.len() as u64);
-    let lines = report(&out);
+    let lines = trace_cmd_report(&out, &["-R"]);
     assert_eq!(lines.len(), events.len(), "events read back");
 
     let mut want_counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -175,7 +112,7 @@ fn real_snapshot_reads_back_in_trace_cmd() {
             ev.to_text()
         );
         if let Some(want) = expected_fields(ev) {
-            assert_eq!(l.fields, want, "event {i}: {}", ev.to_text());
+            assert_eq!(l.info, want, "event {i}: {}", ev.to_text());
             compared += 1;
         }
     }
@@ -194,7 +131,7 @@ fn real_snapshot_reads_back_in_trace_cmd() {
     let calls: Vec<&Line> = lines
         .iter()
         .filter(|l| l.tid == pid && (l.name == "sys_enter" || l.name == "sys_exit"))
-        .filter(|l| l.fields.starts_with(&format!("id={} ", nr::GETPPID)))
+        .filter(|l| l.info.starts_with(&format!("id={} ", nr::GETPPID)))
         .collect();
     assert_eq!(calls.len(), 1000, "getppid entries and exits of {pid}");
     let parent = std::process::id();
@@ -204,12 +141,12 @@ fn real_snapshot_reads_back_in_trace_cmd() {
         assert_eq!(pair[0].name, "sys_enter", "call {i}");
         assert!(
             pair[0]
-                .fields
+                .info
                 .starts_with(&format!("id=110 args=ARRAY[{}", arg0.join(", "))),
             "call {i}: {}",
-            pair[0].fields
+            pair[0].info
         );
-        assert_eq!(pair[1].fields, format!("id=110 ret={parent}"), "call {i}");
+        assert_eq!(pair[1].info, format!("id=110 ret={parent}"), "call {i}");
         assert_eq!(pair[0].comm, "workload", "call {i}");
     }
 }

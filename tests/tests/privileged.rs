@@ -5,6 +5,8 @@ mod analyze;
 mod export_ctf;
 mod export_perfetto;
 mod export_tracedat;
+#[path = "../../recorder/tests/common/readers.rs"]
+mod readers;
 mod util;
 
 use std::collections::HashMap;
