@@ -205,17 +205,22 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
 
 fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let id: i64 = ctx.arg(1);
     // Rules see every task, whatever the recording filters say.
-    if rules::on(rule::SYSCALL) {
-        let id: i64 = ctx.arg(1);
-        rules::syscall_enter(pid_tgid as u32, id as u64);
-    }
-    if !current_allowed(pid_tgid) {
+    let watched = rules::on(rule::SYSCALL) && rules::syscall_watched(id as u64);
+    let allowed = current_allowed(pid_tgid);
+    if !allowed && !watched {
         return Ok(());
     }
     let ts = now();
+    if watched {
+        // The same timestamp as the record: the rule's latency is exactly exit - entry.
+        rules::syscall_enter(pid_tgid as u32, ts);
+    }
+    if !allowed {
+        return Ok(());
+    }
     let regs: *const u8 = ctx.arg(0);
-    let id: i64 = ctx.arg(1);
     let slot = reserve(EventKind::SyscallEntry, ts, pid_tgid).ok_or(())?;
     // One read of the block holding all six argument registers.
     let block: [u64; 8] = kread(regs, konst!(OFFSETS.regs_args_base));

@@ -8,7 +8,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 use core::ptr::{addr_of, read_volatile, write_volatile};
 
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_smp_processor_id,
 };
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf};
@@ -227,20 +227,21 @@ pub fn check(kind: u32, ts: u64, start: u64, key: u64, aux: u64, who: Subject) {
     }
 }
 
-/// sys_enter: remember when a watched syscall started.
+/// Whether some rule watches syscall `id`.
 #[inline(always)]
-pub fn syscall_enter(tid: u32, id: u64) {
+pub fn syscall_watched(id: u64) -> bool {
     if id >= rule::MAX_SYSCALL as u64 {
-        return;
+        return false;
     }
-    let Some(word) = SYSCALL_RULED.get((id / 64) as u32) else {
-        return;
-    };
-    if *word & (1 << (id % 64)) != 0 {
-        // SAFETY: BPF helper without preconditions. Read only for watched syscalls.
-        let ts = unsafe { bpf_ktime_get_ns() };
-        let _ = SYSCALL_START.insert(&tid, &ts, 0);
-    }
+    SYSCALL_RULED
+        .get((id / 64) as u32)
+        .is_some_and(|word| *word & (1 << (id % 64)) != 0)
+}
+
+/// sys_enter of a watched syscall: remember when it started.
+#[inline(always)]
+pub fn syscall_enter(tid: u32, ts: u64) {
+    let _ = SYSCALL_START.insert(&tid, &ts, 0);
 }
 
 /// sys_exit: the latency of the syscall that started at the matching sys_enter.

@@ -860,3 +860,66 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, String> {
         .map_err(|e| format!("reading from {}: {e}", socket.display()))?;
     serde_json::from_str(&resp).map_err(|e| format!("bad answer from the daemon: {e}"))
 }
+
+/// A daemon running on its own thread, for embedding (and tests): [`spawn`] starts it,
+/// [`Handle::stop`] ends it.
+pub struct Handle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the daemon on a thread and returns once it serves its control socket (or failed).
+pub fn spawn(config: Config) -> anyhow::Result<Handle> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (up, is_up) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        run_until(
+            config,
+            move |_| {
+                let _ = up.send(());
+            },
+            async {
+                let _ = stopped.await;
+            },
+        )
+    });
+    let mut handle = Handle {
+        stop: Some(stop),
+        thread: Some(thread),
+    };
+    if is_up.recv().is_err() {
+        // The thread ended before the rings were up: its error says why.
+        return Err(handle
+            .join()
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the daemon stopped before it started recording")));
+    }
+    Ok(handle)
+}
+
+impl Handle {
+    /// Stops the daemon and waits for it; returns its result.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.join()
+    }
+
+    fn join(&mut self) -> anyhow::Result<()> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(anyhow::anyhow!("the daemon thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.join();
+    }
+}

@@ -5,6 +5,7 @@ mod analyze;
 mod export_ctf;
 mod export_perfetto;
 mod export_tracedat;
+mod triggers;
 mod util;
 
 use std::collections::HashMap;
