@@ -19,6 +19,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod programs;
+#[cfg(target_arch = "bpf")]
+mod rules;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

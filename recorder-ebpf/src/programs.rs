@@ -17,8 +17,10 @@ use aya_ebpf::programs::BtfTracePointContext;
 use schemas::{
     BlockRq, COMM_LEN, CpuHead, EXEC_FILENAME_LEN, EventKind, IRQ_NAME_LEN, IrqHandlerEntry,
     IrqHandlerExit, KernelOffsets, ProcessExec, ProcessExit, ProcessFork, Record, SchedSwitch,
-    SchedWakeup, Softirq, SyscallEntry, SyscallExit, ctrl, filter, rwbs,
+    SchedWakeup, Softirq, SyscallEntry, SyscallExit, ctrl, filter, rule, rwbs,
 };
+
+use crate::rules;
 
 /// The rings: `2 * NCPU * slots` records, indexed `(epoch * NCPU + cpu) * slots + (i & mask)`.
 /// Sized by the loader.
@@ -27,11 +29,11 @@ static RING: Array<Record> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// One `CpuHead` per (epoch, CPU), indexed `epoch * NCPU + cpu`. Sized by the loader.
 #[map]
-static HEADS: Array<CpuHead> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+pub(crate) static HEADS: Array<CpuHead> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Control words (`schemas::ctrl`), shared with userspace through mmap.
 #[map]
-static CTRL: Array<u64> = Array::with_max_entries(ctrl::LEN, BPF_F_MMAPABLE);
+pub(crate) static CTRL: Array<u64> = Array::with_max_entries(ctrl::LEN, BPF_F_MMAPABLE);
 
 /// Description of the pinned state (`schemas::meta`); written by userspace only.
 #[map]
@@ -52,7 +54,7 @@ static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 // Load-time constants, set by the loader (`EbpfLoader::override_global`). The verifier sees the
 // values, so branches on `FILTER_MODE` cost nothing when filters are off.
 #[unsafe(no_mangle)]
-static NCPU: u32 = 1;
+pub(crate) static NCPU: u32 = 1;
 #[unsafe(no_mangle)]
 static SLOT_MASK: u64 = 0;
 #[unsafe(no_mangle)]
@@ -203,12 +205,22 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
 
 fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !current_allowed(pid_tgid) {
+    let id: i64 = ctx.arg(1);
+    // Rules see every task, whatever the recording filters say.
+    let watched = rules::on(rule::SYSCALL) && rules::syscall_watched(id as u64);
+    let allowed = current_allowed(pid_tgid);
+    if !allowed && !watched {
         return Ok(());
     }
     let ts = now();
+    if watched {
+        // The same timestamp as the record: the rule's latency is exactly exit - entry.
+        rules::syscall_enter(pid_tgid as u32, ts);
+    }
+    if !allowed {
+        return Ok(());
+    }
     let regs: *const u8 = ctx.arg(0);
-    let id: i64 = ctx.arg(1);
     let slot = reserve(EventKind::SyscallEntry, ts, pid_tgid).ok_or(())?;
     // One read of the block holding all six argument registers.
     let block: [u64; 8] = kread(regs, konst!(OFFSETS.regs_args_base));
@@ -237,16 +249,22 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !current_allowed(pid_tgid) {
+    let allowed = current_allowed(pid_tgid);
+    if !allowed && !rules::on(rule::SYSCALL) {
         return Ok(());
     }
     let ts = now();
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let slot = reserve(EventKind::SyscallExit, ts, pid_tgid).ok_or(())?;
     let id: u64 = kread(regs, konst!(OFFSETS.regs_orig_ax));
-    slot.payload(SyscallExit { id, ret });
-    slot.publish();
+    if allowed && let Some(slot) = reserve(EventKind::SyscallExit, ts, pid_tgid) {
+        slot.payload(SyscallExit { id, ret });
+        slot.publish();
+    }
+    // After the publish: a freeze here ends the window at this very event.
+    if rules::on(rule::SYSCALL) {
+        rules::syscall_exit(pid_tgid, id, ret, ts);
+    }
     Ok(())
 }
 
@@ -282,6 +300,13 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     task_comm(next, &mut e.next_comm);
     slot.payload(e);
     slot.publish();
+    if rules::on(rule::RUNQUEUE) {
+        if e.prev_state == 0 {
+            // Preempted: back on the run queue from now.
+            rules::runnable(pid_tgid as u32, ts);
+        }
+        rules::running(e.next_pid, e.next_tid, e.next_comm, ts);
+    }
     Ok(())
 }
 
@@ -300,6 +325,9 @@ fn wakeup(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     task_comm(p, &mut e.comm);
     slot.payload(e);
     slot.publish();
+    if rules::on(rule::RUNQUEUE) {
+        rules::runnable(e.tid, ts);
+    }
     Ok(())
 }
 
@@ -460,6 +488,9 @@ fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
     e.comm = bpf_get_current_comm().unwrap_or_default();
     slot.payload(e);
     slot.publish();
+    if rules::on(rule::BLOCK) {
+        rules::block_issue(e.dev, e.sector, ts);
+    }
     Ok(())
 }
 
@@ -493,7 +524,8 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let rq: *const u8 = ctx.arg(0);
     let status: u64 = ctx.arg(1);
     let nr_bytes: u64 = ctx.arg(2);
-    let slot = reserve(EventKind::BlockRqComplete, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let slot = reserve(EventKind::BlockRqComplete, ts, pid_tgid).ok_or(())?;
     let mut e = BlockRq::default();
     block_common(rq, &mut e);
     e.bytes = nr_bytes as u32;
@@ -501,6 +533,9 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     e.error = blk_status_errno(status as u8);
     slot.payload(e);
     slot.publish();
+    if rules::on(rule::BLOCK) {
+        rules::block_complete(e.dev, e.sector, ts, pid_tgid);
+    }
     Ok(())
 }
 
@@ -526,6 +561,9 @@ fn try_irq_entry(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut e.name) };
     slot.payload(e);
     slot.publish();
+    if rules::on(rule::IRQ) {
+        rules::irq_entry(ts);
+    }
     Ok(())
 }
 
@@ -540,12 +578,16 @@ fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let irq: u64 = ctx.arg(0);
     let ret: u64 = ctx.arg(2);
-    let slot = reserve(EventKind::IrqHandlerExit, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let slot = reserve(EventKind::IrqHandlerExit, ts, pid_tgid).ok_or(())?;
     slot.payload(IrqHandlerExit {
         irq: irq as u32,
         ret: ret as i32,
     });
     slot.publish();
+    if rules::on(rule::IRQ) {
+        rules::irq_exit(irq as u32, ts, pid_tgid);
+    }
     Ok(())
 }
 

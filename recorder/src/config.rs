@@ -17,6 +17,12 @@ pub struct Config {
     pub events: EventsConfig,
     /// Load-time filters on per-task events.
     pub filter: FilterConfig,
+    /// The HTTP trigger hook.
+    pub hook: triggers::hook::HookConfig,
+    /// The trigger governor (cooldown, budgets, dedupe, windows).
+    pub governor: triggers::governor::GovernorConfig,
+    /// Kernel latency rules (`[[rules]]`), evaluated in the eBPF programs.
+    pub rules: Vec<triggers::rules::RuleConfig>,
 }
 
 /// `[recorder]`.
@@ -171,6 +177,26 @@ impl Config {
                 )));
             }
         }
+        let invalid = |e: triggers::ConfigError| ConfigError::Invalid(e.0);
+        self.hook.check().map_err(invalid)?;
+        self.governor.check().map_err(invalid)?;
+        let rules = triggers::rules::check_rules(&self.rules).map_err(invalid)?;
+        let enabled = self.events.enabled();
+        for r in &rules {
+            if !enabled.iter().any(|c| c == r.kind.class()) {
+                return Err(ConfigError::Invalid(format!(
+                    "rule {:?} needs [events] {} = true: its programs see the events it measures",
+                    r.name,
+                    r.kind.class()
+                )));
+            }
+            if r.post_ms > self.governor.max_post_ms {
+                return Err(ConfigError::Invalid(format!(
+                    "rule {:?}: post_ms {} is above governor.max_post_ms {}",
+                    r.name, r.post_ms, self.governor.max_post_ms
+                )));
+            }
+        }
         for cg in &self.filter.cgroups {
             if !cg.starts_with('/') {
                 return Err(ConfigError::Invalid(format!(
@@ -272,6 +298,17 @@ mod tests {
             )
             .is_err()
         );
+        assert!(Config::parse("[hook]\nlisten = \"0.0.0.0:7341\"").is_err());
+        assert!(Config::parse("[hook]\ntoken = \"short\"").is_err());
+        assert!(Config::parse("[governor]\ncooldown = 1").is_err());
+        assert!(Config::parse("[governor.host_budget]\nburst = 0\nper_minute = 1").is_err());
+        let rule = "[[rules]]\nname = \"r\"\nkind = \"syscall\"\nsyscall = \"fsync\"\n\
+                    threshold = \"10ms\"\n";
+        assert_eq!(Config::parse(rule).unwrap().rules.len(), 1);
+        let e = Config::parse(&format!("{rule}[events]\nsyscalls = false")).unwrap_err();
+        assert!(e.to_string().contains("needs [events] syscalls"), "{e}");
+        let e = Config::parse(&format!("{rule}post_ms = 20000")).unwrap_err();
+        assert!(e.to_string().contains("max_post_ms"), "{e}");
         let c = Config::parse("[recorder]\nring_size = \"1MiB\"\n[filter]\npids = [1]").unwrap();
         assert_eq!(c.ring_slots().unwrap(), 8192);
         assert_eq!(c.filter.pids, vec![1]);

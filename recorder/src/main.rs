@@ -38,6 +38,22 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Ask the daemon for a snapshot through the trigger governor.
+    ///
+    /// Unlike `snapshot record`, which always freezes, this goes through the same policy as the
+    /// HTTP hook and the kernel rules: cooldown, budgets, dedupe by reason, coalescing with a
+    /// snapshot being taken, and the pre-trigger fill. With --post, recording goes on that long
+    /// before the freeze, to catch what happens right after the problem.
+    ///
+    /// Prints the snapshot's path once written (or its id with --no-wait). Exits 0 when a
+    /// snapshot was admitted or joined, 1 when the governor suppressed the trigger (the reason
+    /// and when to retry are printed), 2 on errors.
+    ///
+    /// Examples:
+    ///   flightrec trigger --reason "checkout p99 alarm"
+    ///   flightrec trigger --reason "deploy 42 smoke test" --post 200ms
+    #[command(verbatim_doc_comment)]
+    Trigger(TriggerArgs),
     /// Print every event of a snapshot file in time order.
     Dump(DumpArgs),
     /// Find the cause in a snapshot: slowest syscalls, CPU usage, scheduling latency and who
@@ -108,9 +124,28 @@ struct RecordArgs {
     /// bpffs directory for pins (overrides recorder.pin_dir).
     #[arg(long, value_name = "DIR")]
     pin_dir: Option<PathBuf>,
+    /// Address of the HTTP trigger hook, e.g. 127.0.0.1:7341 (overrides hook.listen; the hook
+    /// serves only when hook.token or hook.token_file is set).
+    #[arg(long, value_name = "ADDR")]
+    hook_listen: Option<String>,
     /// Check the configuration strictly, print the effective settings and exit.
     #[arg(long)]
     check_config: bool,
+}
+
+#[derive(Args)]
+struct TriggerArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Why a snapshot is wanted; kept in the manifest, and the dedupe signature.
+    #[arg(long)]
+    reason: String,
+    /// Keep recording this long after the trigger, then freeze (e.g. 200ms, 2s).
+    #[arg(long, value_name = "DURATION")]
+    post: Option<String>,
+    /// Print the snapshot id and return without waiting for the file.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 #[derive(Args)]
@@ -237,6 +272,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(dir) = args.pin_dir {
                 config.recorder.pin_dir = dir;
             }
+            if let Some(addr) = args.hook_listen {
+                config.hook.listen = addr;
+            }
             config.check()?;
             if args.check_config {
                 println!("{}", toml::to_string_pretty(&config)?);
@@ -306,6 +344,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "snapshots: {} taken, {} failed",
                 st.snapshots_taken, st.snapshots_failed
             );
+            let t = &st.triggers;
+            let suppressed: Vec<String> = t
+                .suppressed
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            println!(
+                "triggers: {} admitted, {} coalesced, suppressed: {}; kernel rule hits {}; hook {}",
+                t.admitted,
+                t.coalesced,
+                if suppressed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    suppressed.join(", ")
+                },
+                st.rule_hits,
+                st.hook_listen.as_deref().unwrap_or("off")
+            );
             println!(
                 "{:>4} {:>7} {:>10} {:>12} {:>12} {:>12}",
                 "cpu", "fill", "window", "events/s", "held", "overwritten"
@@ -355,6 +411,80 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             println!("{}", w.path.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Trigger(args) => {
+            let config = args.config.load()?;
+            let post_ms = match &args.post {
+                Some(p) => Some(
+                    triggers::rules::parse_duration(p)
+                        .map_err(|e| anyhow::anyhow!("--post: {e}"))?
+                        / 1_000_000,
+                ),
+                None => None,
+            };
+            let socket = &config.recorder.control_socket;
+            let resp = daemon::request(
+                socket,
+                &Request::Trigger {
+                    reason: args.reason,
+                    post_ms,
+                },
+            )
+            .map_err(anyhow::Error::msg)?;
+            if let Some(s) = resp.suppressed {
+                let retry = s
+                    .retry_after_ms
+                    .map_or_else(String::new, |ms| format!("; retry in {ms} ms"));
+                eprintln!(
+                    "flightrec: suppressed by the trigger governor: {}{retry}",
+                    s.reason
+                );
+                return Ok(ExitCode::from(1));
+            }
+            let Some(a) = resp.trigger else {
+                bail!("trigger failed: {}", resp.error.unwrap_or_default());
+            };
+            eprintln!(
+                "flightrec: {} snapshot {} (post window {} ms)",
+                if a.joined { "joined" } else { "admitted as" },
+                a.snapshot_id,
+                a.post_ms
+            );
+            if args.no_wait {
+                println!("{}", a.snapshot_id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_millis(a.post_ms + 60_000);
+            loop {
+                let resp = daemon::request(
+                    socket,
+                    &Request::SnapshotState {
+                        id: a.snapshot_id.clone(),
+                    },
+                )
+                .map_err(anyhow::Error::msg)?;
+                use triggers::hook::SnapshotState;
+                match resp.state.map(|s| s.state) {
+                    Some(
+                        SnapshotState::Written { path, .. } | SnapshotState::Uploaded { path, .. },
+                    ) => {
+                        println!("{path}");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Some(SnapshotState::Pending) => {}
+                    Some(other) => bail!("snapshot {}: {other:?}", a.snapshot_id),
+                    None => bail!(
+                        "snapshot {}: {}",
+                        a.snapshot_id,
+                        resp.error.unwrap_or_default()
+                    ),
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("snapshot {} was not written in time", a.snapshot_id);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         Command::Dump(args) => {
             let stdout = std::io::stdout();

@@ -11,19 +11,31 @@
 //! never stops, and consecutive snapshots cover consecutive windows: every event lands in exactly
 //! one snapshot unless the ring wrapped (counted as overwritten) or it was still being written
 //! at the copy (counted as lost).
+//!
+//! # Kernel freezes
+//!
+//! A kernel latency rule without a post window flips the epoch itself, in the program that saw
+//! the slow event, so the frozen window ends exactly there. `CTRL[FREEZE_LOCK]` keeps the two
+//! sides apart: either takes it from `FREE` with a compare-and-swap (userspace to `USER` for its
+//! whole freeze and copy, the kernel to `KERNEL`). A userspace freeze that finds `KERNEL` copies
+//! the epoch the kernel froze instead of flipping again (it joins the kernel's freeze), then frees
+//! the lock. While userspace holds the rings for a post-trigger window ([`Rings::hold`]) the
+//! kernel does not freeze; its rules still report their hits.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::programs::links::FdLink;
 use aya::{Ebpf, EbpfLoader};
 use memmap2::{MmapMut, MmapOptions};
 use schemas::manifest::CpuCoverage;
-use schemas::{COMM_LEN, CpuHead, RECORD_SIZE, Record, ctrl, filter, meta};
+use schemas::{
+    COMM_LEN, CpuHead, RECORD_SIZE, Record, RuleSpec, ctrl, filter, freeze_lock, meta, rule,
+};
 
 use crate::config::Config;
 use crate::error::SetupError;
@@ -59,6 +71,8 @@ const PINNED_MAPS: &[&str] = &[
     "FILTER_PIDS",
     "FILTER_COMMS",
     "FILTER_CGROUPS",
+    "RULES",
+    "RULE_HITS",
 ];
 
 /// How long a freeze waits for writers that saw the old epoch.
@@ -74,6 +88,7 @@ pub struct Rings {
     pin_dir: PathBuf,
     adopted: bool,
     created_realtime_ns: u64,
+    rule_hits: Option<RingBuf<MapData>>,
     // Keeps the programs loaded for the life of the process (links are pinned as well).
     _ebpf: Option<Ebpf>,
 }
@@ -88,6 +103,8 @@ pub struct Frozen {
     pub frozen_monotonic_ns: u64,
     /// `CLOCK_REALTIME` at the flip.
     pub frozen_realtime_ns: u64,
+    /// Whether a kernel rule flipped the epoch (this copy joined its freeze).
+    pub kernel_frozen: bool,
 }
 
 /// Live state of one CPU's active ring.
@@ -133,8 +150,8 @@ pub fn realtime_ns() -> u64 {
 
 /// Stable hash of what decides whether pinned programs match a config (FNV-1a over JSON).
 fn config_hash(config: &Config, slots: u64) -> u64 {
-    let text =
-        serde_json::to_string(&(&config.events, &config.filter, slots)).expect("serialisable");
+    let text = serde_json::to_string(&(&config.events, &config.filter, &config.rules, slots))
+        .expect("serialisable");
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
@@ -217,7 +234,7 @@ impl Rings {
             return Err("the ring size or CPU count changed".into());
         }
         if word(meta::CONFIG_HASH)? != hash {
-            return Err("the [events] or [filter] configuration changed".into());
+            return Err("the [events], [filter] or [[rules]] configuration changed".into());
         }
         for (prog, class) in PROGRAMS {
             if config.events.enabled().iter().any(|c| c == class)
@@ -230,6 +247,11 @@ impl Rings {
         let ring = open("RING")?;
         let heads = open("HEADS")?;
         let ctrl_map = open("CTRL")?;
+        let rule_hits = if config.rules.is_empty() {
+            None
+        } else {
+            Some(RingBuf::try_from(Map::RingBuf(open("RULE_HITS")?)).map_err(|e| e.to_string())?)
+        };
         let n_rings = 2 * ncpu as usize;
         Ok(Rings {
             ncpu,
@@ -241,6 +263,7 @@ impl Rings {
             pin_dir: dir.to_owned(),
             adopted: true,
             created_realtime_ns,
+            rule_hits,
             _ebpf: None,
         })
     }
@@ -279,12 +302,15 @@ impl Rings {
             ))
         })?;
         let mask = slots - 1;
+        let specs = rule_specs(config)?;
+        let kinds = specs.iter().fold(0u32, |k, s| k | s.kind);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("NCPU", &ncpu, true)
             .override_global("SLOT_MASK", &mask, true)
             .override_global("FILTER_MODE", &mode, true)
             .override_global("OFFSETS", &offsets, true)
+            .override_global("RULE_KINDS", &kinds, true)
             .map_max_entries("RING", ring_entries)
             .map_max_entries("HEADS", n_rings)
             .load(EBPF_OBJECT)
@@ -326,6 +352,31 @@ impl Rings {
                 cgroups
                     .insert(id, 1, 0)
                     .map_err(|e| SetupError::Ebpf(format!("filter cgroup {path}: {e}")))?;
+            }
+        }
+        // Rules before anything is attached, too: the programs read the table on every match.
+        {
+            let mut table: Array<_, RuleSpec> =
+                Array::try_from(ebpf.map_mut("RULES").expect("in object"))
+                    .map_err(|e| SetupError::Ebpf(e.to_string()))?;
+            for (i, spec) in specs.iter().enumerate() {
+                table
+                    .set(i as u32, *spec, 0)
+                    .map_err(|e| SetupError::Ebpf(format!("writing rule {i}: {e}")))?;
+            }
+        }
+        {
+            let mut words = [0u64; (rule::MAX_SYSCALL / 64) as usize];
+            for s in specs.iter().filter(|s| s.kind == rule::SYSCALL) {
+                words[(s.key / 64) as usize] |= 1 << (s.key % 64);
+            }
+            let mut bitmap: Array<_, u64> =
+                Array::try_from(ebpf.map_mut("SYSCALL_RULED").expect("in object"))
+                    .map_err(|e| SetupError::Ebpf(e.to_string()))?;
+            for (i, w) in words.iter().enumerate() {
+                bitmap
+                    .set(i as u32, *w, 0)
+                    .map_err(|e| SetupError::Ebpf(format!("writing SYSCALL_RULED: {e}")))?;
             }
         }
         for name in PINNED_MAPS {
@@ -372,6 +423,12 @@ impl Rings {
         let heads = mmap_map(map_data("HEADS"), "HEADS", n_rings as usize * 64)?;
         let ctrl_mm = mmap_map(map_data("CTRL"), "CTRL", ctrl::LEN as usize * 8)?;
         let created_realtime_ns = realtime_ns();
+        let rule_hits = if specs.is_empty() {
+            None
+        } else {
+            let map = ebpf.take_map("RULE_HITS").expect("in object");
+            Some(RingBuf::try_from(map).map_err(|e| SetupError::Ebpf(e.to_string()))?)
+        };
         {
             let mut meta_map: Array<_, u64> =
                 Array::try_from(ebpf.map_mut("META").expect("in object"))
@@ -400,6 +457,7 @@ impl Rings {
             pin_dir: dir.to_owned(),
             adopted: false,
             created_realtime_ns,
+            rule_hits,
             _ebpf: Some(ebpf),
         })
     }
@@ -493,21 +551,80 @@ impl Rings {
         (self.ctrl_word(ctrl::EPOCH).load(Ordering::SeqCst) & 1) as u32
     }
 
-    /// Freezes the active epoch (writers move to the other one) and copies it out.
-    pub fn freeze(&self) -> Frozen {
-        let cur = self.active_epoch();
-        let next = cur ^ 1;
-        // The inactive epoch's last readers finished a grace period ago: restart its window.
-        for cpu in 0..self.ncpu {
-            let (head, base) = self.head(next, cpu);
-            base.store(head.load(Ordering::SeqCst), Ordering::SeqCst);
+    /// The rule hits ring buffer, for the daemon to poll (once; `None` without rules).
+    pub fn take_rule_hits(&mut self) -> Option<RingBuf<MapData>> {
+        self.rule_hits.take()
+    }
+
+    /// Holds off kernel freezes (for a post-trigger window) until the next [`Rings::freeze`].
+    /// Returns false when a kernel freeze is already waiting to be copied: the next freeze
+    /// joins it.
+    pub fn hold(&self) -> bool {
+        let lock = self.ctrl_word(ctrl::FREEZE_LOCK);
+        match lock.compare_exchange(
+            freeze_lock::FREE,
+            freeze_lock::USER,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            Err(v) => v == freeze_lock::USER,
         }
-        let frozen_monotonic_ns = monotonic_ns();
-        let frozen_realtime_ns = realtime_ns();
-        self.ctrl_word(ctrl::EPOCH)
-            .store(next as u64, Ordering::SeqCst);
-        self.ctrl_word(ctrl::FLIPS).fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(GRACE);
+    }
+
+    /// Whether a kernel rule froze the rings and they wait to be copied.
+    pub fn kernel_frozen(&self) -> bool {
+        self.ctrl_word(ctrl::FREEZE_LOCK).load(Ordering::SeqCst) == freeze_lock::KERNEL
+    }
+
+    /// Lets the kernel freeze again without copying what it froze (the governor suppressed the
+    /// hit), or ends a [`Rings::hold`] without freezing.
+    pub fn release(&self) {
+        self.ctrl_word(ctrl::FREEZE_LOCK)
+            .store(freeze_lock::FREE, Ordering::SeqCst);
+    }
+
+    /// Freezes the active epoch (writers move to the other one) and copies it out. When a
+    /// kernel rule froze an epoch that has not been copied yet, copies that one instead.
+    pub fn freeze(&self) -> Frozen {
+        let lock = self.ctrl_word(ctrl::FREEZE_LOCK);
+        let kernel = match lock.compare_exchange(
+            freeze_lock::FREE,
+            freeze_lock::USER,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Err(freeze_lock::KERNEL) => true,
+            // FREE (now ours) or USER (held by `hold` of this process: freezes are serialised
+            // by the caller).
+            _ => false,
+        };
+        let (cur, frozen_monotonic_ns, frozen_realtime_ns) = if kernel {
+            let ts = self.ctrl_word(ctrl::KFREEZE_TS).load(Ordering::SeqCst);
+            let epoch = (self.ctrl_word(ctrl::KFREEZE_EPOCH).load(Ordering::SeqCst) & 1) as u32;
+            let now = monotonic_ns();
+            let offset = realtime_ns().wrapping_sub(now);
+            // Writers that read the epoch just before the kernel's flip get their grace too.
+            if let Some(left) = GRACE.checked_sub(Duration::from_nanos(now.saturating_sub(ts))) {
+                std::thread::sleep(left);
+            }
+            (epoch, ts, ts.wrapping_add(offset))
+        } else {
+            let cur = self.active_epoch();
+            let next = cur ^ 1;
+            // The inactive epoch's last readers finished a grace period ago: restart its window.
+            for cpu in 0..self.ncpu {
+                let (head, base) = self.head(next, cpu);
+                base.store(head.load(Ordering::SeqCst), Ordering::SeqCst);
+            }
+            let frozen_monotonic_ns = monotonic_ns();
+            let frozen_realtime_ns = realtime_ns();
+            self.ctrl_word(ctrl::EPOCH)
+                .store(next as u64, Ordering::SeqCst);
+            self.ctrl_word(ctrl::FLIPS).fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(GRACE);
+            (cur, frozen_monotonic_ns, frozen_realtime_ns)
+        };
 
         let mut cpus = Vec::with_capacity(self.ncpu as usize);
         let mut coverage = Vec::with_capacity(self.ncpu as usize);
@@ -537,11 +654,13 @@ impl Rings {
             });
             cpus.push(recs);
         }
+        lock.store(freeze_lock::FREE, Ordering::SeqCst);
         Frozen {
             cpus,
             coverage,
             frozen_monotonic_ns,
             frozen_realtime_ns,
+            kernel_frozen: kernel,
         }
     }
 
@@ -571,6 +690,71 @@ impl Rings {
             })
             .collect()
     }
+}
+
+/// The kernel rule table for `config.rules` (checked again here: the loader is the last line).
+pub fn rule_specs(config: &Config) -> Result<Vec<RuleSpec>, SetupError> {
+    let rules = triggers::rules::check_rules(&config.rules)
+        .map_err(|e| SetupError::Ebpf(format!("rules: {e}")))?;
+    rules
+        .iter()
+        .map(|r| {
+            use triggers::rules::RuleKind;
+            let mut s = RuleSpec {
+                kind: match r.kind {
+                    RuleKind::Syscall => rule::SYSCALL,
+                    RuleKind::Block => rule::BLOCK,
+                    RuleKind::Runqueue => rule::RUNQUEUE,
+                    RuleKind::Irq => rule::IRQ,
+                },
+                threshold_ns: r.threshold_ns,
+                min_interval_ns: r.min_interval_ns,
+                ..RuleSpec::default()
+            };
+            if r.post_ms == 0 {
+                s.flags |= rule::FREEZE;
+            }
+            let key = r
+                .syscall_nr
+                .map(u64::from)
+                .or(r.device.map(u64::from))
+                .or(r.irq.map(u64::from));
+            if let Some(k) = key {
+                if r.kind == RuleKind::Syscall && k >= rule::MAX_SYSCALL as u64 {
+                    return Err(SetupError::Ebpf(format!(
+                        "rule {}: syscall number {k} is above the {} rules can watch",
+                        r.name,
+                        rule::MAX_SYSCALL
+                    )));
+                }
+                s.key = k;
+                s.flags |= rule::MATCH_KEY;
+            }
+            if let Some(pid) = r.pid {
+                s.pid = pid;
+                s.flags |= rule::MATCH_PID;
+            }
+            if let Some(comm) = &r.comm {
+                let mut c = [0u8; COMM_LEN];
+                c[..comm.len()].copy_from_slice(comm.as_bytes());
+                s.comm = [
+                    u64::from_ne_bytes(c[..8].try_into().expect("8 bytes")),
+                    u64::from_ne_bytes(c[8..].try_into().expect("8 bytes")),
+                ];
+                s.flags |= rule::MATCH_COMM;
+            }
+            if let Some(path) = &r.cgroup {
+                s.cgroup = crate::statedump::cgroup_id(path).ok_or_else(|| {
+                    SetupError::Ebpf(format!(
+                        "rule {}: cgroup {path}: no such cgroup under the cgroup2 mount",
+                        r.name
+                    ))
+                })?;
+                s.flags |= rule::MATCH_CGROUP;
+            }
+            Ok(s)
+        })
+        .collect()
 }
 
 /// Detaches the programs and removes every pin in `dir` (and the directory). Returns whether

@@ -23,7 +23,7 @@ pub const COMM_LEN: usize = 16;
 
 /// Version of the in-kernel ring layout (maps, records, control words). Pinned state with another
 /// version is discarded at start-up rather than misread.
-pub const RING_LAYOUT_VERSION: u64 = 1;
+pub const RING_LAYOUT_VERSION: u64 = 2;
 
 /// One event as written by the eBPF programs into a ring slot, and as stored in snapshot files.
 ///
@@ -417,9 +417,110 @@ pub mod ctrl {
     pub const EPOCH: u32 = 0;
     /// Number of flips so far (informational).
     pub const FLIPS: u32 = 1;
+    /// Who may flip the epoch now: [`freeze_lock::FREE`], [`freeze_lock::USER`] (userspace is
+    /// freezing or copying, or holds the rings for a post-trigger window) or
+    /// [`freeze_lock::KERNEL`] (a kernel rule froze the rings and userspace has not copied them
+    /// yet). Taken with a compare-and-swap from `FREE` by either side.
+    pub const FREEZE_LOCK: u32 = 2;
+    /// `CLOCK_MONOTONIC` ns of the last kernel freeze.
+    pub const KFREEZE_TS: u32 = 3;
+    /// Epoch the last kernel freeze froze (the one active before it flipped).
+    pub const KFREEZE_EPOCH: u32 = 4;
     /// Number of words in the control array.
     pub const LEN: u32 = 8;
 }
+
+/// Values of `CTRL[FREEZE_LOCK]`.
+pub mod freeze_lock {
+    /// Nobody is freezing: a kernel rule may freeze.
+    pub const FREE: u64 = 0;
+    /// Userspace is freezing or copying, or holds off kernel freezes for a post window.
+    pub const USER: u64 = 1;
+    /// A kernel rule froze the rings; userspace copies them out, then frees the lock.
+    pub const KERNEL: u64 = 2;
+}
+
+/// Kernel latency rules: kinds, match flags and table size shared by the programs and the loader.
+pub mod rule {
+    /// Entries in the `RULES` table.
+    pub const MAX_RULES: u32 = 8;
+    /// Syscall latency, sys_enter to sys_exit (`RuleSpec::key` = syscall number).
+    pub const SYSCALL: u32 = 1;
+    /// Block request latency, issue to complete (`key` = device, when `MATCH_KEY`).
+    pub const BLOCK: u32 = 2;
+    /// Run-queue wait, wakeup or preemption to sched_switch in.
+    pub const RUNQUEUE: u32 = 4;
+    /// Hard irq handler duration (`key` = irq number, when `MATCH_KEY`).
+    pub const IRQ: u32 = 8;
+    /// `RuleSpec::key` must equal the event's key.
+    pub const MATCH_KEY: u32 = 1;
+    /// `RuleSpec::pid` must equal the task's tgid.
+    pub const MATCH_PID: u32 = 2;
+    /// `RuleSpec::comm` must equal the task's comm.
+    pub const MATCH_COMM: u32 = 4;
+    /// `RuleSpec::cgroup` must equal the current task's cgroup v2 id.
+    pub const MATCH_CGROUP: u32 = 8;
+    /// Freeze the epoch in the program that matched (no post window).
+    pub const FREEZE: u32 = 16;
+    /// Syscall numbers below this can carry rules (size of the `SYSCALL_RULED` bitmap).
+    pub const MAX_SYSCALL: u32 = 512;
+}
+
+/// One kernel latency rule, as the loader writes it into the `RULES` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleSpec {
+    /// One of the [`rule`] kinds; 0 marks an empty entry.
+    pub kind: u32,
+    /// [`rule`] `MATCH_*` and `FREEZE` bits.
+    pub flags: u32,
+    /// Fires at or above this latency, ns.
+    pub threshold_ns: u64,
+    /// Least time between two firings, ns (the kernel-side flood guard).
+    pub min_interval_ns: u64,
+    /// Syscall number, device (`major << 20 | minor`) or irq number.
+    pub key: u64,
+    /// cgroup v2 id to match.
+    pub cgroup: u64,
+    /// Process id (tgid) to match.
+    pub pid: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// Comm to match, NUL-padded, as two words so the program compares it in two loads.
+    pub comm: [u64; 2],
+}
+const _: () = assert!(core::mem::size_of::<RuleSpec>() == 64);
+
+/// What a program sends through the `RULE_HITS` ring buffer when a rule fires.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleHit {
+    /// `CLOCK_MONOTONIC` ns of the event that completed the measurement.
+    pub ts_ns: u64,
+    /// When the measured interval started (entry, issue, wakeup), ns.
+    pub start_ns: u64,
+    /// `ts_ns - start_ns`.
+    pub latency_ns: u64,
+    /// Syscall number, device or irq number (0 for run-queue rules).
+    pub key: u64,
+    /// Syscall return value, or the block request's sector.
+    pub aux: u64,
+    /// Index of the rule in the table.
+    pub rule: u32,
+    /// CPU the event was recorded on.
+    pub cpu: u32,
+    /// Process id (tgid) of the task measured.
+    pub pid: u32,
+    /// Thread id of the task measured.
+    pub tid: u32,
+    /// 1 when the program froze the epoch itself.
+    pub frozen: u32,
+    /// The epoch it froze (when `frozen`).
+    pub epoch: u32,
+    /// Comm of the task measured (empty for block and irq rules).
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<RuleHit>() == 80);
 
 /// Indexes into the `META` array (u64 words) that describes pinned state, so a restarted
 /// recorder can tell whether it may adopt it.
@@ -511,6 +612,8 @@ mod pod {
     unsafe impl aya::Pod for super::Record {}
     unsafe impl aya::Pod for super::CpuHead {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::RuleSpec {}
+    unsafe impl aya::Pod for super::RuleHit {}
 }
 
 /// Reads a NUL-padded byte array as text, replacing invalid UTF-8.

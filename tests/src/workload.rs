@@ -9,6 +9,13 @@
 //! workload spinsleep N SPIN_MS SLEEP_MS [CPU]
 //!                            N times: burn SPIN_MS, then sleep SLEEP_MS
 //! workload execs N PROGRAM   N times: run PROGRAM (a short-lived child) and wait for it
+//! workload slowcall N MS     N getppid(MAGIC+i), one raw nanosleep of MS ms, then N more
+//!                            getppid(MAGIC+N+i)
+//! workload victim N MS CPU   renames itself "rqvictim", goes SCHED_IDLE on CPU, and N times
+//!                            sleeps MS ms (so CPU hogs there make it wait to run)
+//! workload http PORTFILE N   HTTP/1.1 on 127.0.0.1, port written to PORTFILE; answers N
+//!                            requests one by one; paths starting /slow take a raw nanosleep
+//!                            of 300 ms first
 //! ```
 //!
 //! Every getppid passes `MAGIC + i` as its first argument (ignored by the kernel, recorded by
@@ -42,6 +49,52 @@ fn spin(ms: u64) {
     let mut x = 0u64;
     while std::time::Instant::now() < until {
         x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+fn raw_nanosleep(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: the raw syscall (glibc's nanosleep() calls clock_nanosleep) on a valid timespec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_nanosleep,
+            &ts,
+            std::ptr::null_mut::<libc::timespec>(),
+        )
+    };
+}
+
+fn serve_http(port_file: &str, n: u32) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::fs::write(port_file, port.to_string()).expect("port file");
+    for _ in 0..n {
+        let (stream, _) = listener.accept().expect("accept");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut first = String::new();
+        reader.read_line(&mut first).expect("request line");
+        // The rest of the head, up to the empty line; requests here carry no body.
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        let path = first.split_whitespace().nth(1).unwrap_or("/");
+        if path.starts_with("/slow") {
+            raw_nanosleep(300);
+        }
+        let body = format!("served {path}\n");
+        let mut out = stream;
+        let _ = write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
     }
 }
 
@@ -125,10 +178,40 @@ fn main() {
                 assert!(st.success(), "{} failed", args[2]);
             }
         }
+        Some("slowcall") => {
+            let n: u64 = args[1].parse().expect("count");
+            let ms: u64 = args[2].parse().expect("ms");
+            getppid_loop(n);
+            raw_nanosleep(ms);
+            for i in n..2 * n {
+                // SAFETY: getppid ignores its arguments.
+                unsafe { libc::syscall(libc::SYS_getppid, MAGIC + i) };
+            }
+        }
+        Some("victim") => {
+            let n: u32 = args[1].parse().expect("count");
+            let ms: u64 = args[2].parse().expect("ms");
+            pin_to_cpu(args[3].parse().expect("cpu"));
+            // SAFETY: PR_SET_NAME with a NUL-terminated name; sched_setscheduler on ourselves.
+            unsafe {
+                libc::prctl(libc::PR_SET_NAME, c"rqvictim".as_ptr());
+                let param = libc::sched_param { sched_priority: 0 };
+                assert_eq!(
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &param),
+                    0,
+                    "SCHED_IDLE"
+                );
+            }
+            for _ in 0..n {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
+        Some("http") => serve_http(&args[1], args[2].parse().expect("count")),
         _ => {
             eprintln!(
                 "usage: workload syscalls DIR | getppid N [CPU] | sleeper N MS | poll MS | \
-                 spin MS [CPU] | spinsleep N SPIN_MS SLEEP_MS [CPU] | execs N PROGRAM"
+                 spin MS [CPU] | spinsleep N SPIN_MS SLEEP_MS [CPU] | execs N PROGRAM | \
+                 slowcall N MS | victim N MS CPU | http PORTFILE N"
             );
             std::process::exit(2);
         }

@@ -7,6 +7,7 @@ mod export_perfetto;
 mod export_tracedat;
 #[path = "../../recorder/tests/common/readers.rs"]
 mod readers;
+mod triggers;
 mod util;
 
 use std::collections::HashMap;

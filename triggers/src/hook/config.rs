@@ -1,0 +1,125 @@
+//! `[hook]`: where and how the HTTP trigger hook listens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+
+/// `[hook]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookConfig {
+    /// Address the hook listens on; the hook is off until a token is set.
+    pub listen: String,
+    /// Bearer token clients must send (`Authorization: Bearer TOKEN`); empty: see token_file.
+    pub token: String,
+    /// File holding the token (first line), so it stays out of the config; empty: none.
+    pub token_file: PathBuf,
+    /// Allow a listen address that is not loopback (the hook has no TLS).
+    pub allow_remote: bool,
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// Time a client has to send the request headers, ms (slow-loris guard).
+    pub header_timeout_ms: u64,
+    /// Time a request may take from its headers to the answer, body included, ms.
+    pub request_timeout_ms: u64,
+    /// Longest a connection may stay open, ms (idle keep-alive connections included).
+    pub connection_timeout_ms: u64,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for HookConfig {
+    fn default() -> Self {
+        HookConfig {
+            listen: "127.0.0.1:7341".into(),
+            token: String::new(),
+            token_file: PathBuf::new(),
+            allow_remote: false,
+            max_body_bytes: 16 * 1024,
+            header_timeout_ms: 2_000,
+            request_timeout_ms: 5_000,
+            connection_timeout_ms: 30_000,
+            max_connections: 64,
+        }
+    }
+}
+
+impl HookConfig {
+    /// Checks the values; does not read the token file.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let addr = self.listen_addr()?;
+        if !addr.ip().is_loopback() && !self.allow_remote {
+            return Err(ConfigError(format!(
+                "hook.listen {addr} is not a loopback address; the hook has no TLS, so set \
+                 hook.allow_remote = true only behind something that adds it"
+            )));
+        }
+        if !self.token.is_empty() && !self.token_file.as_os_str().is_empty() {
+            return Err(ConfigError(
+                "set hook.token or hook.token_file, not both".into(),
+            ));
+        }
+        if !self.token.is_empty() && self.token.len() < 16 {
+            return Err(ConfigError(
+                "hook.token must be at least 16 characters".into(),
+            ));
+        }
+        if !(256..=1 << 20).contains(&self.max_body_bytes) {
+            return Err(ConfigError(
+                "hook.max_body_bytes must be 256 to 1048576".into(),
+            ));
+        }
+        for (name, v) in [
+            ("hook.header_timeout_ms", self.header_timeout_ms),
+            ("hook.request_timeout_ms", self.request_timeout_ms),
+            ("hook.connection_timeout_ms", self.connection_timeout_ms),
+        ] {
+            if !(10..=600_000).contains(&v) {
+                return Err(ConfigError(format!("{name} must be 10 to 600000")));
+            }
+        }
+        if !(1..=4096).contains(&self.max_connections) {
+            return Err(ConfigError("hook.max_connections must be 1 to 4096".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether a token is configured (the hook serves only then).
+    pub fn enabled(&self) -> bool {
+        !self.token.is_empty() || !self.token_file.as_os_str().is_empty()
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError(format!(
+                "hook.listen {:?} must be IP:PORT, e.g. 127.0.0.1:7341",
+                self.listen
+            ))
+        })
+    }
+
+    /// The token: `token`, or the first line of `token_file`.
+    pub fn load_token(&self) -> Result<String, ConfigError> {
+        if !self.token.is_empty() {
+            return Ok(self.token.clone());
+        }
+        let text = std::fs::read_to_string(&self.token_file).map_err(|e| {
+            ConfigError(format!(
+                "hook.token_file {}: {e}",
+                self.token_file.display()
+            ))
+        })?;
+        let token = text.lines().next().unwrap_or("").trim().to_owned();
+        if token.len() < 16 {
+            return Err(ConfigError(format!(
+                "hook.token_file {}: the token must be at least 16 characters",
+                self.token_file.display()
+            )));
+        }
+        Ok(token)
+    }
+}
