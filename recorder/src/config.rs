@@ -17,6 +17,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Load-time filters on per-task events.
     pub filter: FilterConfig,
+    /// Upload to a collector and group triggers.
+    pub collector: crate::upload::CollectorConfig,
 }
 
 /// `[recorder]`.
@@ -171,6 +173,7 @@ impl Config {
                 )));
             }
         }
+        self.collector.check()?;
         for cg in &self.filter.cgroups {
             if !cg.starts_with('/') {
                 return Err(ConfigError::Invalid(format!(

@@ -86,6 +86,9 @@ pub struct Status {
     pub snapshots_taken: u64,
     /// Snapshot requests that failed.
     pub snapshots_failed: u64,
+    /// Upload and group state, when a collector is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<crate::upload::CollectorStatus>,
 }
 
 struct Shared {
@@ -95,6 +98,7 @@ struct Shared {
     rates: Mutex<Vec<f64>>,
     taken: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
+    collector: crate::upload::Collector,
 }
 
 /// Takes a snapshot with the daemon's rings (one at a time).
@@ -102,7 +106,7 @@ fn take_snapshot(
     shared: &Shared,
     dir: Option<PathBuf>,
     name: Option<String>,
-    reason: Option<String>,
+    trigger: TriggerInfo,
 ) -> Result<Written, String> {
     use std::sync::atomic::Ordering;
     let frozen = {
@@ -110,14 +114,10 @@ fn take_snapshot(
         rings.freeze()
     };
     let dir = dir.unwrap_or_else(|| shared.config.recorder.spool_dir.clone());
-    let trigger = TriggerInfo {
-        source: "cli".into(),
-        reason: reason.unwrap_or_else(|| "manual snapshot".into()),
-        fields: Default::default(),
-    };
     match snapshot::write(&frozen, &shared.config, &dir, name.as_deref(), trigger) {
         Ok(w) => {
             shared.taken.fetch_add(1, Ordering::Relaxed);
+            shared.collector.nudge();
             Ok(w)
         }
         Err(e) => {
@@ -146,7 +146,20 @@ fn status(shared: &Shared) -> Status {
             .clone(),
         snapshots_taken: shared.taken.load(Ordering::Relaxed),
         snapshots_failed: shared.failed.load(Ordering::Relaxed),
+        collector: shared.collector.status(),
     }
+}
+
+/// Takes the snapshot a group trigger from the collector asks for, into the spool (so it is
+/// uploaded). The one place group triggers enter the daemon's snapshot path.
+fn group_snapshot(shared: &Shared, trigger: TriggerInfo) -> Result<Written, String> {
+    let name = trigger
+        .fields
+        .get("group")
+        .and_then(|g| g.as_str())
+        .unwrap_or("group")
+        .to_owned();
+    take_snapshot(shared, None, Some(name), trigger)
 }
 
 async fn handle(shared: Arc<Shared>, stream: UnixStream) {
@@ -172,9 +185,15 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
             },
             Ok(Request::Snapshot { dir, name, reason }) => {
                 let s = shared.clone();
-                let res = tokio::task::spawn_blocking(move || take_snapshot(&s, dir, name, reason))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
+                let trigger = TriggerInfo {
+                    source: "cli".into(),
+                    reason: reason.unwrap_or_else(|| "manual snapshot".into()),
+                    fields: Default::default(),
+                };
+                let res =
+                    tokio::task::spawn_blocking(move || take_snapshot(&s, dir, name, trigger))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
                 match res {
                     Ok(w) => Response {
                         ok: true,
@@ -232,6 +251,12 @@ pub fn run(config: Config, ready: impl FnOnce(&Rings)) -> anyhow::Result<()> {
         let listener = bind_socket(&listener_path).map_err(anyhow::Error::msg)?;
         let rings = Rings::start(&config)?;
         ready(&rings);
+        let host_id = crate::statedump::host_info(&config.recorder.host_id, rings.ncpu()).host_id;
+        let (collector, mut group_triggers) = crate::upload::Collector::start(
+            &config.collector,
+            &config.recorder.spool_dir,
+            &host_id,
+        )?;
         let shared = Arc::new(Shared {
             rings: Mutex::new(rings),
             config,
@@ -239,6 +264,23 @@ pub fn run(config: Config, ready: impl FnOnce(&Rings)) -> anyhow::Result<()> {
             rates: Mutex::new(Vec::new()),
             taken: Default::default(),
             failed: Default::default(),
+            collector,
+        });
+        let on_group = shared.clone();
+        tokio::spawn(async move {
+            while let Some(trigger) = group_triggers.recv().await {
+                let s = on_group.clone();
+                let id = trigger.fields.get("trigger_id").cloned();
+                match tokio::task::spawn_blocking(move || group_snapshot(&s, trigger)).await {
+                    Ok(Ok(w)) => eprintln!(
+                        "flightrec: group trigger {}: snapshot {}",
+                        id.unwrap_or_default(),
+                        w.path.display()
+                    ),
+                    Ok(Err(e)) => eprintln!("flightrec: group trigger snapshot failed: {e}"),
+                    Err(e) => eprintln!("flightrec: group trigger snapshot task failed: {e}"),
+                }
+            }
         });
         let sampler = shared.clone();
         tokio::spawn(async move {
