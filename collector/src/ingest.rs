@@ -376,6 +376,9 @@ pub enum Rejection {
     /// The file is of a format version this collector cannot read.
     #[error("unsupported snapshot format version {0}")]
     Version(u32),
+    /// The file ends before a structure it announces.
+    #[error("not a valid snapshot: it is truncated ({0} missing)")]
+    Truncated(&'static str),
     /// The file is not a valid snapshot.
     #[error("not a valid snapshot: {0}")]
     Format(String),
@@ -405,7 +408,8 @@ impl Rejection {
     /// Label for `collector_uploads_rejected_total`.
     pub fn reason(&self) -> &'static str {
         match self {
-            Rejection::Size { .. } => "truncated",
+            Rejection::Size { .. } => "size",
+            Rejection::Truncated(_) => "truncated",
             Rejection::Digest => "digest",
             Rejection::Version(_) => "version",
             Rejection::Format(_) => "corrupt",
@@ -429,6 +433,7 @@ pub struct Verified {
 fn format_rejection(e: FormatError) -> Rejection {
     match e {
         FormatError::UnsupportedVersion(v) => Rejection::Version(v),
+        FormatError::Truncated(what) => Rejection::Truncated(what),
         FormatError::Io(io) => Rejection::Io(io),
         other => Rejection::Format(other.to_string()),
     }
