@@ -505,10 +505,10 @@ fn summary(a: &Value) -> String {
                 "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
                  <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 esc(s["name"].as_str().unwrap_or("?")),
-                s["latency"]["count"],
+                s["count"],
                 s["errors"],
-                ms(s["latency"]["p99_ns"].as_u64().unwrap_or(0)),
-                ms(s["latency"]["max_ns"].as_u64().unwrap_or(0))
+                ms(s["p99_ns"].as_u64().unwrap_or(0)),
+                ms(s["max_ns"].as_u64().unwrap_or(0))
             );
         }
         b.push_str("</table>");

@@ -3,7 +3,7 @@
 
 mod util;
 
-mod browse;
+pub mod browse;
 mod group;
 mod ingest;
 mod rate;
