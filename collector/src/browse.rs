@@ -237,7 +237,9 @@ pub fn compute_timeline(path: &std::path::Path) -> Result<Timeline, String> {
     // Per CPU: the running task and since when; time per (column, tid).
     type Task = (u32, u32, String);
     let mut running: BTreeMap<u32, (Task, u64)> = BTreeMap::new();
-    let mut time: BTreeMap<u32, Vec<HashMap<u32, (u64, Task)>>> = BTreeMap::new();
+    // Per CPU, per column: ns run by each tid.
+    type Columns = Vec<HashMap<u32, (u64, Task)>>;
+    let mut time: BTreeMap<u32, Columns> = BTreeMap::new();
     let mut credit = |cpu: u32, task: &Task, from: u64, to: u64| {
         if task.0 == 0 || to <= from {
             return; // idle

@@ -266,7 +266,7 @@ impl Config {
         self.retention_max_age()?;
         self.retention_max_bytes()?;
         self.retention_interval()?;
-        if self.tls_enabled() != (!self.server.tls_key.as_os_str().is_empty()) {
+        if self.tls_enabled() == self.server.tls_key.as_os_str().is_empty() {
             return Err(ConfigError::Invalid(
                 "server.tls_cert and server.tls_key go together".into(),
             ));

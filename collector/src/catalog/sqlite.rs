@@ -362,7 +362,7 @@ mod tests {
             snapshot_id: id.into(),
             host_id: host.into(),
             frozen_realtime_ns: ts,
-            trigger_source: if ts % 2 == 0 { "cli" } else { "hook" }.into(),
+            trigger_source: if ts.is_multiple_of(2) { "cli" } else { "hook" }.into(),
             trigger_reason: format!("reason {ts}"),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             bytes: 100,
