@@ -97,6 +97,36 @@ impl Archive {
         format!("snapshots/{shard}/{snapshot_id}.frs")
     }
 
+    /// Moves the verified, already synced staging file at `path` to `key`, and returns only
+    /// once it is durable there. On the local store this is a rename into the layout
+    /// `LocalFileSystem` reads (what its own multipart put ends with), so ingest writes every
+    /// byte to disk once; elsewhere, or across filesystems, it is a copy through the store.
+    pub async fn adopt_file(&self, key: &str, path: &Path) -> Result<(), ArchiveError> {
+        if let Some(root) = &self.local_root {
+            let dest = root.join(key);
+            let src = path.to_owned();
+            let moved = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+                let dir = dest.parent().expect("keys have a directory");
+                std::fs::create_dir_all(dir)?;
+                match std::fs::rename(&src, &dest) {
+                    Ok(()) => {
+                        std::fs::File::open(dir)?.sync_all()?;
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map_err(|e| ArchiveError::Setup(format!("rename task: {e}")))?
+            .map_err(io(format!("moving {} into the archive", path.display())))?;
+            if moved {
+                return Ok(());
+            }
+        }
+        self.put_file(key, path).await
+    }
+
     /// Copies the file at `path` to `key`, and returns only once the copy is durable.
     pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), ArchiveError> {
         let location = ObjectPath::from(key);

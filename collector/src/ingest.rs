@@ -600,7 +600,7 @@ async fn complete(
         }
     };
     let entry = entry_for(&verified.manifest, verified.records, s.size, &s.sha256);
-    st.archive.put_file(&entry.archive_key, &path).await?;
+    st.archive.adopt_file(&entry.archive_key, &path).await?;
     let e2 = entry.clone();
     st.with_catalog(move |c| c.insert(&e2)).await?;
     st.metrics
