@@ -61,15 +61,13 @@ async fn list(
             *f = None;
         }
     }
-    let page = st
-        .with_catalog(move |c| c.list(&q))
-        .await
-        .map_err(|e| match e {
-            AppError::Internal(d) if d.contains("bad cursor") => {
-                AppError::BadRequest("bad cursor".into())
-            }
-            other => other,
-        })?;
+    if q.cursor
+        .as_deref()
+        .is_some_and(|c| !crate::catalog::valid_cursor(c))
+    {
+        return Err(AppError::BadRequest("bad cursor".into()));
+    }
+    let page = st.with_catalog(move |c| c.list(&q)).await?;
     Ok(Json(page))
 }
 

@@ -180,10 +180,10 @@ async fn list_inner(
         limit: Some(50),
         ..Default::default()
     };
-    let page_ = st
-        .with_catalog(move |c| c.list(&query))
-        .await
-        .map_err(|_| AppError::BadRequest("bad filter".into()))?;
+    if !f.cursor.is_empty() && !crate::catalog::valid_cursor(&f.cursor) {
+        return Err(AppError::BadRequest("bad cursor".into()));
+    }
+    let page_ = st.with_catalog(move |c| c.list(&query)).await?;
     let mut b = String::new();
     let input = |name: &str, v: &str| {
         format!(

@@ -111,6 +111,16 @@ pub struct Query {
     pub cursor: Option<String>,
 }
 
+/// Whether `cursor` has the shape of a `next_cursor` (`FROZEN_NS:SNAPSHOT_ID`).
+pub fn valid_cursor(cursor: &str) -> bool {
+    cursor.split_once(':').is_some_and(|(ts, id)| {
+        !ts.is_empty()
+            && ts.bytes().all(|b| b.is_ascii_digit())
+            && ts.len() <= 19
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 /// One page of a listing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Page {
@@ -188,4 +198,22 @@ pub trait Catalog: Send + Sync + 'static {
     fn insert_trigger(&self, trigger: &GroupTrigger) -> Result<(), CatalogError>;
     /// A group trigger.
     fn trigger(&self, trigger_id: &str) -> Result<Option<GroupTrigger>, CatalogError>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cursors() {
+        for (c, ok) in [
+            ("1795594724000000000:f11e00", true),
+            ("12:ab", true),
+            ("nonsense", false),
+            (":ab", false),
+            ("12:zz", false),
+            ("99999999999999999999:ab", false),
+            ("-1:ab", false),
+        ] {
+            assert_eq!(super::valid_cursor(c), ok, "{c}");
+        }
+    }
 }
