@@ -9,6 +9,10 @@ use crate::catalog::Entry;
 use crate::error::AppError;
 use crate::{AppState, now_realtime_ns};
 
+/// Upload sessions older than this are abandoned: their recorder dropped the snapshot (spool
+/// cap) or was replaced, and their staging bytes would otherwise stay forever.
+pub const ABANDONED_UPLOAD_NS: u64 = 7 * 86_400 * 1_000_000_000;
+
 /// What one pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -16,6 +20,8 @@ pub struct Outcome {
     pub expired: u64,
     /// Deleted to get under the size cap.
     pub over_size: u64,
+    /// Upload sessions abandoned for more than a week.
+    pub abandoned_uploads: u64,
 }
 
 async fn delete(st: &AppState, e: Entry) -> Result<(), AppError> {

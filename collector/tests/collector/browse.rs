@@ -224,8 +224,22 @@ async fn browse_api_serves_what_the_library_computes() {
     config.retention.max_total_size = format!("{}", total - one - 1);
     let mut st = srv.state.clone();
     st.config = std::sync::Arc::new(config);
+    // An upload opened long ago and never finished.
+    srv.state
+        .catalog
+        .open_session(&flightrec_collector::catalog::Session {
+            snapshot_id: "ab".repeat(16),
+            host_id: "web-1".into(),
+            size: 10,
+            sha256: "0".repeat(64),
+            offset: 4,
+            created_realtime_ns: 1,
+        })
+        .unwrap();
     let out = flightrec_collector::retention::run_once(&st).await.unwrap();
     assert_eq!(out.over_size, 2, "the two oldest go to fit the cap");
+    assert_eq!(out.abandoned_uploads, 1);
+    assert!(srv.state.catalog.sessions().unwrap().is_empty());
     let left = get_json(&format!("{url}/v1/snapshots"), READER).await;
     assert_eq!(ids(&left), ["snap6", "snap5", "snap4", "snap3", "snap2"]);
     assert!(srv.archived(&crate::util::id(0)).await.is_none());

@@ -389,3 +389,37 @@ impl Uploader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_drops_oldest_first_and_ignores_temporary_files() {
+        let dir = std::env::temp_dir().join(format!("flightrec-spool-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (i, name) in ["c.frs", "a.frs", "b.frs"].iter().enumerate() {
+            let p = dir.join(name);
+            std::fs::write(&p, vec![0u8; 100]).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(base + Duration::from_secs(i as u64))
+                .unwrap();
+        }
+        // Being written, and not a snapshot: never listed, never dropped.
+        std::fs::write(dir.join(".d.frs.tmp"), vec![0u8; 1000]).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        let names = |v: Vec<Spooled>| -> Vec<String> {
+            v.iter()
+                .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(list(&dir)), ["c.frs", "a.frs", "b.frs"]);
+        assert_eq!(names(enforce_cap(&dir, 250)), ["c.frs"]);
+        assert_eq!(names(enforce_cap(&dir, 250)), Vec::<String>::new());
+        assert_eq!(names(enforce_cap(&dir, 99)), ["a.frs", "b.frs"]);
+        assert!(dir.join(".d.frs.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
