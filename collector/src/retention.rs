@@ -57,6 +57,17 @@ pub async fn run_once(st: &AppState) -> Result<Outcome, AppError> {
             }
         }
     }
+    let stale = now_realtime_ns().saturating_sub(ABANDONED_UPLOAD_NS);
+    for s in st.with_catalog(|c| c.sessions()).await? {
+        if s.created_realtime_ns < stale {
+            tracing::info!(snapshot = %s.snapshot_id, host = %s.host_id, "retention: abandoned upload");
+            let id = s.snapshot_id.clone();
+            st.with_catalog(move |c| c.close_session(&id)).await?;
+            let staged = st.staging.join(format!("{}.part", s.snapshot_id));
+            let _ = tokio::fs::remove_file(staged).await;
+            out.abandoned_uploads += 1;
+        }
+    }
     if let Some(cap) = st
         .config
         .retention_max_bytes()
