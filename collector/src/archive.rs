@@ -84,7 +84,15 @@ impl Archive {
                 let store = b.build()?;
                 Ok(Archive {
                     store: Arc::new(store),
-                    description: format!("s3 bucket {} at {}", s3.bucket, s3.endpoint),
+                    description: format!(
+                        "s3 bucket {} at {}",
+                        s3.bucket,
+                        if s3.endpoint.is_empty() {
+                            "AWS"
+                        } else {
+                            &s3.endpoint
+                        }
+                    ),
                     local_root: None,
                 })
             }

@@ -84,6 +84,9 @@ impl AppState {
     /// Opens the catalog, archive and directories the configuration names.
     pub fn open(config: Config) -> Result<AppState, StartError> {
         config.check()?;
+        // rustls is built without a default crypto provider (no C toolchain for aws-lc): name
+        // ring once per process, before the S3 client or the TLS server needs one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let data = &config.storage.data_dir;
         let dir = |name: &str| -> Result<PathBuf, StartError> {
             let p = data.join(name);
