@@ -23,6 +23,8 @@ pub struct Config {
     pub governor: triggers::governor::GovernorConfig,
     /// Kernel latency rules (`[[rules]]`), evaluated in the eBPF programs.
     pub rules: Vec<triggers::rules::RuleConfig>,
+    /// Upload to a collector and group triggers.
+    pub collector: crate::upload::CollectorConfig,
 }
 
 /// `[recorder]`.
@@ -197,6 +199,7 @@ impl Config {
                 )));
             }
         }
+        self.collector.check()?;
         for cg in &self.filter.cgroups {
             if !cg.starts_with('/') {
                 return Err(ConfigError::Invalid(format!(

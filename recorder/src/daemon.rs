@@ -173,6 +173,9 @@ pub struct Status {
     /// Address the HTTP hook listens on, when it is on.
     #[serde(default)]
     pub hook_listen: Option<String>,
+    /// Upload and group state, when a collector is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<crate::upload::CollectorStatus>,
 }
 
 /// Most snapshot states kept for `GET /v1/snapshots/{id}`; the oldest are forgotten first.
@@ -218,6 +221,7 @@ struct Shared {
     hook_listen: Option<String>,
     /// Where group triggers go once the collector is wired; until then they are refused.
     group: Option<Arc<dyn GroupForwarder>>,
+    collector: crate::upload::Collector,
 }
 
 /// Takes a snapshot with the daemon's rings (one at a time).
@@ -225,18 +229,13 @@ fn take_snapshot(
     shared: &Shared,
     dir: Option<PathBuf>,
     name: Option<String>,
-    reason: Option<String>,
+    trigger: TriggerInfo,
 ) -> Result<Written, String> {
     let frozen = {
         let rings = shared.rings.lock().unwrap_or_else(|e| e.into_inner());
         rings.freeze()
     };
     let dir = dir.unwrap_or_else(|| shared.config.recorder.spool_dir.clone());
-    let trigger = TriggerInfo {
-        source: "cli".into(),
-        reason: reason.unwrap_or_else(|| "manual snapshot".into()),
-        fields: Default::default(),
-    };
     shared
         .governor
         .lock()
@@ -245,6 +244,7 @@ fn take_snapshot(
     match snapshot::write(&frozen, &shared.config, &dir, name.as_deref(), trigger) {
         Ok(w) => {
             shared.taken.fetch_add(1, Ordering::Relaxed);
+            shared.collector.nudge();
             Ok(w)
         }
         Err(e) => {
@@ -280,6 +280,7 @@ fn status(shared: &Shared) -> Status {
             .clone(),
         rule_hits: shared.rule_hits.load(Ordering::Relaxed),
         hook_listen: shared.hook_listen.clone(),
+        collector: shared.collector.status(),
     }
 }
 
@@ -599,6 +600,18 @@ async fn read_rule_hits(
     }
 }
 
+/// Takes the snapshot a group trigger from the collector asks for, into the spool (so it is
+/// uploaded). The one place group triggers enter the daemon's snapshot path.
+fn group_snapshot(shared: &Shared, trigger: TriggerInfo) -> Result<Written, String> {
+    let name = trigger
+        .fields
+        .get("group")
+        .and_then(|g| g.as_str())
+        .unwrap_or("group")
+        .to_owned();
+    take_snapshot(shared, None, Some(name), trigger)
+}
+
 async fn handle(shared: Arc<Shared>, stream: UnixStream) {
     let (rd, mut wr) = stream.into_split();
     let mut lines = BufReader::new(rd.take(64 * 1024)).lines();
@@ -650,9 +663,15 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) {
             },
             Ok(Request::Snapshot { dir, name, reason }) => {
                 let s = shared.clone();
-                let res = tokio::task::spawn_blocking(move || take_snapshot(&s, dir, name, reason))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
+                let trigger = TriggerInfo {
+                    source: "cli".into(),
+                    reason: reason.unwrap_or_else(|| "manual snapshot".into()),
+                    fields: Default::default(),
+                };
+                let res =
+                    tokio::task::spawn_blocking(move || take_snapshot(&s, dir, name, trigger))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
                 match res {
                     Ok(w) => Response {
                         snapshot: Some(w),
@@ -760,6 +779,12 @@ pub fn run_until(
             crate::rings::monotonic_ns(),
             snapshot::random_id,
         );
+        let host_id = crate::statedump::host_info(&config.recorder.host_id, rings.ncpu()).host_id;
+        let (collector, mut group_triggers) = crate::upload::Collector::start(
+            &config.collector,
+            &config.recorder.spool_dir,
+            &host_id,
+        )?;
         let shared = Arc::new(Shared {
             rings: Mutex::new(rings),
             config,
@@ -773,6 +798,23 @@ pub fn run_until(
             rule_hits: Default::default(),
             hook_listen,
             group: None,
+            collector,
+        });
+        let on_group = shared.clone();
+        tokio::spawn(async move {
+            while let Some(trigger) = group_triggers.recv().await {
+                let s = on_group.clone();
+                let id = trigger.fields.get("trigger_id").cloned();
+                match tokio::task::spawn_blocking(move || group_snapshot(&s, trigger)).await {
+                    Ok(Ok(w)) => eprintln!(
+                        "flightrec: group trigger {}: snapshot {}",
+                        id.unwrap_or_default(),
+                        w.path.display()
+                    ),
+                    Ok(Err(e)) => eprintln!("flightrec: group trigger snapshot failed: {e}"),
+                    Err(e) => eprintln!("flightrec: group trigger snapshot task failed: {e}"),
+                }
+            }
         });
         if let Some(hits) = hits {
             let s = shared.clone();

@@ -262,6 +262,54 @@ fn fmt_bytes(b: u64) -> String {
     }
 }
 
+fn print_collector(c: &flightrec::upload::CollectorStatus) {
+    let u = &c.upload;
+    let rate = match u.rate_limit_bytes_per_second {
+        0 => "no rate limit".to_owned(),
+        r => format!("{}/s", fmt_bytes(r)),
+    };
+    println!(
+        "upload to {} ({rate}): {} uploaded ({}), spool {} files ({}), {} dropped, {} \
+         rejected, {} failed attempts",
+        u.url,
+        u.snapshots_uploaded_total,
+        fmt_bytes(u.upload_sent_bytes_total),
+        u.spool_files,
+        fmt_bytes(u.spool_bytes),
+        u.spool_dropped_total,
+        u.uploads_rejected_total,
+        u.upload_failures_total
+    );
+    if let Some(p) = &u.current {
+        println!(
+            "  uploading {}: {} of {} ({:.0}%)",
+            p.file.display(),
+            fmt_bytes(p.offset),
+            fmt_bytes(p.size),
+            100.0 * p.offset as f64 / p.size.max(1) as f64
+        );
+    }
+    if let Some(e) = &u.last_error {
+        println!("  last error: {e}");
+    }
+    if let Some(g) = &c.group {
+        println!(
+            "group {}: {}, {} triggers received{}",
+            g.group,
+            if g.connected {
+                "registered"
+            } else {
+                "not connected"
+            },
+            g.group_triggers_received_total,
+            g.last_trigger_id
+                .as_ref()
+                .map(|t| format!(", last {t}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Record(args) => {
@@ -362,6 +410,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 st.rule_hits,
                 st.hook_listen.as_deref().unwrap_or("off")
             );
+            if let Some(c) = &st.collector {
+                print_collector(c);
+            }
             println!(
                 "{:>4} {:>7} {:>10} {:>12} {:>12} {:>12}",
                 "cpu", "fill", "window", "events/s", "held", "overwritten"

@@ -1,0 +1,219 @@
+//! The catalog: what the archive holds and how to find it, plus upload sessions and group
+//! triggers. Behind the [`Catalog`] trait so that a shared database (PostgreSQL, for several
+//! collector replicas) is a new implementation, not a rewrite; [`sqlite::SqliteCatalog`] is the
+//! embedded default.
+//!
+//! The trait is synchronous: the server calls it from `spawn_blocking`, which keeps the
+//! implementations plain and lets SQLite use one connection without an async wrapper.
+
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+/// Why the catalog failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The database answered with an error.
+    #[error("catalog database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A stored value could not be decoded.
+    #[error("catalog value: {0}")]
+    Value(String),
+    /// The database file could not be created.
+    #[error("catalog at {path}: {source}")]
+    Open {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// One archived snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Snapshot id (from the manifest).
+    pub snapshot_id: String,
+    /// Snapshot name.
+    pub name: String,
+    /// Host id of the recorder.
+    pub host_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Kernel release.
+    pub kernel_release: String,
+    /// `CLOCK_REALTIME` ns at the freeze.
+    pub frozen_realtime_ns: u64,
+    /// `CLOCK_MONOTONIC` ns at the freeze (event timebase).
+    pub frozen_monotonic_ns: u64,
+    /// Trigger source (`cli`, `hook`, `rule`, `group`...).
+    pub trigger_source: String,
+    /// Trigger reason.
+    pub trigger_reason: String,
+    /// Group trigger id, for snapshots taken on a group trigger.
+    pub trigger_id: Option<String>,
+    /// Group name, for snapshots taken on a group trigger.
+    pub group: Option<String>,
+    /// Tags from the trigger's `tags` field.
+    pub tags: Vec<String>,
+    /// CPUs of the host.
+    pub ncpu: u32,
+    /// Records in the file.
+    pub records: u64,
+    /// Records overwritten before the freeze.
+    pub overwritten: u64,
+    /// Records lost at the freeze.
+    pub lost: u64,
+    /// Oldest event, `CLOCK_MONOTONIC` ns (0 when empty).
+    pub oldest_ns: u64,
+    /// Newest event, `CLOCK_MONOTONIC` ns.
+    pub newest_ns: u64,
+    /// `CLOCK_REALTIME - CLOCK_MONOTONIC` on the host, ns: aligns its events with other hosts'.
+    pub realtime_minus_monotonic_ns: i64,
+    /// Uncertainty of that offset, ns.
+    pub clock_uncertainty_ns: u64,
+    /// For group snapshots: the host's realtime clock minus the collector's, estimated from
+    /// when the trigger was sent and received (includes the fan-out delay), ns.
+    pub host_clock_offset_ns: Option<i64>,
+    /// File size.
+    pub bytes: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// Key in the archive.
+    pub archive_key: String,
+    /// When the collector acknowledged it (`CLOCK_REALTIME` ns).
+    pub received_realtime_ns: u64,
+}
+
+/// A filter over the catalog; every field given must match. Newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Query {
+    /// Host id.
+    pub host: Option<String>,
+    /// Frozen at or after (`CLOCK_REALTIME` ns).
+    pub from_ns: Option<u64>,
+    /// Frozen before (`CLOCK_REALTIME` ns).
+    pub to_ns: Option<u64>,
+    /// Trigger source.
+    pub source: Option<String>,
+    /// Substring of the trigger reason.
+    pub reason: Option<String>,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Group name.
+    pub group: Option<String>,
+    /// Group trigger id.
+    pub trigger_id: Option<String>,
+    /// Page size (default 50, at most 1000).
+    pub limit: Option<u32>,
+    /// Cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// Whether `cursor` has the shape of a `next_cursor` (`FROZEN_NS:SNAPSHOT_ID`).
+pub fn valid_cursor(cursor: &str) -> bool {
+    cursor.split_once(':').is_some_and(|(ts, id)| {
+        !ts.is_empty()
+            && ts.bytes().all(|b| b.is_ascii_digit())
+            && ts.len() <= 19
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    /// Entries, newest first.
+    pub items: Vec<Entry>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A resumable upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Snapshot id: one session per snapshot, which makes uploads idempotent.
+    pub snapshot_id: String,
+    /// Host id of the token that opened it.
+    pub host_id: String,
+    /// Announced file size.
+    pub size: u64,
+    /// Announced SHA-256, hex.
+    pub sha256: String,
+    /// Bytes received and written to the staging file.
+    pub offset: u64,
+    /// When it was opened (`CLOCK_REALTIME` ns).
+    pub created_realtime_ns: u64,
+}
+
+/// A group trigger as fanned out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupTrigger {
+    /// Trigger id shared by every snapshot it caused.
+    pub trigger_id: String,
+    /// Group name.
+    pub group: String,
+    /// Why.
+    pub reason: String,
+    /// Who asked: a host id, or `collector`.
+    pub requested_by: String,
+    /// Caller's fields, passed on to every recorder.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Collector's `CLOCK_REALTIME` ns when it was sent.
+    pub sent_realtime_ns: u64,
+    /// Host ids it was sent to.
+    pub recipients: Vec<String>,
+}
+
+/// Storage of the catalog. Implementations must make `insert` durable before returning: an
+/// upload is acknowledged right after it.
+pub trait Catalog: Send + Sync + 'static {
+    /// Adds an entry; `false` if the snapshot id is already catalogued (nothing changes).
+    fn insert(&self, entry: &Entry) -> Result<bool, CatalogError>;
+    /// One entry.
+    fn get(&self, snapshot_id: &str) -> Result<Option<Entry>, CatalogError>;
+    /// A page of entries matching `query`.
+    fn list(&self, query: &Query) -> Result<Page, CatalogError>;
+    /// Removes an entry; `false` if it was not there.
+    fn remove(&self, snapshot_id: &str) -> Result<bool, CatalogError>;
+    /// Entries and bytes catalogued.
+    fn totals(&self) -> Result<(u64, u64), CatalogError>;
+    /// Up to `n` oldest entries (by freeze time), oldest first, frozen before `before_ns` if
+    /// given: what retention deletes first.
+    fn oldest(&self, n: u32, before_ns: Option<u64>) -> Result<Vec<Entry>, CatalogError>;
+
+    /// Creates a session, or returns the existing one for the same snapshot id.
+    fn open_session(&self, session: &Session) -> Result<Session, CatalogError>;
+    /// A session.
+    fn session(&self, snapshot_id: &str) -> Result<Option<Session>, CatalogError>;
+    /// Records that the staging file holds `offset` valid bytes.
+    fn set_offset(&self, snapshot_id: &str, offset: u64) -> Result<(), CatalogError>;
+    /// Removes a session.
+    fn close_session(&self, snapshot_id: &str) -> Result<(), CatalogError>;
+    /// Sessions open.
+    fn sessions(&self) -> Result<Vec<Session>, CatalogError>;
+
+    /// Records a group trigger.
+    fn insert_trigger(&self, trigger: &GroupTrigger) -> Result<(), CatalogError>;
+    /// A group trigger.
+    fn trigger(&self, trigger_id: &str) -> Result<Option<GroupTrigger>, CatalogError>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cursors() {
+        for (c, ok) in [
+            ("1795594724000000000:f11e00", true),
+            ("12:ab", true),
+            ("nonsense", false),
+            (":ab", false),
+            ("12:zz", false),
+            ("99999999999999999999:ab", false),
+            ("-1:ab", false),
+        ] {
+            assert_eq!(super::valid_cursor(c), ok, "{c}");
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Collector configuration: TOML with a documented default for every field, checked strictly.
+//! With no file at all the collector runs with the embedded defaults: loopback only, no tokens,
+//! archive and catalog under `storage.data_dir`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration file or value is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML of the expected shape.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listening address and TLS.
+    pub server: ServerConfig,
+    /// Where snapshots and the catalog live.
+    pub storage: StorageConfig,
+    /// Bounds on what an upload may make the collector hold.
+    pub limits: LimitsConfig,
+    /// What is deleted, and when.
+    pub retention: RetentionConfig,
+    /// Tokens.
+    pub auth: AuthConfig,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// PEM certificate chain; with `tls_key`, the collector speaks HTTPS only.
+    pub tls_cert: PathBuf,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: PathBuf,
+    /// URL printed for people and put in links (default: derived from `listen`).
+    pub public_url: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7480".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            public_url: String::new(),
+        }
+    }
+}
+
+/// Which object store holds the archive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveKind {
+    /// Files under `data_dir/archive`.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`[storage.s3]`).
+    S3,
+}
+
+/// `[storage]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Catalog database, upload staging area, and the local archive.
+    pub data_dir: PathBuf,
+    /// `local` or `s3`.
+    pub archive: ArchiveKind,
+    /// The bucket when `archive = "s3"`.
+    pub s3: S3Config,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("/var/lib/flightrec-collector"),
+            archive: ArchiveKind::Local,
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// `[storage.s3]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. `http://127.0.0.1:3900` (empty: AWS).
+    pub endpoint: String,
+    /// Region name.
+    pub region: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Access key id (empty: from `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: String,
+    /// Secret key (empty: from `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: String,
+    /// Allow a plain-HTTP endpoint (a store on loopback or a private network).
+    pub allow_http: bool,
+    /// Path-style requests (`endpoint/bucket/key`), which most self-hosted stores need.
+    pub path_style: bool,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            allow_http: false,
+            path_style: true,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest snapshot file accepted.
+    pub max_snapshot_size: String,
+    /// Largest chunk of one request.
+    pub max_chunk_size: String,
+    /// Largest decoded size of a snapshot's record streams (bounds decompression).
+    pub max_uncompressed_size: String,
+    /// Upload sessions open at once.
+    pub max_open_uploads: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_snapshot_size: "1GiB".into(),
+            max_chunk_size: "16MiB".into(),
+            max_uncompressed_size: "8GiB".into(),
+            max_open_uploads: 256,
+        }
+    }
+}
+
+/// `[retention]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Delete snapshots frozen longer ago than this ("30d", "12h", "0" keeps them forever).
+    pub max_age: String,
+    /// Delete the oldest snapshots while the archive holds more than this ("0": no limit).
+    pub max_total_size: String,
+    /// How often retention runs.
+    pub interval: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age: "30d".into(),
+            max_total_size: "100GiB".into(),
+            interval: "5m".into(),
+        }
+    }
+}
+
+/// `[auth]`. With no token at all the collector is open, which it allows on loopback only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Write tokens, one per recorder: each may upload only snapshots of its own host id,
+    /// register in groups and fire group triggers.
+    pub recorders: Vec<RecorderToken>,
+    /// Tokens that may browse and download.
+    pub readers: Vec<String>,
+    /// Tokens that may do everything, including group triggers.
+    pub admins: Vec<String>,
+}
+
+/// One recorder's write token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecorderToken {
+    /// Host id the recorder writes in its snapshots (`recorder.host_id`, or its host name).
+    pub host_id: String,
+    /// The token (at least 16 characters).
+    pub token: String,
+}
+
+/// Limits in bytes and durations, parsed once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest snapshot file.
+    pub max_snapshot_bytes: u64,
+    /// Largest chunk.
+    pub max_chunk_bytes: u64,
+    /// Largest decoded stream total.
+    pub max_uncompressed_bytes: u64,
+    /// Open sessions.
+    pub max_open_uploads: u32,
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values that the types alone do not constrain.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let addr = self.listen_addr()?;
+        let limits = self.limits()?;
+        if limits.max_chunk_bytes < 4096 || limits.max_chunk_bytes > 256 << 20 {
+            return Err(ConfigError::Invalid(
+                "limits.max_chunk_size must be between 4KiB and 256MiB".into(),
+            ));
+        }
+        if limits.max_open_uploads == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_open_uploads must be at least 1".into(),
+            ));
+        }
+        self.retention_max_age()?;
+        self.retention_max_bytes()?;
+        self.retention_interval()?;
+        if self.tls_enabled() == self.server.tls_key.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid(
+                "server.tls_cert and server.tls_key go together".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.auth.recorders {
+            if r.host_id.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "auth.recorders entry without host_id".into(),
+                ));
+            }
+            if !seen.insert(&r.token) {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.recorders: the token of {} is used twice",
+                    r.host_id
+                )));
+            }
+        }
+        let all = self
+            .auth
+            .recorders
+            .iter()
+            .map(|r| &r.token)
+            .chain(&self.auth.readers)
+            .chain(&self.auth.admins);
+        for t in all {
+            if t.len() < 16 {
+                return Err(ConfigError::Invalid(
+                    "every token must be at least 16 characters".into(),
+                ));
+            }
+        }
+        if self.open() && !addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "no tokens are configured in [auth], so the collector would accept anyone: \
+                 that is allowed on loopback only, not on {addr}"
+            )));
+        }
+        if self.storage.archive == ArchiveKind::S3 && self.storage.s3.bucket.is_empty() {
+            return Err(ConfigError::Invalid(
+                "storage.archive = \"s3\" needs storage.s3.bucket".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// No token configured: every request is allowed.
+    pub fn open(&self) -> bool {
+        self.auth.recorders.is_empty()
+            && self.auth.readers.is_empty()
+            && self.auth.admins.is_empty()
+    }
+
+    /// Whether HTTPS is configured.
+    pub fn tls_enabled(&self) -> bool {
+        !self.server.tls_cert.as_os_str().is_empty()
+    }
+
+    /// `server.listen` parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "server.listen {:?} is not an address:port",
+                self.server.listen
+            ))
+        })
+    }
+
+    /// The URL people open.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        if !self.server.public_url.is_empty() {
+            return self.server.public_url.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.tls_enabled() { "https" } else { "http" };
+        format!("{scheme}://{bound}")
+    }
+
+    /// `[limits]` in bytes.
+    pub fn limits(&self) -> Result<Limits, ConfigError> {
+        let size = |field: &str, v: &str| {
+            flightrec::config::parse_size(v)
+                .map_err(|e| ConfigError::Invalid(format!("limits.{field}: {e}")))
+        };
+        Ok(Limits {
+            max_snapshot_bytes: size("max_snapshot_size", &self.limits.max_snapshot_size)?,
+            max_chunk_bytes: size("max_chunk_size", &self.limits.max_chunk_size)?,
+            max_uncompressed_bytes: size(
+                "max_uncompressed_size",
+                &self.limits.max_uncompressed_size,
+            )?,
+            max_open_uploads: self.limits.max_open_uploads,
+        })
+    }
+
+    /// `retention.max_age`; `None` keeps snapshots forever.
+    pub fn retention_max_age(&self) -> Result<Option<Duration>, ConfigError> {
+        let d = parse_duration(&self.retention.max_age)
+            .map_err(|e| ConfigError::Invalid(format!("retention.max_age: {e}")))?;
+        Ok((!d.is_zero()).then_some(d))
+    }
+
+    /// `retention.max_total_size`; `None` for no limit.
+    pub fn retention_max_bytes(&self) -> Result<Option<u64>, ConfigError> {
+        let b = flightrec::config::parse_size(&self.retention.max_total_size)
+            .map_err(|e| ConfigError::Invalid(format!("retention.max_total_size: {e}")))?;
+        Ok((b != 0).then_some(b))
+    }
+
+    /// `retention.interval`.
+    pub fn retention_interval(&self) -> Result<Duration, ConfigError> {
+        let d = parse_duration(&self.retention.interval)
+            .map_err(|e| ConfigError::Invalid(format!("retention.interval: {e}")))?;
+        if d < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "retention.interval must be at least 100ms".into(),
+            ));
+        }
+        Ok(d)
+    }
+}
+
+/// Parses "30d", "12h", "5m", "10s", "250ms", "0".
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {text:?}: expected a number and a unit"))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "" if n == 0 => 0,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("30d", Some(30 * 86_400_000)),
+            ("12h", Some(12 * 3_600_000)),
+            ("5m", Some(300_000)),
+            ("250ms", Some(250)),
+            ("0", Some(0)),
+            ("5", None),
+            ("5w", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                parse_duration(text).ok().map(|d| d.as_millis() as u64),
+                want,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn strict_and_safe() {
+        assert!(Config::parse("").is_ok());
+        assert!(Config::parse("[server]\nlisen = \"x\"").is_err());
+        // Open (no tokens) beyond loopback is refused; with a token it is fine.
+        assert!(Config::parse("[server]\nlisten = \"0.0.0.0:7480\"").is_err());
+        let with_token =
+            "[server]\nlisten = \"0.0.0.0:7480\"\n[auth]\nreaders = [\"0123456789abcdef\"]";
+        assert!(Config::parse(with_token).is_ok());
+        assert!(Config::parse("[auth]\nreaders = [\"short\"]").is_err());
+        assert!(Config::parse("[server]\ntls_cert = \"/c.pem\"").is_err());
+        assert!(Config::parse("[storage]\narchive = \"s3\"").is_err());
+        assert!(Config::parse("[retention]\nmax_age = \"1 fortnight\"").is_err());
+    }
+
+    #[test]
+    fn example_config_is_valid_and_matches_defaults() {
+        let text = include_str!("../examples/collector.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+}

@@ -1,0 +1,622 @@
+//! Resumable, idempotent, verified snapshot upload.
+//!
+//! # Wire protocol
+//!
+//! Every request carries `Authorization: Bearer TOKEN` (a recorder's write token, bound to the
+//! host id its snapshots must carry). A snapshot id names its upload session, so retrying any
+//! step is harmless.
+//!
+//! ```text
+//! POST /v1/uploads {"snapshot_id": ID, "size": BYTES, "sha256": HEX}
+//!   200 {"status":"open","offset":N,"max_chunk":M}   resume at N (0 for a new upload)
+//!   200 {"status":"complete","offset":BYTES}         already archived: nothing to send
+//!   409 a different file with this id is archived; 413 over limits.max_snapshot_size
+//!   503 too many uploads open
+//! HEAD|GET /v1/uploads/ID
+//!   200, header Upload-Offset: N (GET: {"status","offset","size"}); 404 no such session
+//! PATCH /v1/uploads/ID   headers Upload-Offset: N, Chunk-Crc32: 8 hex digits (CRC-32 IEEE of
+//!                        the body); body: the file's bytes N..N+len, len <= max_chunk
+//!   200 {"offset":N+len}; 409 {"offset":CURRENT} wrong offset (resume there);
+//!   422 checksum mismatch (chunk dropped, resend it); 413 past the announced size
+//! POST /v1/uploads/ID/complete
+//!   200 {"status":"complete","entry":{...}}  only once the file is verified, durable in the
+//!                                            archive and catalogued
+//!   409 not all bytes received; 422 verification failed: the session and its bytes are
+//!   discarded, nothing is archived, and the error says why
+//! ```
+//!
+//! Verification before the acknowledgement: the size and SHA-256 of the whole file, the file
+//! structure (`schemas::file::Snapshot::read_index`: magic, format version, section index,
+//! metadata CRC), the manifest's snapshot id and host id, the declared decoded size against
+//! `limits.max_uncompressed_size` (a decompression bomb is refused before inflating anything),
+//! and a full decode of every record stream (zstd checksums, exact record counts).
+//!
+//! Staging bytes are written without a sync per chunk: the whole-file digest at the end catches
+//! anything a crash lost, and `complete` syncs before it verifies.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use schemas::file::{FormatError, Snapshot};
+use schemas::manifest::Manifest;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::archive::Archive;
+use crate::auth::Caller;
+use crate::catalog::{Entry, Session};
+use crate::config::Limits;
+use crate::error::AppError;
+use crate::{AppState, now_realtime_ns};
+
+/// Body of `POST /v1/uploads`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRequest {
+    /// Snapshot id from the file's manifest.
+    pub snapshot_id: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file, lowercase hex.
+    pub sha256: String,
+}
+
+/// Answer to `POST /v1/uploads` and `GET /v1/uploads/ID`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadState {
+    /// `open` or `complete`.
+    pub status: String,
+    /// Bytes the collector holds: send from here.
+    pub offset: u64,
+    /// File size.
+    #[serde(default)]
+    pub size: u64,
+    /// Largest chunk accepted.
+    #[serde(default)]
+    pub max_chunk: u64,
+}
+
+/// Routes of the upload protocol.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let chunk_limit = state.limits.max_chunk_bytes as usize;
+    Router::new()
+        .route("/v1/uploads", post(open))
+        .route("/v1/uploads/{id}", get(state_of).head(state_of))
+        .route(
+            "/v1/uploads/{id}",
+            patch(chunk).layer(DefaultBodyLimit::max(chunk_limit)),
+        )
+        .route("/v1/uploads/{id}/complete", post(complete))
+}
+
+/// Snapshot ids are hex (32 digits from the recorder); anything else could reach a path.
+pub fn valid_id(id: &str) -> bool {
+    (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_id(id: &str) -> Result<(), AppError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(AppError::BadRequest(
+            "snapshot ids are 8 to 64 hex digits".into(),
+        ))
+    }
+}
+
+fn staging_path(st: &AppState, id: &str) -> PathBuf {
+    st.staging.join(format!("{id}.part"))
+}
+
+fn lock_for(st: &AppState, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    st.upload_locks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(id.to_owned())
+        .or_default()
+        .clone()
+}
+
+fn unlock_entry(st: &AppState, id: &str) {
+    st.upload_locks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(id);
+}
+
+async fn open(
+    State(st): State<AppState>,
+    caller: Caller,
+    Json(req): Json<OpenRequest>,
+) -> Result<Json<UploadState>, AppError> {
+    check_id(&req.snapshot_id)?;
+    if caller == Caller::Reader {
+        return Err(AppError::Forbidden("upload"));
+    }
+    if req.sha256.len() != 64 || !req.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::BadRequest("sha256 must be 64 hex digits".into()));
+    }
+    let sha = req.sha256.to_ascii_lowercase();
+    if req.size > st.limits.max_snapshot_bytes {
+        st.metrics.reject("too_large");
+        return Err(AppError::TooLarge(format!(
+            "snapshot of {} bytes is over the collector's limit of {} bytes",
+            req.size, st.limits.max_snapshot_bytes
+        )));
+    }
+    if req.size == 0 {
+        return Err(AppError::BadRequest(
+            "an empty file is not a snapshot".into(),
+        ));
+    }
+    let id = req.snapshot_id.clone();
+    let lock = lock_for(&st, &id);
+    let _guard = lock.lock().await;
+    let id2 = id.clone();
+    if let Some(e) = st.with_catalog(move |c| c.get(&id2)).await? {
+        if e.sha256 == sha && e.bytes == req.size {
+            st.metrics
+                .uploads_duplicate
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(Json(UploadState {
+                status: "complete".into(),
+                offset: e.bytes,
+                size: e.bytes,
+                max_chunk: st.limits.max_chunk_bytes,
+            }));
+        }
+        return Err(AppError::Conflict {
+            message: "a different file with this snapshot id is already archived".into(),
+            offset: None,
+        });
+    }
+    let open_now = st.with_catalog(|c| c.sessions()).await?;
+    let existing = open_now.iter().find(|s| s.snapshot_id == id).cloned();
+    if existing.is_none() && open_now.len() >= st.limits.max_open_uploads as usize {
+        return Err(AppError::Unavailable(
+            "too many uploads in progress; retry later".into(),
+        ));
+    }
+    let path = staging_path(&st, &id);
+    let host = caller.host().unwrap_or("").to_owned();
+    let mut session = match existing {
+        // Same file announced again: resume.
+        Some(s) if s.size == req.size && s.sha256 == sha => s,
+        other => {
+            if other.is_some() {
+                // The recorder now announces another file under this id: start over.
+                let id2 = id.clone();
+                st.with_catalog(move |c| c.close_session(&id2)).await?;
+            }
+            let _ = tokio::fs::remove_file(&path).await;
+            let s = Session {
+                snapshot_id: id.clone(),
+                host_id: host,
+                size: req.size,
+                sha256: sha,
+                offset: 0,
+                created_realtime_ns: now_realtime_ns(),
+            };
+            st.with_catalog(move |c| c.open_session(&s)).await?
+        }
+    };
+    if let Some(h) = caller.host()
+        && session.host_id != h
+    {
+        return Err(AppError::Forbidden("resume another host's upload"));
+    }
+    // After a crash the staging file may hold less than the catalog says (bytes never reached
+    // the disk) or more (written, offset not yet recorded): trust the smaller.
+    let on_disk = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if on_disk != session.offset {
+        let offset = on_disk.min(session.offset);
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&p)?;
+            f.set_len(offset)
+        })
+        .await?
+        .map_err(AppError::internal)?;
+        let id2 = id.clone();
+        st.with_catalog(move |c| c.set_offset(&id2, offset)).await?;
+        session.offset = offset;
+    }
+    Ok(Json(UploadState {
+        status: "open".into(),
+        offset: session.offset,
+        size: session.size,
+        max_chunk: st.limits.max_chunk_bytes,
+    }))
+}
+
+async fn state_of(
+    State(st): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    let s = session_for(&st, &caller, &id).await?;
+    let mut resp = Json(UploadState {
+        status: "open".into(),
+        offset: s.offset,
+        size: s.size,
+        max_chunk: st.limits.max_chunk_bytes,
+    })
+    .into_response();
+    resp.headers_mut()
+        .insert("upload-offset", HeaderValue::from(s.offset));
+    resp.headers_mut()
+        .insert("upload-length", HeaderValue::from(s.size));
+    Ok(resp)
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Result<u64, AppError> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| AppError::BadRequest(format!("header {name} must be a number")))
+}
+
+async fn session_for(st: &AppState, caller: &Caller, id: &str) -> Result<Session, AppError> {
+    let id2 = id.to_owned();
+    let Some(s) = st.with_catalog(move |c| c.session(&id2)).await? else {
+        return Err(AppError::NotFound("upload session"));
+    };
+    if let Some(h) = caller.host()
+        && h != s.host_id
+    {
+        return Err(AppError::Forbidden("write another host's upload"));
+    }
+    if *caller == Caller::Reader {
+        return Err(AppError::Forbidden("upload"));
+    }
+    Ok(s)
+}
+
+async fn chunk(
+    State(st): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    let at = header_u64(&headers, "upload-offset")?;
+    let crc = headers
+        .get("chunk-crc32")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| u32::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| AppError::BadRequest("header Chunk-Crc32 must be 8 hex digits".into()))?;
+    let lock = lock_for(&st, &id);
+    let _guard = lock.lock().await;
+    let s = session_for(&st, &caller, &id).await?;
+    if at != s.offset {
+        st.metrics.reject("offset");
+        return Err(AppError::Conflict {
+            message: format!(
+                "chunk at offset {at}, but the upload stands at {}",
+                s.offset
+            ),
+            offset: Some(s.offset),
+        });
+    }
+    let len = body.len() as u64;
+    if at + len > s.size {
+        st.metrics.reject("past_end");
+        return Err(AppError::TooLarge(format!(
+            "chunk ends at {} but the snapshot was announced as {} bytes",
+            at + len,
+            s.size
+        )));
+    }
+    if crc32fast::hash(&body) != crc {
+        st.metrics.reject("chunk_checksum");
+        return Err(AppError::Rejected(
+            "chunk checksum mismatch: the chunk was damaged in transit; send it again".into(),
+        ));
+    }
+    let path = staging_path(&st, &id);
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        // Drops bytes past the recorded offset that a crash may have left.
+        f.set_len(at)?;
+        f.seek(SeekFrom::Start(at))?;
+        f.write_all(&body)
+    })
+    .await?
+    .map_err(AppError::internal)?;
+    let new = at + len;
+    let id2 = id.clone();
+    st.with_catalog(move |c| c.set_offset(&id2, new)).await?;
+    st.metrics
+        .chunks_received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    st.metrics
+        .received_bytes
+        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    let mut resp = Json(serde_json::json!({ "offset": new })).into_response();
+    resp.headers_mut()
+        .insert("upload-offset", HeaderValue::from(new));
+    Ok(resp)
+}
+
+/// Why a complete upload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// The staging file is not the announced size.
+    #[error("received {got} bytes but {want} were announced")]
+    Size {
+        /// Bytes held.
+        got: u64,
+        /// Bytes announced.
+        want: u64,
+    },
+    /// The whole-file digest does not match.
+    #[error("SHA-256 of the received file does not match the announced one")]
+    Digest,
+    /// The file is of a format version this collector cannot read.
+    #[error("unsupported snapshot format version {0}")]
+    Version(u32),
+    /// The file ends before a structure it announces.
+    #[error("not a valid snapshot: it is truncated ({0} missing)")]
+    Truncated(&'static str),
+    /// The file is not a valid snapshot.
+    #[error("not a valid snapshot: {0}")]
+    Format(String),
+    /// The manifest names another snapshot.
+    #[error("the file's manifest is snapshot {0}, not the one uploaded")]
+    WrongId(String),
+    /// The manifest names another host than the token's.
+    #[error("the snapshot's host id {0:?} is not the one this token writes for")]
+    WrongHost(String),
+    /// Decoding would exceed the limit.
+    #[error(
+        "record streams declare {declared} bytes decoded, over the limit of {limit} bytes \
+         (decompression bomb?)"
+    )]
+    Bomb {
+        /// Declared decoded size.
+        declared: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Reading the staging file failed (our side).
+    #[error("reading the staging file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Rejection {
+    /// Label for `collector_uploads_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Size { .. } => "size",
+            Rejection::Truncated(_) => "truncated",
+            Rejection::Digest => "digest",
+            Rejection::Version(_) => "version",
+            Rejection::Format(_) => "corrupt",
+            Rejection::WrongId(_) => "wrong_id",
+            Rejection::WrongHost(_) => "wrong_host",
+            Rejection::Bomb { .. } => "decompression_bomb",
+            Rejection::Io(_) => "io",
+        }
+    }
+}
+
+/// A file that passed verification.
+#[derive(Debug)]
+pub struct Verified {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Records decoded.
+    pub records: u64,
+}
+
+fn format_rejection(e: FormatError) -> Rejection {
+    match e {
+        FormatError::UnsupportedVersion(v) => Rejection::Version(v),
+        FormatError::Truncated(what) => Rejection::Truncated(what),
+        FormatError::Io(io) => Rejection::Io(io),
+        other => Rejection::Format(other.to_string()),
+    }
+}
+
+/// Verifies the staged file at `path` against its session (see the module docs). Hashing runs
+/// on a second thread while the streams decode.
+pub fn verify(path: &Path, session: &Session, limits: &Limits) -> Result<Verified, Rejection> {
+    let file = std::fs::File::open(path)?;
+    file.sync_all()?;
+    let got = file.metadata()?.len();
+    if got != session.size {
+        return Err(Rejection::Size {
+            got,
+            want: session.size,
+        });
+    }
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| -> std::io::Result<String> {
+            let mut f = std::fs::File::open(path)?;
+            let mut h = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(hex(&h.finalize()))
+        });
+        let decoded = decode_all(path, session, limits);
+        let digest = hasher
+            .join()
+            .map_err(|_| Rejection::Io(std::io::Error::other("hash thread panicked")))??;
+        if digest != session.sha256 {
+            return Err(Rejection::Digest);
+        }
+        decoded
+    })
+}
+
+fn decode_all(path: &Path, session: &Session, limits: &Limits) -> Result<Verified, Rejection> {
+    let mut f = std::io::BufReader::new(std::fs::File::open(path)?);
+    let snap = Snapshot::read_index(&mut f).map_err(format_rejection)?;
+    if snap.manifest.snapshot_id != session.snapshot_id {
+        return Err(Rejection::WrongId(snap.manifest.snapshot_id));
+    }
+    if !session.host_id.is_empty() && snap.manifest.host.host_id != session.host_id {
+        return Err(Rejection::WrongHost(snap.manifest.host.host_id));
+    }
+    let declared = snap
+        .streams
+        .iter()
+        .map(|s| s.record_count.saturating_mul(schemas::RECORD_SIZE as u64))
+        .fold(0u64, u64::saturating_add);
+    if declared > limits.max_uncompressed_bytes {
+        return Err(Rejection::Bomb {
+            declared,
+            limit: limits.max_uncompressed_bytes,
+        });
+    }
+    let mut records = 0u64;
+    for info in &snap.streams {
+        let reader = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+        for rec in Snapshot::stream(info, reader).map_err(format_rejection)? {
+            rec.map_err(format_rejection)?;
+            records += 1;
+        }
+    }
+    Ok(Verified {
+        manifest: snap.manifest,
+        records,
+    })
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The catalog entry of a verified snapshot.
+pub fn entry_for(manifest: &Manifest, records: u64, bytes: u64, sha256: &str) -> Entry {
+    let fields = &manifest.trigger.fields;
+    let text = |k: &str| fields.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let num = |k: &str| fields.get(k).and_then(|v| v.as_u64());
+    let tags = fields
+        .get("tags")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let host_clock_offset_ns = match (num("received_realtime_ns"), num("sent_realtime_ns")) {
+        (Some(r), Some(s)) => Some(r as i64 - s as i64),
+        _ => None,
+    };
+    let cov = &manifest.coverage;
+    Entry {
+        snapshot_id: manifest.snapshot_id.clone(),
+        name: manifest.name.clone(),
+        host_id: manifest.host.host_id.clone(),
+        hostname: manifest.host.hostname.clone(),
+        kernel_release: manifest.host.kernel_release.clone(),
+        frozen_realtime_ns: manifest.frozen_realtime_ns,
+        frozen_monotonic_ns: manifest.frozen_monotonic_ns,
+        trigger_source: manifest.trigger.source.clone(),
+        trigger_reason: manifest.trigger.reason.clone(),
+        trigger_id: text("trigger_id"),
+        group: text("group"),
+        tags,
+        ncpu: manifest.host.ncpu,
+        records,
+        overwritten: cov.iter().map(|c| c.records_overwritten).sum(),
+        lost: cov.iter().map(|c| c.records_lost).sum(),
+        oldest_ns: cov.iter().filter_map(|c| c.oldest_ts_ns).min().unwrap_or(0),
+        newest_ns: cov.iter().filter_map(|c| c.newest_ts_ns).max().unwrap_or(0),
+        realtime_minus_monotonic_ns: manifest.clocks.realtime_minus_monotonic_ns,
+        clock_uncertainty_ns: manifest.clocks.uncertainty_ns,
+        host_clock_offset_ns,
+        bytes,
+        sha256: sha256.to_owned(),
+        archive_key: Archive::key(&manifest.snapshot_id),
+        received_realtime_ns: now_realtime_ns(),
+    }
+}
+
+async fn complete(
+    State(st): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    let lock = lock_for(&st, &id);
+    let _guard = lock.lock().await;
+    let id2 = id.clone();
+    if let Some(e) = st.with_catalog(move |c| c.get(&id2)).await? {
+        // A retry after an acknowledgement the recorder did not see.
+        return Ok(Json(serde_json::json!({ "status": "complete", "entry": e })).into_response());
+    }
+    let s = session_for(&st, &caller, &id).await?;
+    if s.offset != s.size {
+        return Err(AppError::Conflict {
+            message: format!("only {} of {} bytes received", s.offset, s.size),
+            offset: Some(s.offset),
+        });
+    }
+    let path = staging_path(&st, &id);
+    let (p, s2, limits) = (path.clone(), s.clone(), st.limits);
+    let verified = tokio::task::spawn_blocking(move || verify(&p, &s2, &limits)).await?;
+    let verified = match verified {
+        Ok(v) => v,
+        Err(Rejection::Io(e)) => return Err(AppError::internal(e)),
+        Err(r) => {
+            st.metrics.reject(r.reason());
+            tracing::warn!(snapshot = %id, host = %s.host_id, reason = %r, "upload rejected");
+            let id2 = id.clone();
+            st.with_catalog(move |c| c.close_session(&id2)).await?;
+            let _ = tokio::fs::remove_file(&path).await;
+            unlock_entry(&st, &id);
+            return Err(AppError::Rejected(format!("snapshot rejected: {r}")));
+        }
+    };
+    let entry = entry_for(&verified.manifest, verified.records, s.size, &s.sha256);
+    st.archive.adopt_file(&entry.archive_key, &path).await?;
+    let e2 = entry.clone();
+    st.with_catalog(move |c| c.insert(&e2)).await?;
+    st.metrics
+        .uploads_completed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        snapshot = %id, host = %entry.host_id, bytes = entry.bytes, records = entry.records,
+        "snapshot archived"
+    );
+    let id2 = id.clone();
+    st.with_catalog(move |c| c.close_session(&id2)).await?;
+    let _ = tokio::fs::remove_file(&path).await;
+    unlock_entry(&st, &id);
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({ "status": "complete", "entry": entry })),
+    )
+        .into_response())
+}

@@ -1,0 +1,112 @@
+//! Retention: snapshots frozen longer ago than `retention.max_age` are deleted, then the oldest
+//! while the archive holds more than `retention.max_total_size`. The catalog entry goes first,
+//! so a listed snapshot always has its blob; a crash in between leaves an unlisted blob, never
+//! a dangling entry.
+
+use std::sync::atomic::Ordering;
+
+use crate::catalog::Entry;
+use crate::error::AppError;
+use crate::{AppState, now_realtime_ns};
+
+/// Upload sessions older than this are abandoned: their recorder dropped the snapshot (spool
+/// cap) or was replaced, and their staging bytes would otherwise stay forever.
+pub const ABANDONED_UPLOAD_NS: u64 = 7 * 86_400 * 1_000_000_000;
+
+/// What one pass deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Deleted for their age.
+    pub expired: u64,
+    /// Deleted to get under the size cap.
+    pub over_size: u64,
+    /// Upload sessions abandoned for more than a week.
+    pub abandoned_uploads: u64,
+}
+
+async fn delete(st: &AppState, e: Entry) -> Result<(), AppError> {
+    let id = e.snapshot_id.clone();
+    if st.with_catalog(move |c| c.remove(&id)).await? {
+        st.archive.delete(&e.archive_key).await?;
+        for kind in ["analysis", "timeline"] {
+            let _ = tokio::fs::remove_file(st.cache.join(format!("{}.{kind}.json", e.snapshot_id)))
+                .await;
+        }
+        st.metrics.retention_deleted.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// One retention pass.
+pub async fn run_once(st: &AppState) -> Result<Outcome, AppError> {
+    let mut out = Outcome::default();
+    let max_age = st.config.retention_max_age().map_err(AppError::internal)?;
+    if let Some(age) = max_age {
+        let cutoff = now_realtime_ns().saturating_sub(age.as_nanos() as u64);
+        loop {
+            let batch = st
+                .with_catalog(move |c| c.oldest(100, Some(cutoff)))
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                tracing::info!(snapshot = %e.snapshot_id, host = %e.host_id, "retention: expired");
+                delete(st, e).await?;
+                out.expired += 1;
+            }
+        }
+    }
+    let stale = now_realtime_ns().saturating_sub(ABANDONED_UPLOAD_NS);
+    for s in st.with_catalog(|c| c.sessions()).await? {
+        if s.created_realtime_ns < stale {
+            tracing::info!(snapshot = %s.snapshot_id, host = %s.host_id, "retention: abandoned upload");
+            let id = s.snapshot_id.clone();
+            st.with_catalog(move |c| c.close_session(&id)).await?;
+            let staged = st.staging.join(format!("{}.part", s.snapshot_id));
+            let _ = tokio::fs::remove_file(staged).await;
+            out.abandoned_uploads += 1;
+        }
+    }
+    if let Some(cap) = st
+        .config
+        .retention_max_bytes()
+        .map_err(AppError::internal)?
+    {
+        let (_, mut total) = st.with_catalog(|c| c.totals()).await?;
+        while total > cap {
+            let batch = st.with_catalog(|c| c.oldest(100, None)).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                if total <= cap {
+                    break;
+                }
+                total = total.saturating_sub(e.bytes);
+                tracing::info!(
+                    snapshot = %e.snapshot_id, host = %e.host_id, bytes = e.bytes,
+                    "retention: archive over its size cap"
+                );
+                delete(st, e).await?;
+                out.over_size += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs retention every `retention.interval`, forever.
+pub async fn run(st: AppState) {
+    let every = st
+        .config
+        .retention_interval()
+        .unwrap_or(std::time::Duration::from_secs(300));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = run_once(&st).await {
+            tracing::warn!(error = %e, "retention pass failed");
+        }
+    }
+}
