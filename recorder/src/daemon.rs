@@ -219,7 +219,7 @@ struct Shared {
     rules: Vec<Rule>,
     rule_hits: AtomicU64,
     hook_listen: Option<String>,
-    /// Where group triggers go once the collector is wired; until then they are refused.
+    /// Where `scope: group` triggers go: the collector, when one and a group are configured.
     group: Option<Arc<dyn GroupForwarder>>,
     collector: crate::upload::Collector,
 }
@@ -320,7 +320,7 @@ impl Shared {
     fn trigger(self: &Arc<Self>, trigger: Trigger) -> Result<Accepted, Refused> {
         if trigger.scope == Scope::Group {
             return match &self.group {
-                // The collector work wires this seam; until then, say so instead of pretending.
+                // No collector group configured: say so instead of taking a local snapshot.
                 None => Err(Refused::GroupUnavailable),
                 Some(g) => g
                     .forward(&trigger)
@@ -416,6 +416,25 @@ impl Shared {
         }
     }
 
+    /// Marks the triggered snapshot written to `path` as acknowledged by the collector.
+    fn mark_uploaded(&self, path: &Path) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        for (info, _) in states.by_id.values_mut() {
+            if let SnapshotState::Written {
+                path: p,
+                file_snapshot_id,
+            } = &info.state
+                && Path::new(p) == path
+            {
+                info.state = SnapshotState::Uploaded {
+                    path: p.clone(),
+                    file_snapshot_id: file_snapshot_id.clone(),
+                };
+                return;
+            }
+        }
+    }
+
     fn snapshot_info(&self, id: &str) -> Option<SnapshotInfo> {
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         states.by_id.get(id).map(|(info, _)| info.clone())
@@ -444,13 +463,21 @@ fn take_triggered(shared: &Shared, id: &str, trigger: Trigger) {
         .map(|(_, j)| j.clone())
         .unwrap_or_default();
     let mut fields = trigger.fields;
-    fields.insert("trigger_id".into(), id.into());
+    // A group trigger keeps the group's id, which links every host's snapshot in the catalog;
+    // the file's own snapshot id is the governor's either way.
+    fields.entry("trigger_id").or_insert_with(|| id.into());
     fields.insert("frozen_in_kernel".into(), frozen.kernel_frozen.into());
     if !joined.is_empty() {
         fields.insert("joined".into(), joined.into());
     }
     let name = match (&trigger.source, fields.get("rule").and_then(|r| r.as_str())) {
         (Source::Rule, Some(rule)) => format!("rule-{rule}"),
+        (Source::Group, _) => fields
+            .get("group")
+            .and_then(|g| g.as_str())
+            .filter(|g| snapshot::valid_name(g))
+            .unwrap_or("group")
+            .to_owned(),
         (s, _) => s.as_str().to_owned(),
     };
     let info = TriggerInfo {
@@ -459,9 +486,12 @@ fn take_triggered(shared: &Shared, id: &str, trigger: Trigger) {
         fields,
     };
     let dir = shared.config.recorder.spool_dir.clone();
-    let state = match snapshot::write(&frozen, &shared.config, &dir, Some(&name), info) {
+    let written =
+        snapshot::write_with_id(&frozen, &shared.config, &dir, Some(&name), info, id.into());
+    let state = match written {
         Ok(w) => {
             shared.taken.fetch_add(1, Ordering::Relaxed);
+            shared.collector.nudge();
             eprintln!(
                 "flightrec: snapshot {id} written to {} ({} events)",
                 w.path.display(),
@@ -483,6 +513,46 @@ fn take_triggered(shared: &Shared, id: &str, trigger: Trigger) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .set(id, state);
+}
+
+/// Sends `scope: group` triggers to the collector, which fans them out to every recorder of
+/// this one's group (this one included, through its registration).
+struct CollectorGroup {
+    collector: crate::upload::Collector,
+    runtime: tokio::runtime::Handle,
+}
+
+impl GroupForwarder for CollectorGroup {
+    fn forward(&self, trigger: &Trigger) -> Result<String, String> {
+        let mut fields = trigger.fields.clone();
+        fields.insert("source".into(), trigger.source.as_str().into());
+        // The hook calls in from a runtime worker; the request blocks only that worker.
+        tokio::task::block_in_place(|| {
+            self.runtime
+                .block_on(self.collector.trigger_group(&trigger.reason, fields))
+        })
+        .unwrap_or_else(|| {
+            Err(crate::upload::UploadError::Status {
+                status: 0,
+                message: "no collector group configured".into(),
+            })
+        })
+        .map_err(|e| format!("group trigger to the collector failed: {e}"))
+    }
+}
+
+/// A group trigger fanned out by the collector, as the governor sees it: one signature per
+/// group trigger id, so a repeated delivery joins or is deduplicated, never taken twice.
+fn group_trigger(info: TriggerInfo) -> Trigger {
+    let id = info
+        .fields
+        .get("trigger_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_owned();
+    let mut t = Trigger::new(Source::Group, info.reason, format!("group:{id}"));
+    t.fields = info.fields;
+    t
 }
 
 /// The daemon as the hook's [`SnapshotService`].
@@ -598,18 +668,6 @@ async fn read_rule_hits(
             let _ = shared.trigger(t);
         }
     }
-}
-
-/// Takes the snapshot a group trigger from the collector asks for, into the spool (so it is
-/// uploaded). The one place group triggers enter the daemon's snapshot path.
-fn group_snapshot(shared: &Shared, trigger: TriggerInfo) -> Result<Written, String> {
-    let name = trigger
-        .fields
-        .get("group")
-        .and_then(|g| g.as_str())
-        .unwrap_or("group")
-        .to_owned();
-    take_snapshot(shared, None, Some(name), trigger)
 }
 
 async fn handle(shared: Arc<Shared>, stream: UnixStream) {
@@ -797,25 +855,35 @@ pub fn run_until(
             rules,
             rule_hits: Default::default(),
             hook_listen,
-            group: None,
+            group: collector.has_group().then(|| {
+                Arc::new(CollectorGroup {
+                    collector: collector.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                }) as Arc<dyn GroupForwarder>
+            }),
             collector,
         });
+        // Group triggers fanned out by the collector go through the governor like any other.
         let on_group = shared.clone();
         tokio::spawn(async move {
-            while let Some(trigger) = group_triggers.recv().await {
-                let s = on_group.clone();
-                let id = trigger.fields.get("trigger_id").cloned();
-                match tokio::task::spawn_blocking(move || group_snapshot(&s, trigger)).await {
-                    Ok(Ok(w)) => eprintln!(
-                        "flightrec: group trigger {}: snapshot {}",
-                        id.unwrap_or_default(),
-                        w.path.display()
-                    ),
-                    Ok(Err(e)) => eprintln!("flightrec: group trigger snapshot failed: {e}"),
-                    Err(e) => eprintln!("flightrec: group trigger snapshot task failed: {e}"),
-                }
+            while let Some(info) = group_triggers.recv().await {
+                let _ = on_group.trigger(group_trigger(info));
             }
         });
+        // Triggered snapshots the collector acknowledged become `uploaded`.
+        if let Some(mut uploaded) = shared.collector.uploaded() {
+            let s = shared.clone();
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match uploaded.recv().await {
+                        Ok(path) => s.mark_uploaded(&path),
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+            });
+        }
         if let Some(hits) = hits {
             let s = shared.clone();
             tokio::spawn(async move {

@@ -66,7 +66,8 @@ pub fn utc_stamp(realtime_ns: u64) -> String {
     )
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` can start a snapshot file name: 1–128 of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
@@ -83,12 +84,25 @@ pub fn write(
     name: Option<&str>,
     trigger: TriggerInfo,
 ) -> Result<Written, SnapshotError> {
+    write_with_id(frozen, config, dir, name, trigger, random_id())
+}
+
+/// [`write`] with a given snapshot id: a triggered snapshot keeps the id its trigger was
+/// answered with, so the hook's `{snapshot_id}`, the file's manifest and the collector's catalog
+/// all name it the same way.
+pub fn write_with_id(
+    frozen: &Frozen,
+    config: &Config,
+    dir: &Path,
+    name: Option<&str>,
+    trigger: TriggerInfo,
+    snapshot_id: String,
+) -> Result<Written, SnapshotError> {
     let name = name.unwrap_or("snapshot");
     if !valid_name(name) {
         return Err(SnapshotError::BadName(name.to_owned()));
     }
     let ncpu = frozen.cpus.len() as u32;
-    let snapshot_id = random_id();
     let manifest = Manifest {
         snapshot_id: snapshot_id.clone(),
         name: name.to_owned(),

@@ -29,12 +29,24 @@ fn bin(name: &str) -> PathBuf {
 
 /// A minimal HTTP/1.1 exchange on loopback (no client library in this crate).
 fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the collector");
+    http_as(addr, method, path, body, None)
+}
+
+/// [`http`] with a bearer token.
+fn http_as(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.unwrap_or("");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
@@ -96,18 +108,31 @@ struct Recorder {
     spool: PathBuf,
     pins: PathBuf,
     proc: Option<Proc>,
+    /// Address of its trigger hook.
+    hook: String,
 }
+
+/// The recorders' hook token.
+const HOOK_TOKEN: &str = "e2e-hook-token-0123456789";
 
 impl Recorder {
     fn new(dir: &Path, name: &str, collector: &str) -> Recorder {
         let pins = PathBuf::from(format!("/sys/fs/bpf/flightrec-test-coll-{name}"));
         let spool = dir.join(format!("spool-{name}"));
         let config = dir.join(format!("{name}.toml"));
+        let hook = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        // No cooldown or pre-fill wait: this test fires several triggers within seconds.
         std::fs::write(
             &config,
             format!(
                 "[recorder]\nring_size = \"2MiB\"\npin_dir = \"{}\"\ncontrol_socket = \"{}\"\n\
                  spool_dir = \"{}\"\nhost_id = \"{name}\"\n\
+                 [hook]\nlisten = \"{hook}\"\ntoken = \"{HOOK_TOKEN}\"\n\
+                 [governor]\ncooldown_ms = 0\nmin_prefill_ms = 0\n\
                  [collector]\nurl = \"http://{collector}\"\ngroup = \"e2e\"\n",
                 pins.display(),
                 dir.join(format!("{name}.sock")).display(),
@@ -121,6 +146,7 @@ impl Recorder {
             spool,
             pins,
             proc: None,
+            hook,
         }
     }
 
@@ -286,6 +312,82 @@ fn collector_group_trigger_and_spool_survive_real_daemons() {
     assert_eq!(
         b.status()["collector"]["group"]["group_triggers_received_total"],
         1
+    );
+
+    // A hook trigger with scope group on host-a goes to the collector, which fans it out to
+    // both recorders; the hook answers with the group trigger id.
+    let (status, body) = http_as(
+        &a.hook,
+        "POST",
+        "/v1/trigger",
+        Some(r#"{"reason":"slow via nginx","scope":"group","url":"/slow2"}"#),
+        Some(HOOK_TOKEN),
+    );
+    assert_eq!(status, 202, "{body}");
+    let tid2 = serde_json::from_str::<serde_json::Value>(&body).unwrap()["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(tid2, tid);
+    let view = wait_for(
+        "both hosts' snapshots of the hook's group trigger",
+        60,
+        || {
+            let v = get_json(&addr, &format!("/v1/triggers/{tid2}"));
+            (v["snapshots"].as_array()?.len() == 2).then_some(v)
+        },
+    );
+    for (s, host) in view["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["host-a", "host-b"])
+    {
+        assert_eq!(
+            (s["host_id"].as_str(), s["trigger_source"].as_str()),
+            (Some(host), Some("group"))
+        );
+        let m = get_json(
+            &addr,
+            &format!(
+                "/v1/snapshots/{}/manifest",
+                s["snapshot_id"].as_str().unwrap()
+            ),
+        );
+        assert_eq!(m["trigger"]["fields"]["url"], "/slow2");
+        assert_eq!(m["trigger"]["fields"]["source"], "hook");
+    }
+
+    // A local hook trigger: the id the hook answers is the file's snapshot id, and the hook
+    // reports the snapshot uploaded once the collector acknowledged it.
+    let (status, body) = http_as(
+        &a.hook,
+        "POST",
+        "/v1/trigger",
+        Some(r#"{"reason":"slow local","url":"/slow3"}"#),
+        Some(HOOK_TOKEN),
+    );
+    assert_eq!(status, 202, "{body}");
+    let sid3 = serde_json::from_str::<serde_json::Value>(&body).unwrap()["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state = wait_for("the hook's snapshot uploaded", 60, || {
+        let (st, body) = http_as(
+            &a.hook,
+            "GET",
+            &format!("/v1/snapshots/{sid3}"),
+            None,
+            Some(HOOK_TOKEN),
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (st == 200 && v["state"] == "uploaded").then_some(v)
+    });
+    assert_eq!(state["file_snapshot_id"], sid3.as_str());
+    let entry = get_json(&addr, &format!("/v1/snapshots/{sid3}"));
+    assert_eq!(
+        (entry["host_id"].as_str(), entry["trigger_source"].as_str()),
+        (Some("host-a"), Some("hook"))
     );
 
     // Collector down: a snapshot stays spooled; kill -9 its recorder; bring both back.

@@ -258,6 +258,9 @@ struct Inner {
     upload: Arc<Mutex<UploadStatus>>,
     group: Option<Arc<Mutex<GroupStatus>>>,
     wake: Arc<tokio::sync::Notify>,
+    uploaded: tokio::sync::broadcast::Sender<std::path::PathBuf>,
+    client: reqwest::Client,
+    cfg: CollectorConfig,
 }
 
 impl Collector {
@@ -287,12 +290,14 @@ impl Collector {
             rate_limit_bytes_per_second: cfg.rate_bytes(),
             ..Default::default()
         }));
+        let (uploaded, _) = tokio::sync::broadcast::channel(64);
         let uploader = spool::Uploader::new(
             cfg.clone(),
             client.clone(),
             spool_dir.to_owned(),
             upload.clone(),
-        );
+        )
+        .announce_to(uploaded.clone());
         tokio::spawn(uploader.run(wake.clone()));
         let group = (!cfg.group.is_empty()).then(|| {
             let st = Arc::new(Mutex::new(GroupStatus {
@@ -300,7 +305,7 @@ impl Collector {
                 ..Default::default()
             }));
             tokio::spawn(crate::group::run(
-                client,
+                client.clone(),
                 cfg.clone(),
                 host_id.to_owned(),
                 st.clone(),
@@ -314,6 +319,9 @@ impl Collector {
                     upload,
                     group,
                     wake,
+                    uploaded,
+                    client,
+                    cfg: cfg.clone(),
                 })),
             },
             rx,
@@ -325,6 +333,31 @@ impl Collector {
         if let Some(i) = &self.inner {
             i.wake.notify_one();
         }
+    }
+
+    /// Paths of the spool files the collector acknowledges from now on; `None` without a
+    /// collector.
+    pub fn uploaded(&self) -> Option<tokio::sync::broadcast::Receiver<std::path::PathBuf>> {
+        Some(self.inner.as_ref()?.uploaded.subscribe())
+    }
+
+    /// Asks the collector to fan `reason` out to this recorder's whole group (a trigger with
+    /// `scope: group`); returns the group trigger id. `None` without a collector and a group.
+    pub async fn trigger_group(
+        &self,
+        reason: &str,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Result<String, UploadError>> {
+        let i = self.inner.as_ref()?;
+        if i.cfg.group.is_empty() {
+            return None;
+        }
+        Some(crate::group::trigger_group(&i.client, &i.cfg, reason, fields).await)
+    }
+
+    /// Whether group triggers can be sent (a collector and a group are configured).
+    pub fn has_group(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| !i.cfg.group.is_empty())
     }
 
     /// State for `flightrec status`; `None` without a collector.

@@ -281,9 +281,17 @@ pub struct Uploader {
     dir: PathBuf,
     status: Arc<Mutex<UploadStatus>>,
     bucket: Arc<TokenBucket>,
+    uploaded: Option<tokio::sync::broadcast::Sender<PathBuf>>,
 }
 
 impl Uploader {
+    /// Also announces on `tx` the path of every file the collector acknowledged (the daemon
+    /// marks its triggered snapshots uploaded from it).
+    pub fn announce_to(mut self, tx: tokio::sync::broadcast::Sender<PathBuf>) -> Uploader {
+        self.uploaded = Some(tx);
+        self
+    }
+
     /// An uploader of `dir`'s snapshots reporting into `status`.
     pub fn new(
         cfg: CollectorConfig,
@@ -298,6 +306,7 @@ impl Uploader {
             dir,
             status,
             bucket,
+            uploaded: None,
         }
     }
 
@@ -344,6 +353,11 @@ impl Uploader {
                         st.last_uploaded =
                             f.path.file_name().map(|n| n.to_string_lossy().into_owned());
                         st.last_error = None;
+                        drop(st);
+                        if let Some(tx) = &self.uploaded {
+                            // Nobody listening is fine: the announcement is for status only.
+                            let _ = tx.send(f.path.clone());
+                        }
                         backoff = Duration::from_secs(1);
                     }
                     Err(UploadError::Rejected(why))
