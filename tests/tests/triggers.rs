@@ -633,3 +633,107 @@ fn nginx_slow_request_yields_one_snapshot() {
     );
     assert!(calls.iter().all(|c| c.3 <= m.frozen_monotonic_ns));
 }
+
+/// The hit's fields, the manifest and the events of a rule snapshot agree: the window ends at
+/// the event that completed the slow interval on its CPU, and that interval's start event is
+/// in the snapshot at `start_ns`.
+fn check_rule_snapshot(m: &Manifest, events: &[Event]) -> (u64, u64, u32) {
+    let f = &m.trigger.fields;
+    assert_eq!(m.trigger.source, "rule");
+    assert_eq!(f["frozen_in_kernel"], true);
+    let (start, end) = (
+        f["start_ns"].as_u64().unwrap(),
+        f["ts_ns"].as_u64().unwrap(),
+    );
+    let cpu = f["cpu"].as_u64().unwrap() as u32;
+    assert_eq!(f["latency_ns"].as_u64().unwrap(), end - start);
+    assert_eq!(
+        m.frozen_monotonic_ns, end,
+        "the window ends at the slow event"
+    );
+    let last_on_cpu = events
+        .iter()
+        .filter(|e| e.cpu == cpu)
+        .map(|e| e.ts_ns)
+        .max();
+    assert_eq!(
+        last_on_cpu,
+        Some(end),
+        "nothing after the freeze point on cpu {cpu}"
+    );
+    (start, end, cpu)
+}
+
+#[test]
+fn block_rule_freezes_at_the_completion_of_a_slow_request() {
+    let Some(_p) = privileged("block_rule_freezes_at_the_completion_of_a_slow_request") else {
+        return;
+    };
+    let data = scratch_dir("trig-blockrule-data");
+    let disk = crate::util::disk_dev_of(&data).expect("the build directory is on a disk");
+    let device = format!("{}:{}", disk >> 20, disk & 0xF_FFFF);
+    // Every real request takes more than a microsecond: the first one on this disk fires.
+    let d = Daemon::start("blockrule", |c| {
+        c.rules = rules(&format!(
+            "name='slow-disk'\nkind='block'\ndevice='{device}'\nthreshold='1us'"
+        ))
+        .rules;
+    });
+    crate::util::workload(&["syscalls", data.to_str().unwrap()]);
+    let files = wait_for_snapshots(d.spool(), 1, Duration::from_secs(10));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (m, events) = read(&files[0]);
+    assert_eq!(m.trigger.fields["rule"], "slow-disk");
+    assert_eq!(m.trigger.fields["kind"], "block");
+    assert_eq!(m.trigger.fields["device"], device.as_str());
+    let sector = m.trigger.fields["sector"].as_u64().unwrap();
+    let (start, end, cpu) = check_rule_snapshot(&m, &events);
+    let complete = events
+        .iter()
+        .find(|e| e.ts_ns == end && e.cpu == cpu)
+        .expect("the completing event");
+    match complete.data {
+        EventData::BlockRqComplete(rq) => assert_eq!((rq.dev, rq.sector), (disk, sector)),
+        other => panic!("the freeze point is {other:?}, not a block completion"),
+    }
+    let issued = events.iter().any(|e| {
+        e.ts_ns == start
+            && matches!(e.data, EventData::BlockRqIssue(rq) if rq.dev == disk && rq.sector == sector)
+    });
+    assert!(issued, "the request's issue at start_ns is in the snapshot");
+}
+
+#[test]
+fn irq_rule_freezes_at_the_exit_of_a_slow_handler() {
+    let Some(_p) = privileged("irq_rule_freezes_at_the_exit_of_a_slow_handler") else {
+        return;
+    };
+    // Every handler takes more than a microsecond: the first one fires (disk I/O makes some).
+    let d = Daemon::start("irqrule", |c| {
+        c.rules = rules("name='slow-irq'\nkind='irq'\nthreshold='1us'").rules;
+    });
+    let data = scratch_dir("trig-irqrule-data");
+    crate::util::workload(&["syscalls", data.to_str().unwrap()]);
+    let files = wait_for_snapshots(d.spool(), 1, Duration::from_secs(10));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (m, events) = read(&files[0]);
+    assert_eq!(m.trigger.fields["kind"], "irq");
+    let irq = m.trigger.fields["irq"].as_u64().unwrap() as u32;
+    let (start, end, cpu) = check_rule_snapshot(&m, &events);
+    let at = |ts: u64| {
+        events
+            .iter()
+            .find(|e| e.ts_ns == ts && e.cpu == cpu)
+            .map(|e| e.data)
+    };
+    assert!(
+        matches!(at(end), Some(EventData::IrqHandlerExit(x)) if x.irq == irq),
+        "freeze point {:?}",
+        at(end)
+    );
+    assert!(
+        matches!(at(start), Some(EventData::IrqHandlerEntry(x)) if x.irq == irq),
+        "start {:?}",
+        at(start)
+    );
+}
