@@ -8,29 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A configuration file or value is wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not TOML of the expected shape.
-    #[error("config {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid config: {0}")]
-    Invalid(String),
-}
+pub use flightrec::error::ConfigError;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,25 +204,14 @@ pub struct Limits {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
-            other => other,
-        })
+        let config: Config = flightrec::config::read_toml(path)?;
+        config.check()?;
+        Ok(config)
     }
 
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            message: e.to_string(),
-        })?;
+        let config: Config = flightrec::config::parse_toml(text)?;
         config.check()?;
         Ok(config)
     }

@@ -134,25 +134,14 @@ impl Default for FilterConfig {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
-            other => other,
-        })
+        let config: Config = read_toml(path)?;
+        config.check()?;
+        Ok(config)
     }
 
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            message: e.to_string(),
-        })?;
+        let config: Config = parse_toml(text)?;
         config.check()?;
         Ok(config)
     }
@@ -231,6 +220,27 @@ impl Config {
         }
         Ok(slots)
     }
+}
+
+/// Reads the TOML file at `path` as a `T`; errors name the file (and the line and column).
+/// Shared by every flightrec configuration (the recorder's and the collector's).
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Parses TOML text as a `T`.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: PathBuf::from("<config>"),
+        message: e.to_string(),
+    })
 }
 
 /// Parses "8MiB", "512KiB", "1GiB", "4096" (bytes), also "8M"/"8MB" read as MiB.
