@@ -12,7 +12,7 @@ pub mod ctf;
 pub mod perfetto;
 pub mod tracedat;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use schemas::file::FormatError;
 
@@ -69,5 +69,61 @@ pub fn export(input: &Path, format: Format, output: &Path) -> Result<ExportStats
         Format::Ctf => ctf::write(input, output),
         Format::Perfetto => perfetto::write(input, output),
         Format::Tracedat => tracedat::write(input, output),
+    }
+}
+
+/// Runs `write` on a hidden temporary path beside `output` (`.NAME.partial-PID`, same file
+/// system) and renames the result to `output` once it succeeds, so an export appears only when
+/// complete. On an error, or a panic, the temporary file or directory is removed.
+pub(crate) fn write_then_rename<T>(
+    output: &Path,
+    write: impl FnOnce(&Path) -> Result<T, ExportError>,
+) -> Result<T, ExportError> {
+    let guard = RemoveOnDrop(Some(partial_path(output)));
+    let tmp = guard.0.clone().expect("armed");
+    let value = write(&tmp)?;
+    if output.symlink_metadata().is_ok() {
+        // Appeared while we wrote: never replace it.
+        return Err(ExportError::OutputExists(output.to_path_buf()));
+    }
+    std::fs::rename(&tmp, output).map_err(|source| ExportError::Write {
+        path: output.to_path_buf(),
+        source,
+    })?;
+    guard.disarm();
+    Ok(value)
+}
+
+/// `.<name>.partial-<pid>` beside `output`.
+fn partial_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    parent.join(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Removes a half-written export (file or directory) unless disarmed.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
 }

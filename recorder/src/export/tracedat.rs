@@ -38,7 +38,7 @@ mod pages;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use schemas::event::Event;
 use schemas::file::{Snapshot, StreamInfo};
@@ -69,22 +69,17 @@ pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
     if output.exists() {
         return Err(ExportError::OutputExists(output.to_path_buf()));
     }
-    let tmp = temp_path(output);
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|source| ExportError::Write {
-            path: tmp.clone(),
-            source,
-        })?;
-    let guard = RemoveOnDrop(Some(tmp.clone()));
-    let events = write_file(input, file, &tmp)?;
-    std::fs::rename(&tmp, output).map_err(|source| ExportError::Write {
-        path: output.to_path_buf(),
-        source,
+    let events = super::write_then_rename(output, |tmp| {
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .map_err(|source| ExportError::Write {
+                path: tmp.to_path_buf(),
+                source,
+            })?;
+        write_file(input, file, tmp)
     })?;
-    guard.disarm();
     let bytes = std::fs::metadata(output)
         .map_err(|source| ExportError::Write {
             path: output.to_path_buf(),
@@ -92,33 +87,6 @@ pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
         })?
         .len();
     Ok(ExportStats { events, bytes })
-}
-
-/// `.<name>.partial-<pid>` beside `output`, so an interrupted export never leaves a file under
-/// the name asked for.
-fn temp_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "trace.dat".into());
-    output.with_file_name(format!(".{name}.partial-{}", std::process::id()))
-}
-
-/// Removes a half-written file unless disarmed.
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl RemoveOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 /// The streams of a snapshot grouped by CPU (file order within a CPU).

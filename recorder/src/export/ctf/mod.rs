@@ -40,7 +40,7 @@ pub mod tsdl;
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use schemas::event::Event;
 use schemas::file::Snapshot;
@@ -59,38 +59,13 @@ pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
         return Err(ExportError::OutputExists(output.to_path_buf()));
     }
     let snap = Snapshot::open(input)?;
-    let tmp = partial_path(output);
-    let written = fs::create_dir_all(tmp.join(KERNEL_DIR))
-        .map_err(|source| ExportError::Write {
-            path: tmp.clone(),
+    super::write_then_rename(output, |tmp| {
+        fs::create_dir_all(tmp.join(KERNEL_DIR)).map_err(|source| ExportError::Write {
+            path: tmp.to_path_buf(),
             source,
-        })
-        .and_then(|()| write_trace(input, &snap, &tmp.join(KERNEL_DIR)));
-    let renamed = written.and_then(|stats| {
-        fs::rename(&tmp, output)
-            .map(|()| stats)
-            .map_err(|source| ExportError::Write {
-                path: output.to_path_buf(),
-                source,
-            })
-    });
-    if renamed.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
-    }
-    renamed
-}
-
-/// A hidden sibling of `output`, unique to this process.
-fn partial_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "ctf".into());
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    parent.join(format!(".{name}.partial-{}", std::process::id()))
+        })?;
+        write_trace(input, &snap, &tmp.join(KERNEL_DIR))
+    })
 }
 
 /// 16 bytes derived from `parts` (two FNV-1a passes with different bases), for ids that must be

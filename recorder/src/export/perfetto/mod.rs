@@ -60,7 +60,7 @@ pub mod proto;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use schemas::cstr_lossy;
 use schemas::event::{Event, EventData, rwbs_string};
@@ -84,9 +84,8 @@ pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
         return Err(ExportError::OutputExists(output.to_path_buf()));
     }
     let (manifest, events) = crate::dump::open(input)?;
-    let tmp = temp_path(output);
-    let written = (|| {
-        let file = File::create(&tmp).map_err(|e| write_error(output, e))?;
+    super::write_then_rename(output, |tmp| {
+        let file = File::create(tmp).map_err(|e| write_error(output, e))?;
         let mut exporter = Exporter::new(BufWriter::new(file), &manifest, output);
         exporter.preamble()?;
         for ev in events {
@@ -97,24 +96,8 @@ pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
             .into_inner()
             .map_err(|e| write_error(output, e.into_error()))?;
         file.sync_all().map_err(|e| write_error(output, e))?;
-        if output.exists() {
-            return Err(ExportError::OutputExists(output.to_path_buf()));
-        }
-        std::fs::rename(&tmp, output).map_err(|e| write_error(output, e))?;
         Ok(stats)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// The temporary name the trace is written under: beside the output, so the final rename
-/// stays on one file system.
-fn temp_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(format!(".{}.partial", std::process::id()));
-    PathBuf::from(name)
+    })
 }
 
 fn write_error(path: &Path, source: std::io::Error) -> ExportError {
