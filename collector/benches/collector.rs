@@ -13,7 +13,7 @@ use schemas::Record;
 use schemas::file::SnapshotWriter;
 
 fn snapshot(path: &std::path::Path, n: u64, records: usize) -> u64 {
-    let mut b = flightrec::synth::SnapshotBuilder::new(2);
+    let mut b = flightrec_reader::synth::SnapshotBuilder::new(2);
     b.manifest.snapshot_id = format!("{:032x}", 0xbe00 + n);
     b.manifest.host.host_id = "bench".into();
     let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

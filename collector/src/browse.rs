@@ -129,7 +129,7 @@ async fn cached(
     st: &AppState,
     e: &Entry,
     kind: &'static str,
-    compute: fn(&std::path::Path) -> Result<serde_json::Value, String>,
+    compute: fn(&std::path::Path) -> Result<serde_json::Value, DeriveError>,
 ) -> Result<serde_json::Value, AppError> {
     let path = st.cache.join(format!("{}.{kind}.json", e.snapshot_id));
     if let Ok(text) = tokio::fs::read(&path).await
@@ -140,7 +140,7 @@ async fn cached(
     let (_dir, file) = local_copy(st, e).await?;
     let v = tokio::task::spawn_blocking(move || compute(&file))
         .await?
-        .map_err(AppError::internal)?;
+        .map_err(|e| AppError::internal_chain(&e))?;
     let tmp = path.with_extension("tmp");
     if tokio::fs::write(&tmp, serde_json::to_vec(&v).expect("serialisable"))
         .await
@@ -151,10 +151,27 @@ async fn cached(
     Ok(v)
 }
 
-fn compute_analysis(path: &std::path::Path) -> Result<serde_json::Value, String> {
-    let report = flightrec::analyze::analyze(path, &flightrec::analyze::Options::default())
-        .map_err(|e| e.to_string())?;
-    serde_json::to_value(&report).map_err(|e| e.to_string())
+/// Why a derived document (analysis, timeline) of a snapshot could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeriveError {
+    /// The analyses failed.
+    #[error("analysing the snapshot")]
+    Analyze(#[from] flightrec_reader::analyze::AnalyzeError),
+    /// The snapshot could not be opened.
+    #[error("opening the snapshot")]
+    Open(#[from] schemas::file::FormatError),
+    /// An event could not be read.
+    #[error("reading an event")]
+    Read(#[from] flightrec_reader::dump::ReadError),
+    /// The result could not be turned into JSON.
+    #[error("encoding the result")]
+    Json(#[from] serde_json::Error),
+}
+
+fn compute_analysis(path: &std::path::Path) -> Result<serde_json::Value, DeriveError> {
+    let opts = flightrec_reader::analyze::Options::default();
+    let report = flightrec_reader::analyze::analyze(path, &opts)?;
+    Ok(serde_json::to_value(&report)?)
 }
 
 /// The analyses of a snapshot (`flightrec analyze --json`).
@@ -214,9 +231,9 @@ pub struct Run {
 }
 
 /// Computes the timeline of the snapshot at `path` from its `sched_switch` events.
-pub fn compute_timeline(path: &std::path::Path) -> Result<Timeline, String> {
+pub fn compute_timeline(path: &std::path::Path) -> Result<Timeline, DeriveError> {
     use std::collections::{BTreeMap, HashMap};
-    let (manifest, events) = flightrec::dump::open(path).map_err(|e| e.to_string())?;
+    let (manifest, events) = flightrec_reader::dump::open(path)?;
     let begin = manifest
         .coverage
         .iter()
@@ -315,7 +332,7 @@ pub fn compute_timeline(path: &std::path::Path) -> Result<Timeline, String> {
 /// The timeline of a snapshot (cached).
 pub async fn load_timeline(st: &AppState, e: &Entry) -> Result<Timeline, AppError> {
     let v = cached(st, e, "timeline", |p| {
-        compute_timeline(p).and_then(|t| serde_json::to_value(t).map_err(|e| e.to_string()))
+        Ok(serde_json::to_value(compute_timeline(p)?)?)
     })
     .await?;
     serde_json::from_value(v).map_err(AppError::internal)
@@ -377,8 +394,8 @@ async fn export(
 ) -> Result<Response, AppError> {
     caller.require_read()?;
     let (fmt, ext) = match format.as_str() {
-        "perfetto" => (flightrec::export::Format::Perfetto, "perfetto-trace"),
-        "tracedat" => (flightrec::export::Format::Tracedat, "dat"),
+        "perfetto" => (flightrec_reader::export::Format::Perfetto, "perfetto-trace"),
+        "tracedat" => (flightrec_reader::export::Format::Tracedat, "dat"),
         _ => {
             return Err(AppError::BadRequest(
                 "export formats served: perfetto, tracedat (ctf is a directory: use \
@@ -391,7 +408,7 @@ async fn export(
     let (dir, input) = local_copy(&st, &e).await?;
     let output = dir.path().join(format!("export.{ext}"));
     let out2 = output.clone();
-    tokio::task::spawn_blocking(move || flightrec::export::export(&input, fmt, &out2))
+    tokio::task::spawn_blocking(move || flightrec_reader::export::export(&input, fmt, &out2))
         .await?
         .map_err(|e| AppError::internal(format!("export: {e}")))?;
     let file = tokio::fs::File::open(&output)

@@ -48,6 +48,18 @@ impl AppError {
     pub fn internal(e: impl std::fmt::Display) -> AppError {
         AppError::Internal(e.to_string())
     }
+
+    /// An internal error with its whole chain of causes, each layer saying what it was doing.
+    pub fn internal_chain(e: &(dyn std::error::Error + 'static)) -> AppError {
+        let mut msg = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            msg.push_str(": ");
+            msg.push_str(&c.to_string());
+            cause = c.source();
+        }
+        AppError::Internal(msg)
+    }
 }
 
 impl From<crate::catalog::CatalogError> for AppError {

@@ -610,7 +610,7 @@ fn rule_trigger(rules: &[Rule], hit: &schemas::RuleHit) -> Trigger {
             format!("{comm} ({}) waited {latency_ms:.3} ms to run", hit.tid)
         }
         Some(RuleKind::Block) => {
-            let dev = crate::analyze::dev_name(hit.key as u32);
+            let dev = schemas::event::dev_name(hit.key as u32);
             put("kind", "block".into());
             put("device", dev.clone().into());
             put("sector", hit.aux.into());

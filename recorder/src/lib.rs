@@ -2,19 +2,15 @@
 //! them on demand and writes snapshot files.
 //!
 //! The `flightrec` binary is a thin layer over this library: [`rings::Rings`] loads, pins and
-//! reads the rings, [`snapshot`] writes files, [`daemon`] serves the control socket, and
-//! [`dump`] prints snapshots.
+//! reads the rings, [`snapshot`] writes files and [`daemon`] serves the control socket.
+//! Reading snapshots back (dump, analyze, export) is the `flightrec-reader` crate's job.
 
-pub mod analyze;
 pub mod config;
 pub mod daemon;
-pub mod dump;
 pub mod error;
-pub mod export;
 pub mod group;
 pub mod kernel;
 pub mod rings;
 pub mod snapshot;
 pub mod statedump;
-pub mod synth;
 pub mod upload;

@@ -210,10 +210,10 @@ struct AnalyzeArgs {
     /// Start of the window: CLOCK_MONOTONIC ns (as in `dump --json`), +DURATION after the
     /// first event, or -DURATION before the last (e.g. --begin=-200ms).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    begin: Option<flightrec::analyze::TimeSpec>,
+    begin: Option<flightrec_reader::analyze::TimeSpec>,
     /// End of the window, in the same forms as --begin.
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    end: Option<flightrec::analyze::TimeSpec>,
+    end: Option<flightrec_reader::analyze::TimeSpec>,
 }
 
 #[derive(Args)]
@@ -222,7 +222,7 @@ struct ExportArgs {
     file: PathBuf,
     /// Output format.
     #[arg(long, short = 'f', value_enum)]
-    format: flightrec::export::Format,
+    format: flightrec_reader::export::Format,
     /// Output path: a directory for ctf, a file otherwise. It must not exist yet.
     #[arg(long, short = 'o', value_name = "PATH")]
     output: PathBuf,
@@ -541,25 +541,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let res = if args.summary {
-                flightrec::dump::summary(&args.file, &mut out)
+                flightrec_reader::dump::summary(&args.file, &mut out)
             } else {
-                flightrec::dump::dump(&args.file, args.json, &mut out)
+                flightrec_reader::dump::dump(&args.file, args.json, &mut out)
             };
             match res {
                 Ok(_) => Ok(ExitCode::SUCCESS),
+                // A closed pipe (`| head`) is not an error worth reporting.
+                Err(flightrec_reader::dump::DumpError::Write(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(ExitCode::SUCCESS)
+                }
                 Err(e) => {
-                    // A closed pipe (`| head`) is not an error worth reporting.
-                    if e.downcast_ref::<std::io::Error>()
-                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-                    {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    Err(e.context(format!("reading {}", args.file.display())))
+                    Err(anyhow::Error::new(e).context(format!("reading {}", args.file.display())))
                 }
             }
         }
         Command::Analyze(args) => {
-            use flightrec::analyze::{Filter, Options};
+            use flightrec_reader::analyze::{Filter, Options};
             let opts = Options {
                 top: args.top,
                 filter: Filter {
@@ -574,7 +574,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !args.file.exists() {
                 bail!("{}: no such file", args.file.display());
             }
-            let report = flightrec::analyze::analyze(&args.file, &opts)
+            let report = flightrec_reader::analyze::analyze(&args.file, &opts)
                 .with_context(|| format!("analysing {}", args.file.display()))?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -584,7 +584,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
                     .and_then(|()| std::io::Write::flush(&mut out))
             } else {
-                flightrec::analyze::render(&report, &mut out)
+                flightrec_reader::analyze::render(&report, &mut out)
             };
             match res {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
@@ -592,7 +592,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Export(args) => {
-            let stats = flightrec::export::export(&args.file, args.format, &args.output)
+            let stats = flightrec_reader::export::export(&args.file, args.format, &args.output)
                 .with_context(|| {
                     format!(
                         "exporting {} to {}",

@@ -1,6 +1,9 @@
 //! The `flightrec` binary end to end: config checking (any user), and as root the README's main
 //! job: daemon, status, `snapshot record`, `dump --json`, teardown.
 
+#[path = "../../reader/tests/common/fixtures.rs"]
+mod fixtures;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -185,4 +188,58 @@ fn daemon_snapshot_record_and_dump() {
         .unwrap();
     assert!(td.status.success());
     assert!(!Path::new(pins).exists());
+}
+
+#[test]
+fn cli_prints_tables_and_json_and_rejects_bad_input() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("analyze");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cli.frs");
+    fixtures::syscall_snapshot().write(&path).unwrap();
+    let out = flightrec().arg("analyze").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "== Syscalls ==",
+        "fdatasync",
+        "900.00ms",
+        "== CPU ==",
+        "== Processes ==",
+        "poll",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    let out = flightrec()
+        .args(["analyze", "--json", "--top", "1", "--comm", "app"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "flightrec-analyze/1");
+    assert_eq!(v["syscalls"]["calls"], 5);
+    assert_eq!(v["syscalls"]["slowest"].as_array().unwrap().len(), 1);
+    assert_eq!(v["syscalls"]["slowest"][0]["syscall"], "fdatasync");
+    assert_eq!(v["filter"]["comms"][0], "app");
+    let out = flightrec()
+        .args(["analyze", "--begin", "soon"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad time"));
+    let out = flightrec()
+        .args(["analyze", "/nonexistent.frs"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let garbage = path.with_extension("bad");
+    std::fs::write(&garbage, b"not a snapshot").unwrap();
+    let out = flightrec().arg("analyze").arg(&garbage).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("analysing"));
 }

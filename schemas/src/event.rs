@@ -121,6 +121,12 @@ pub fn dev_major_minor(dev: u32) -> (u32, u32) {
     (dev >> 20, dev & 0xF_FFFF)
 }
 
+/// Formats a kernel `dev_t` as `major:minor`, the way the analyses and rule hits name disks.
+pub fn dev_name(dev: u32) -> String {
+    let (ma, mi) = dev_major_minor(dev);
+    format!("{ma}:{mi}")
+}
+
 impl Event {
     /// Decodes one record.
     pub fn decode(r: &Record) -> Result<Event, DecodeError> {

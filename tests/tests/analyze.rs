@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
-use flightrec::analyze::{Options, Report, analyze};
+use flightrec_reader::analyze::{Options, Report, analyze};
 
 use crate::readers::{have_lttng_analyses, lttng_mi};
 use crate::util::{TestRecorder, privileged, workload};
@@ -234,7 +234,11 @@ fn num(v: &serde_json::Value) -> f64 {
 }
 
 /// Asserts count and min/max exactly and the mean to the microsecond.
-fn same(what: &str, theirs: &[serde_json::Value], ours: &flightrec::analyze::stats::LatencyStats) {
+fn same(
+    what: &str,
+    theirs: &[serde_json::Value],
+    ours: &flightrec_reader::analyze::stats::LatencyStats,
+) {
     assert_eq!(num(&theirs[1]) as u64, ours.count, "{what}: count");
     assert_eq!(num(&theirs[2]) as u64, ours.min_ns, "{what}: min");
     assert!(
@@ -267,7 +271,8 @@ fn lttng_analyses_agree_with_analyze() {
     };
     let r = analyze(&path, &opts).expect("analyze");
     let trace = path.with_extension("ctf");
-    flightrec::export::export(&path, flightrec::export::Format::Ctf, &trace).expect("export");
+    flightrec_reader::export::export(&path, flightrec_reader::export::Format::Ctf, &trace)
+        .expect("export");
     let kernel = trace.join("kernel");
 
     // Syscalls of the planted workload: every syscall row.

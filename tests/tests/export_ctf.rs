@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use flightrec::export::{Format, export};
+use flightrec_reader::export::{Format, export};
 use schemas::event::{Event, EventData};
 
 use crate::readers::{PYTHON, available};
@@ -61,7 +61,7 @@ fn ctf_export_of_a_real_snapshot_matches_the_snapshot() {
     let out = rec.dir.join("ctf");
     let stats = export(&snap, Format::Ctf, &out).expect("export");
 
-    let (m, events) = flightrec::dump::open(&snap).expect("open snapshot");
+    let (m, events) = flightrec_reader::dump::open(&snap).expect("open snapshot");
     let events: Vec<Event> = events.map(|e| e.expect("decodable event")).collect();
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
     for e in &events {

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use flightrec::export::perfetto::ftrace_prev_state;
-use flightrec::export::{Format, export};
+use flightrec_reader::export::perfetto::ftrace_prev_state;
+use flightrec_reader::export::{Format, export};
 use schemas::event::{Event, EventData};
 use serde_json::{Value, json};
 
@@ -46,7 +46,7 @@ fn a_real_snapshot_decodes_with_perfettos_classes() {
     let out = rec.dir.join("snap.perfetto-trace");
     let stats = export(&snap, Format::Perfetto, &out).expect("export");
 
-    let (manifest, events) = flightrec::dump::open(&snap).expect("open snapshot");
+    let (manifest, events) = flightrec_reader::dump::open(&snap).expect("open snapshot");
     let events: Vec<Event> = events.map(|e| e.expect("decodable event")).collect();
     let boot = manifest.clocks.boottime_minus_monotonic_ns as u64;
     let output = cmd.arg(&out).output().expect("run decode_trace.py");

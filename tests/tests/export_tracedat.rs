@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use flightrec::export::{Format, export};
+use flightrec_reader::export::{Format, export};
 use schemas::cstr_lossy;
 use schemas::event::{Event, EventData, rwbs_string};
 
@@ -84,7 +84,7 @@ fn real_snapshot_reads_back_in_trace_cmd() {
     let out = rec.dir.join("trace.dat");
     let stats = export(&snap, Format::Tracedat, &out).expect("export");
 
-    let (_, events) = flightrec::dump::open(&snap).expect("open snapshot");
+    let (_, events) = flightrec_reader::dump::open(&snap).expect("open snapshot");
     let events: Vec<Event> = events.map(|e| e.expect("decodable event")).collect();
     assert_eq!(stats.events, events.len() as u64);
     let lines = trace_cmd_report(&out, &["-R"]);

@@ -6,7 +6,7 @@ mod collector;
 mod export_ctf;
 mod export_perfetto;
 mod export_tracedat;
-#[path = "../../recorder/tests/common/readers.rs"]
+#[path = "../../reader/tests/common/readers.rs"]
 mod readers;
 mod triggers;
 mod util;

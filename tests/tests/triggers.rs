@@ -136,7 +136,7 @@ fn wait_for_snapshots(dir: &Path, n: usize, timeout: Duration) -> Vec<PathBuf> {
 }
 
 fn read(path: &Path) -> (Manifest, Vec<Event>) {
-    let (m, events) = flightrec::dump::open(path).expect("open snapshot");
+    let (m, events) = flightrec_reader::dump::open(path).expect("open snapshot");
     (m, events.map(|e| e.expect("decodable")).collect())
 }
 

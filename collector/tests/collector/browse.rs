@@ -13,7 +13,7 @@ const READER: &str = "reader-token-0123456789";
 
 /// A snapshot with real events of every class on `host`, frozen at `frozen_s` (realtime s).
 pub fn rich(dir: &Path, n: u64, host: &str, frozen_s: u64, source: &str, tags: &[&str]) -> PathBuf {
-    let mut b = flightrec::synth::SnapshotBuilder::new(2);
+    let mut b = flightrec_reader::synth::SnapshotBuilder::new(2);
     b.manifest.snapshot_id = crate::util::id(n);
     b.manifest.name = format!("snap{n}");
     b.manifest.host.host_id = host.into();
@@ -133,7 +133,7 @@ async fn browse_api_serves_what_the_library_computes() {
     let want = schemas::file::Snapshot::open(file).unwrap().manifest;
     assert_eq!(manifest, serde_json::to_value(&want).unwrap());
     let analysis = get_json(&format!("{url}/v1/snapshots/{sid}/analysis"), READER).await;
-    let want = flightrec::analyze::analyze(file, &Default::default()).unwrap();
+    let want = flightrec_reader::analyze::analyze(file, &Default::default()).unwrap();
     assert_eq!(analysis, serde_json::to_value(&want).unwrap());
     assert_eq!(analysis["syscalls"]["by_syscall"][0]["name"], "fsync");
     // Cached the second time, same answer.
@@ -150,7 +150,8 @@ async fn browse_api_serves_what_the_library_computes() {
     assert_eq!(exported.status(), 200);
     let exported = exported.bytes().await.unwrap();
     let local = srv.dir.path().join("local.perfetto-trace");
-    flightrec::export::export(file, flightrec::export::Format::Perfetto, &local).unwrap();
+    flightrec_reader::export::export(file, flightrec_reader::export::Format::Perfetto, &local)
+        .unwrap();
     assert_eq!(exported.as_ref(), std::fs::read(&local).unwrap().as_slice());
 
     // Who ran: CPU 0 runs app, then db-worker from 2 ms until its history ends at 9 ms; CPU 1

@@ -44,7 +44,7 @@ fn join(
 
 /// A small real snapshot of `host` taken for `trigger`.
 fn snapshot(dir: &std::path::Path, host: &str, n: u64, trigger: TriggerInfo) -> std::path::PathBuf {
-    let mut b = flightrec::synth::SnapshotBuilder::new(2);
+    let mut b = flightrec_reader::synth::SnapshotBuilder::new(2);
     b.manifest.snapshot_id = crate::util::id(n);
     b.manifest.host.host_id = host.into();
     b.manifest.trigger = trigger;

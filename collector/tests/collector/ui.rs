@@ -38,7 +38,7 @@ async fn web_ui_in_headless_chromium() {
     // uploads what they would have).
     let mut trigger_id = String::new();
     for (i, host) in ["db-1", "web-1"].iter().enumerate() {
-        let mut b = flightrec::synth::SnapshotBuilder::new(1);
+        let mut b = flightrec_reader::synth::SnapshotBuilder::new(1);
         b.manifest.snapshot_id = crate::util::id(900 + i as u64);
         b.manifest.host.host_id = host.to_string();
         b.manifest.clocks.realtime_minus_monotonic_ns =

@@ -128,7 +128,7 @@ pub fn id(n: u64) -> String {
 
 /// A manifest for `host` with id `snapshot_id`.
 pub fn manifest(snapshot_id: &str, host: &str) -> Manifest {
-    let mut b = flightrec::synth::SnapshotBuilder::new(2);
+    let mut b = flightrec_reader::synth::SnapshotBuilder::new(2);
     b.manifest.snapshot_id = snapshot_id.into();
     b.manifest.host.host_id = host.into();
     b.manifest.host.hostname = host.into();

@@ -96,7 +96,7 @@ impl TestRecorder {
         };
         let w = flightrec::snapshot::write(frozen, &self.config, &self.dir, Some(name), trigger)
             .expect("write snapshot");
-        let (manifest, events) = flightrec::dump::open(&w.path).expect("open snapshot");
+        let (manifest, events) = flightrec_reader::dump::open(&w.path).expect("open snapshot");
         let events: Vec<Event> = events.map(|e| e.expect("decodable event")).collect();
         assert_eq!(events.len() as u64, w.records);
         (manifest, events)

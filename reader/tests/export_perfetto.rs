@@ -9,8 +9,8 @@ use readers::{perfetto_decode as decode, perfetto_decoder as decoder};
 
 use std::path::{Path, PathBuf};
 
-use flightrec::export::{ExportError, Format, export};
-use flightrec::synth::{SnapshotBuilder, Task, comm};
+use flightrec_reader::export::{ExportError, Format, export};
+use flightrec_reader::synth::{SnapshotBuilder, Task, comm};
 use schemas::event::{Event, EventData};
 use schemas::{SchedWakeup, SyscallEntry, SyscallExit};
 use serde_json::{Map, Value, json};
@@ -231,7 +231,7 @@ fn expected(dump: &Value) -> Value {
 
 /// The dump's events as JSON lines, through the same decoder as `flightrec dump --json`.
 fn dump_json(snap: &Path) -> Vec<Value> {
-    let (_, events) = flightrec::dump::open(snap).unwrap();
+    let (_, events) = flightrec_reader::dump::open(snap).unwrap();
     events.map(|e| e.unwrap().to_json()).collect()
 }
 
@@ -415,7 +415,7 @@ fn an_existing_output_is_left_alone() {
         "{err:?}"
     );
     // The exporter's own entry refuses too, for callers that skip `export`.
-    let err = flightrec::export::perfetto::write(&snap, &out).unwrap_err();
+    let err = flightrec_reader::export::perfetto::write(&snap, &out).unwrap_err();
     assert!(matches!(err, ExportError::OutputExists(_)), "{err:?}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
 }

@@ -1,17 +1,16 @@
 //! Table-driven tests of `flightrec analyze`: small synthetic snapshots whose expected results
 //! were worked out by hand (see the comment above each).
 
+#[path = "common/fixtures.rs"]
+mod fixtures;
+
 use std::path::PathBuf;
-use std::process::Command;
 
-use flightrec::analyze::{Filter, Options, Report, Section, TimeSpec, analyze};
-use flightrec::synth::SnapshotBuilder;
+use fixtures::{B, MS, US, syscall_snapshot};
+use flightrec_reader::analyze::{Filter, Options, Report, Section, TimeSpec, analyze};
+use flightrec_reader::synth::SnapshotBuilder;
+use schemas::BlockRq;
 use schemas::event::{Event, EventData};
-use schemas::{BlockRq, SyscallEntry, SyscallExit};
-
-const B: u64 = 1_000_000_000;
-const MS: u64 = 1_000_000;
-const US: u64 = 1_000;
 
 fn write(name: &str, b: &SnapshotBuilder) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("analyze");
@@ -30,43 +29,6 @@ fn ok<T>(s: &Section<T>) -> &T {
         Section::Ok(t) => t,
         Section::NotRecorded { reason } => panic!("section not computed: {reason}"),
     }
-}
-
-/// Process "app" (pid 100): four reads of 1, 2, 3 and 4 µs (one fails) and a 900 ms
-/// fdatasync; "db" (pid 200, threads 200 and 201): a 500 ns write on each thread, then 201
-/// enters poll and never leaves; tid 300 exits a syscall whose entry is not recorded.
-fn syscall_snapshot() -> SnapshotBuilder {
-    let mut b = SnapshotBuilder::new(2);
-    b.process(100, 1, "app", ("/app", 5), &[100]);
-    b.process(200, 1, "db", ("/db", 6), &[200, 201]);
-    let app = (100, 100, "app");
-    let mut t = B;
-    for (i, d) in [1, 2, 3, 4].iter().enumerate() {
-        let ret = if i == 2 { -11 } else { 64 };
-        b.syscall(0, app, 0, 3, ret, t, t + d * US);
-        t += 10 * US;
-    }
-    b.syscall(0, app, 75, 3, 0, B + MS, B + 901 * MS);
-    b.syscall(1, (200, 200, "db"), 1, 4, 10, B + 2 * MS, B + 2 * MS + 500);
-    b.syscall(1, (200, 201, "db"), 1, 5, 10, B + 3 * MS, B + 3 * MS + 500);
-    b.event(Event {
-        ts_ns: B + 5 * MS,
-        cpu: 1,
-        pid: 200,
-        tid: 201,
-        data: EventData::SyscallEntry(SyscallEntry {
-            id: 7,
-            args: [9, 0, 0, 0, 0, 0],
-        }),
-    });
-    b.event(Event {
-        ts_ns: B + 6 * MS,
-        cpu: 1,
-        pid: 300,
-        tid: 300,
-        data: EventData::SyscallExit(SyscallExit { id: 0, ret: 0 }),
-    });
-    b
 }
 
 #[test]
@@ -373,7 +335,7 @@ fn block_latency_throughput_and_queue_depth() {
         nr_sector,
         bytes: nr_sector * 512,
         op: 1,
-        comm: flightrec::synth::comm("app"),
+        comm: flightrec_reader::synth::comm("app"),
         ..BlockRq::default()
     };
     let ev = |ts, data| Event {
@@ -513,62 +475,7 @@ fn an_analysis_whose_class_was_not_recorded_says_so() {
     assert_eq!(json["sched"]["status"], "not_recorded");
     assert_eq!(json["syscalls"]["status"], "ok");
     let mut text = Vec::new();
-    flightrec::analyze::render(&r, &mut text).unwrap();
+    flightrec_reader::analyze::render(&r, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("not available: the block I/O analysis needs the `block` event class"));
-}
-
-fn flightrec() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flightrec"))
-}
-
-#[test]
-fn cli_prints_tables_and_json_and_rejects_bad_input() {
-    let path = write("cli", &syscall_snapshot());
-    let out = flightrec().arg("analyze").arg(&path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    for want in [
-        "== Syscalls ==",
-        "fdatasync",
-        "900.00ms",
-        "== CPU ==",
-        "== Processes ==",
-        "poll",
-    ] {
-        assert!(text.contains(want), "{want:?} missing from:\n{text}");
-    }
-    let out = flightrec()
-        .args(["analyze", "--json", "--top", "1", "--comm", "app"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["schema"], "flightrec-analyze/1");
-    assert_eq!(v["syscalls"]["calls"], 5);
-    assert_eq!(v["syscalls"]["slowest"].as_array().unwrap().len(), 1);
-    assert_eq!(v["syscalls"]["slowest"][0]["syscall"], "fdatasync");
-    assert_eq!(v["filter"]["comms"][0], "app");
-    let out = flightrec()
-        .args(["analyze", "--begin", "soon"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad time"));
-    let out = flightrec()
-        .args(["analyze", "/nonexistent.frs"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let garbage = path.with_extension("bad");
-    std::fs::write(&garbage, b"not a snapshot").unwrap();
-    let out = flightrec().arg("analyze").arg(&garbage).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("analysing"));
 }

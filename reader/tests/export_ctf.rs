@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flightrec::export::ctf::events::rwbs_flags_string;
-use flightrec::export::{ExportError, Format, export};
-use flightrec::synth::{SnapshotBuilder, Task, comm};
+use flightrec_reader::export::ctf::events::rwbs_flags_string;
+use flightrec_reader::export::{ExportError, Format, export};
+use flightrec_reader::synth::{SnapshotBuilder, Task, comm};
 use schemas::event::{Event, EventData};
 use schemas::{SchedWakeup, SyscallEntry, SyscallExit};
 use serde_json::Value;
@@ -181,7 +181,7 @@ fn bt2_available(test: &str) -> bool {
 
 /// The snapshot's events as `flightrec dump --json` gives them, in time order.
 fn dump_json(snap: &Path) -> Vec<Value> {
-    let (_m, events) = flightrec::dump::open(snap).unwrap();
+    let (_m, events) = flightrec_reader::dump::open(snap).unwrap();
     events.map(|e| e.unwrap().to_json()).collect()
 }
 
@@ -412,8 +412,8 @@ fn layout_metadata_and_packet_headers() {
     // One class per syscall name that occurs, and none for those that do not.
     assert!(meta.contains("name = \"syscall_entry_getppid\";"));
     assert!(!meta.contains("syscall_entry_read\""));
-    let uuid =
-        flightrec::export::ctf::tsdl::parse_uuid("0123456789abcdef0123456789abcdef").unwrap();
+    let uuid = flightrec_reader::export::ctf::tsdl::parse_uuid("0123456789abcdef0123456789abcdef")
+        .unwrap();
     for (cpu, f) in ["channel0_0", "channel0_1"].iter().enumerate() {
         let b = std::fs::read(dir.join(f)).unwrap();
         assert_eq!(&b[0..4], &0xC1FC_1FC1u32.to_le_bytes());
@@ -624,7 +624,7 @@ fn existing_output_is_refused_and_left_alone() {
         "{err}"
     );
     // The exporter's own entry refuses too, not only the dispatcher.
-    let err = flightrec::export::ctf::write(&snap, &out).unwrap_err();
+    let err = flightrec_reader::export::ctf::write(&snap, &out).unwrap_err();
     assert!(matches!(err, ExportError::OutputExists(_)), "{err}");
     assert_eq!(std::fs::read(out.join("keep")).unwrap(), b"mine");
 }
@@ -723,7 +723,7 @@ fn big_streams_are_cut_into_bounded_packets_that_carry_lost_counts() {
     let stream = std::fs::read(out.join("kernel/channel0_0")).unwrap();
     let ps = packets(&stream);
     assert!(ps.len() > 4, "{} packets", ps.len());
-    let max = flightrec::export::ctf::stream::MAX_PACKET as u64 * 8;
+    let max = flightrec_reader::export::ctf::stream::MAX_PACKET as u64 * 8;
     for (i, p) in ps.iter().enumerate() {
         assert_eq!(p.4, i as u64, "packet_seq_num");
         assert!(

@@ -89,7 +89,7 @@ pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
         let mut exporter = Exporter::new(BufWriter::new(file), &manifest, output);
         exporter.preamble()?;
         for ev in events {
-            exporter.event(&ev.map_err(ExportError::Decode)?)?;
+            exporter.event(&ev.map_err(|e| ExportError::Decode(e.to_string()))?)?;
         }
         let (stats, out) = exporter.finish()?;
         let file = out

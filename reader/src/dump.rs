@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::Path;
 
-use schemas::event::Event;
+use schemas::event::{DecodeError, Event};
 use schemas::file::{FormatError, Snapshot, StreamReader};
 use schemas::manifest::Manifest;
 
@@ -50,8 +50,36 @@ impl MergedEvents {
     }
 }
 
+/// Why the next event of a snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A stream of the file is damaged or truncated.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// A record was read but is not an event this reader knows.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Why `dump` or `summary` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The snapshot could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Writing the output failed (a closed pipe included).
+    #[error("writing the output")]
+    Write(#[from] std::io::Error),
+}
+
+impl From<FormatError> for DumpError {
+    fn from(e: FormatError) -> Self {
+        DumpError::Read(e.into())
+    }
+}
+
 /// One item of [`MergedEvents`]: a record that failed to decode is reported, not skipped.
-pub type Item = Result<Event, String>;
+pub type Item = Result<Event, ReadError>;
 
 impl Iterator for MergedEvents {
     type Item = Item;
@@ -61,15 +89,15 @@ impl Iterator for MergedEvents {
         let rec = self.pending[i].take().expect("heap entry has a record");
         if let Err(e) = self.refill(i) {
             self.heap.clear();
-            return Some(Err(e.to_string()));
+            return Some(Err(e.into()));
         }
-        Some(Event::decode(&rec).map_err(|e| e.to_string()))
+        Some(Event::decode(&rec).map_err(ReadError::from))
     }
 }
 
 /// Writes every event of `path` to `out`, as text lines or JSON lines. Returns the number of
 /// events written.
-pub fn dump(path: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<u64> {
+pub fn dump(path: &Path, json: bool, out: &mut impl Write) -> Result<u64, DumpError> {
     let (manifest, events) = open(path)?;
     if !json {
         writeln!(
@@ -92,7 +120,7 @@ pub fn dump(path: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<u64
     }
     let mut n = 0;
     for ev in events {
-        let ev = ev.map_err(anyhow::Error::msg)?;
+        let ev = ev?;
         if json {
             writeln!(out, "{}", ev.to_json())?;
         } else {
@@ -106,7 +134,7 @@ pub fn dump(path: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<u64
 
 /// Writes a summary of `path`: trigger, host, per-CPU coverage, event counts by name and the
 /// busiest threads. Returns the number of events read.
-pub fn summary(path: &Path, out: &mut impl Write) -> anyhow::Result<u64> {
+pub fn summary(path: &Path, out: &mut impl Write) -> Result<u64, DumpError> {
     use std::collections::HashMap;
     let (m, events) = open(path)?;
     let mut by_name: HashMap<String, u64> = HashMap::new();
@@ -115,7 +143,7 @@ pub fn summary(path: &Path, out: &mut impl Write) -> anyhow::Result<u64> {
     let mut seen_comm: HashMap<u32, String> = HashMap::new();
     let (mut first, mut last, mut n) = (u64::MAX, 0u64, 0u64);
     for ev in events {
-        let ev = ev.map_err(anyhow::Error::msg)?;
+        let ev = ev?;
         *by_name.entry(ev.name()).or_default() += 1;
         *by_tid.entry((ev.pid, ev.tid)).or_default() += 1;
         use schemas::cstr_lossy;

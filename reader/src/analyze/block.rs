@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use super::cpu::{TIMELINE_BUCKETS, round2};
 use super::stats::{LatencyStats, Log2Hist};
-use super::{Ctx, Tasks, TopN, dev_name};
+use schemas::event::dev_name;
+
+use super::{Ctx, Tasks, TopN};
 
 /// One device.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -1,5 +1,5 @@
 //! `flightrec export --format tracedat` on synthetic snapshots, read back by `trace-cmd report`
-//! (the independent reader) and compared with the snapshot as `flightrec::dump` decodes it.
+//! (the independent reader) and compared with the snapshot as `flightrec_reader::dump` decodes it.
 //!
 //! Without trace-cmd the tests that need it print why and pass, except under `CI=true`.
 
@@ -10,8 +10,8 @@ use readers::{have_trace_cmd, trace_cmd_report as report};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use flightrec::export::{ExportError, Format, export};
-use flightrec::synth::{SnapshotBuilder, comm};
+use flightrec_reader::export::{ExportError, Format, export};
+use flightrec_reader::synth::{SnapshotBuilder, comm};
 use schemas::event::{Event, EventData};
 use schemas::{BlockRq, ProcessFork, SchedWakeup, SyscallExit, rwbs};
 use serde_json::Value;
@@ -26,7 +26,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Every event of the snapshot, as `flightrec dump` decodes it, with its JSON form.
 fn dump_events(snapshot: &Path) -> Vec<(Event, Value)> {
-    let (_, events) = flightrec::dump::open(snapshot).unwrap();
+    let (_, events) = flightrec_reader::dump::open(snapshot).unwrap();
     events
         .map(|e| {
             let e = e.unwrap();
@@ -478,7 +478,7 @@ fn existing_output_is_refused_and_kept() {
     every_kind().write(&snap).unwrap();
     let out = dir.join("trace.dat");
     std::fs::write(&out, b"keep me").unwrap();
-    let err = flightrec::export::tracedat::write(&snap, &out).unwrap_err();
+    let err = flightrec_reader::export::tracedat::write(&snap, &out).unwrap_err();
     assert!(
         matches!(err, ExportError::OutputExists(ref p) if p == &out),
         "{err}"

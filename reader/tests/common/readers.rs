@@ -1,5 +1,5 @@
 //! The independent readers the export and analysis tests check our files with, shared by the
-//! unprivileged tests (`recorder/tests/`) and the privileged ones (`tests/tests/`), which include
+//! unprivileged tests (`reader/tests/`) and the privileged ones (`tests/tests/`), which include
 //! this file by path.
 //!
 //! Every probe says why a test skips when its reader is missing, and panics instead under

@@ -44,8 +44,8 @@ pub enum AnalyzeError {
     #[error("reading the snapshot")]
     Snapshot(#[from] FormatError),
     /// A record could not be decoded.
-    #[error("decoding an event: {0}")]
-    Decode(String),
+    #[error("decoding an event")]
+    Decode(#[from] crate::dump::ReadError),
     /// A `--begin`/`--end` value was not understood.
     #[error(
         "bad time {0:?}: use a CLOCK_MONOTONIC timestamp in ns (as in `flightrec dump --json`), \
@@ -549,12 +549,6 @@ impl<T> TopN<T> {
         v.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
         v.into_iter().map(|(_, _, k)| k.0).collect()
     }
-}
-
-/// Formats a kernel `dev_t` as `major:minor`.
-pub(crate) fn dev_name(dev: u32) -> String {
-    let (ma, mi) = schemas::event::dev_major_minor(dev);
-    format!("{ma}:{mi}")
 }
 
 #[cfg(test)]
