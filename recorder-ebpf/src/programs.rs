@@ -5,39 +5,22 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use core::ptr::{addr_of, read_volatile, write_volatile};
 
-use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
     bpf_probe_read_kernel_str_bytes,
 };
 use aya_ebpf::macros::{btf_tracepoint, map};
-use aya_ebpf::maps::{Array, HashMap};
+use aya_ebpf::maps::HashMap;
 use aya_ebpf::programs::BtfTracePointContext;
 use schemas::{
-    BlockRq, COMM_LEN, CpuHead, EXEC_FILENAME_LEN, EventKind, IRQ_NAME_LEN, IrqHandlerEntry,
-    IrqHandlerExit, KernelOffsets, ProcessExec, ProcessExit, ProcessFork, Record, SchedSwitch,
-    SchedWakeup, Softirq, SyscallEntry, SyscallExit, ctrl, filter, rule, rwbs,
+    BlockRq, COMM_LEN, EXEC_FILENAME_LEN, EventKind, IRQ_NAME_LEN, IrqHandlerEntry, IrqHandlerExit,
+    KernelOffsets, ProcessExec, ProcessExit, ProcessFork, Record, SchedSwitch, SchedWakeup,
+    Softirq, SyscallEntry, SyscallExit, ctrl, filter, rule, rwbs,
 };
 
+use crate::ring::{CTRL, HEADS, NCPU, RING, SLOT_MASK};
 use crate::rules;
-
-/// The rings: `2 * NCPU * slots` records, indexed `(epoch * NCPU + cpu) * slots + (i & mask)`.
-/// Sized by the loader.
-#[map]
-static RING: Array<Record> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-
-/// One `CpuHead` per (epoch, CPU), indexed `epoch * NCPU + cpu`. Sized by the loader.
-#[map]
-pub(crate) static HEADS: Array<CpuHead> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-
-/// Control words (`schemas::ctrl`), shared with userspace through mmap.
-#[map]
-pub(crate) static CTRL: Array<u64> = Array::with_max_entries(ctrl::LEN, BPF_F_MMAPABLE);
-
-/// Description of the pinned state (`schemas::meta`); written by userspace only.
-#[map]
-static META: Array<u64> = Array::with_max_entries(schemas::meta::LEN, 0);
 
 /// Process ids (tgid) to record when the pid filter is on.
 #[map]
@@ -53,10 +36,6 @@ static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 
 // Load-time constants, set by the loader (`EbpfLoader::override_global`). The verifier sees the
 // values, so branches on `FILTER_MODE` cost nothing when filters are off.
-#[unsafe(no_mangle)]
-pub(crate) static NCPU: u32 = 1;
-#[unsafe(no_mangle)]
-static SLOT_MASK: u64 = 0;
 #[unsafe(no_mangle)]
 static FILTER_MODE: u32 = 0;
 #[unsafe(no_mangle)]
