@@ -20,6 +20,8 @@
 #[cfg(target_arch = "bpf")]
 mod programs;
 #[cfg(target_arch = "bpf")]
+mod ring;
+#[cfg(target_arch = "bpf")]
 mod rules;
 
 #[cfg(not(target_arch = "bpf"))]

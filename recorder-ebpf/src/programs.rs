@@ -5,39 +5,22 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use core::ptr::{addr_of, read_volatile, write_volatile};
 
-use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
     bpf_probe_read_kernel_str_bytes,
 };
 use aya_ebpf::macros::{btf_tracepoint, map};
-use aya_ebpf::maps::{Array, HashMap};
+use aya_ebpf::maps::HashMap;
 use aya_ebpf::programs::BtfTracePointContext;
 use schemas::{
-    BlockRq, COMM_LEN, CpuHead, EXEC_FILENAME_LEN, EventKind, IRQ_NAME_LEN, IrqHandlerEntry,
-    IrqHandlerExit, KernelOffsets, ProcessExec, ProcessExit, ProcessFork, Record, SchedSwitch,
-    SchedWakeup, Softirq, SyscallEntry, SyscallExit, ctrl, filter, rule, rwbs,
+    BlockRq, COMM_LEN, EXEC_FILENAME_LEN, EventKind, IRQ_NAME_LEN, IrqHandlerEntry, IrqHandlerExit,
+    KernelOffsets, ProcessExec, ProcessExit, ProcessFork, Record, SchedSwitch, SchedWakeup,
+    Softirq, SyscallEntry, SyscallExit, ctrl, filter, rule, rwbs,
 };
 
+use crate::ring::{CTRL, HEADS, NCPU, RING, SLOT_MASK};
 use crate::rules;
-
-/// The rings: `2 * NCPU * slots` records, indexed `(epoch * NCPU + cpu) * slots + (i & mask)`.
-/// Sized by the loader.
-#[map]
-static RING: Array<Record> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-
-/// One `CpuHead` per (epoch, CPU), indexed `epoch * NCPU + cpu`. Sized by the loader.
-#[map]
-pub(crate) static HEADS: Array<CpuHead> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-
-/// Control words (`schemas::ctrl`), shared with userspace through mmap.
-#[map]
-pub(crate) static CTRL: Array<u64> = Array::with_max_entries(ctrl::LEN, BPF_F_MMAPABLE);
-
-/// Description of the pinned state (`schemas::meta`); written by userspace only.
-#[map]
-static META: Array<u64> = Array::with_max_entries(schemas::meta::LEN, 0);
 
 /// Process ids (tgid) to record when the pid filter is on.
 #[map]
@@ -53,10 +36,6 @@ static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 
 // Load-time constants, set by the loader (`EbpfLoader::override_global`). The verifier sees the
 // values, so branches on `FILTER_MODE` cost nothing when filters are off.
-#[unsafe(no_mangle)]
-pub(crate) static NCPU: u32 = 1;
-#[unsafe(no_mangle)]
-static SLOT_MASK: u64 = 0;
 #[unsafe(no_mangle)]
 static FILTER_MODE: u32 = 0;
 #[unsafe(no_mangle)]
@@ -240,7 +219,7 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-// sys_exit(regs, ret)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/syscalls.h: sys_exit(regs, ret)
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sys_exit(&ctx);
@@ -268,7 +247,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-// sched_switch(preempt, prev, next, prev_state)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_switch(preempt, prev, next, prev_state)
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sched_switch(&ctx);
@@ -331,21 +310,21 @@ fn wakeup(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     Ok(())
 }
 
-// sched_wakeup(p)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_wakeup(p)
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
     let _ = wakeup(&ctx, EventKind::SchedWakeup);
     0
 }
 
-// sched_wakeup_new(p)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_wakeup_new(p)
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
     let _ = wakeup(&ctx, EventKind::SchedWakeupNew);
     0
 }
 
-// sched_process_fork(parent, child)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_process_fork(parent, child)
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let _ = try_fork(&ctx);
@@ -381,7 +360,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-// sched_process_exec(p, old_pid, bprm)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_process_exec(p, old_pid, bprm)
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let _ = try_exec(&ctx);
@@ -411,7 +390,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-// sched_process_exit(p, group_dead)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_process_exit(p, group_dead)
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = try_exit(&ctx);
@@ -470,7 +449,7 @@ fn block_common(rq: *const u8, e: &mut BlockRq) {
     }
 }
 
-// block_rq_issue(rq)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/block.h: block_rq_issue(rq)
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
     let _ = try_block_rq_issue(&ctx);
@@ -512,7 +491,7 @@ fn blk_status_errno(status: u8) -> i32 {
     }
 }
 
-// block_rq_complete(rq, error, nr_bytes)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/block.h: block_rq_complete(rq, error, nr_bytes)
 #[btf_tracepoint(function = "block_rq_complete")]
 pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     let _ = try_block_rq_complete(&ctx);
@@ -539,7 +518,7 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-// irq_handler_entry(irq, action)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/irq.h: irq_handler_entry(irq, action)
 #[btf_tracepoint(function = "irq_handler_entry")]
 pub fn irq_handler_entry(ctx: BtfTracePointContext) -> i32 {
     let _ = try_irq_entry(&ctx);
@@ -567,7 +546,7 @@ fn try_irq_entry(ctx: &BtfTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-// irq_handler_exit(irq, action, ret)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/irq.h: irq_handler_exit(irq, action, ret)
 #[btf_tracepoint(function = "irq_handler_exit")]
 pub fn irq_handler_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = try_irq_exit(&ctx);
@@ -604,14 +583,14 @@ fn softirq(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     Ok(())
 }
 
-// softirq_entry(vec_nr)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/irq.h: softirq_entry(vec_nr)
 #[btf_tracepoint(function = "softirq_entry")]
 pub fn softirq_entry(ctx: BtfTracePointContext) -> i32 {
     let _ = softirq(&ctx, EventKind::SoftirqEntry);
     0
 }
 
-// softirq_exit(vec_nr)
+// https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/irq.h: softirq_exit(vec_nr)
 #[btf_tracepoint(function = "softirq_exit")]
 pub fn softirq_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = softirq(&ctx, EventKind::SoftirqExit);

@@ -14,7 +14,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf};
 use schemas::{COMM_LEN, RuleHit, RuleSpec, ctrl, freeze_lock, rule};
 
-use crate::programs::{CTRL, HEADS, NCPU};
+use crate::ring::{CTRL, HEADS, NCPU};
 
 /// The rules, filled by the loader (`kind == 0`: empty entry).
 #[map]
