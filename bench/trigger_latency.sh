@@ -26,8 +26,8 @@ compression_level = 1
 listen = "127.0.0.1:$PORT"
 token = "$TOKEN"
 [governor]
-cooldown_ms = 0
-min_prefill_ms = 0
+cooldown = "0s"
+min_prefill = "0s"
 host_budget = { burst = 100000, per_minute = 0 }
 source_budget = { burst = 100000, per_minute = 0 }
 CFG

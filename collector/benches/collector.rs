@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flightrec::upload::CollectorConfig;
-use flightrec::upload::bucket::TokenBucket;
 use flightrec_collector::catalog::{Catalog, Entry, Query};
 use flightrec_collector::config::Config;
+use flightrec_uplink::CollectorConfig;
+use flightrec_uplink::bucket::TokenBucket;
 use schemas::Record;
 use schemas::file::SnapshotWriter;
 
@@ -71,7 +71,7 @@ async fn ingest() {
         chunk_size: "8MiB".into(),
         ..Default::default()
     };
-    let client = flightrec::upload::http_client(&cfg).unwrap();
+    let client = flightrec_uplink::http_client(&cfg).unwrap();
     let bucket = Arc::new(TokenBucket::new(0, 0));
     // Two uploads at a time (two recorders), as many as this machine has cores.
     let start = Instant::now();
@@ -81,7 +81,7 @@ async fn ingest() {
         let pair = pair.to_vec();
         tasks.push(tokio::spawn(async move {
             for (p, _) in pair {
-                flightrec::upload::spool::upload_file(&client, &cfg, &bucket, &p, |_| {})
+                flightrec_uplink::spool::upload_file(&client, &cfg, &bucket, &p, |_| {})
                     .await
                     .unwrap();
             }

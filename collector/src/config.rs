@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use flightrec::error::ConfigError;
+pub use schemas::config::ConfigError;
+use schemas::units::{parse_duration, parse_size};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,14 +205,14 @@ pub struct Limits {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = flightrec::config::read_toml(path)?;
+        let config: Config = schemas::config::read_toml(path, &[])?;
         config.check()?;
         Ok(config)
     }
 
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = flightrec::config::parse_toml(text)?;
+        let config: Config = schemas::config::parse_toml(text, &[])?;
         config.check()?;
         Ok(config)
     }
@@ -314,8 +315,7 @@ impl Config {
     /// `[limits]` in bytes.
     pub fn limits(&self) -> Result<Limits, ConfigError> {
         let size = |field: &str, v: &str| {
-            flightrec::config::parse_size(v)
-                .map_err(|e| ConfigError::Invalid(format!("limits.{field}: {e}")))
+            parse_size(v).map_err(|e| ConfigError::Invalid(format!("limits.{field}: {e}")))
         };
         Ok(Limits {
             max_snapshot_bytes: size("max_snapshot_size", &self.limits.max_snapshot_size)?,
@@ -337,7 +337,7 @@ impl Config {
 
     /// `retention.max_total_size`; `None` for no limit.
     pub fn retention_max_bytes(&self) -> Result<Option<u64>, ConfigError> {
-        let b = flightrec::config::parse_size(&self.retention.max_total_size)
+        let b = parse_size(&self.retention.max_total_size)
             .map_err(|e| ConfigError::Invalid(format!("retention.max_total_size: {e}")))?;
         Ok((b != 0).then_some(b))
     }
@@ -353,32 +353,6 @@ impl Config {
         }
         Ok(d)
     }
-}
-
-/// Parses "30d", "12h", "5m", "10s", "250ms", "0".
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("duration {text:?}: expected a number and a unit"))?;
-    let ms = match unit.trim() {
-        "ms" => 1,
-        "" if n == 0 => 0,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(format!(
-                "duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    n.checked_mul(ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
 }
 
 #[cfg(test)]

@@ -96,15 +96,15 @@ impl IntoResponse for AppError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let mut body = serde_json::json!({ "error": self.to_string() });
         let offset = match &self {
             AppError::Conflict {
                 offset: Some(o), ..
-            } => {
-                body["offset"] = (*o).into();
-                Some(*o)
-            }
+            } => Some(*o),
             _ => None,
+        };
+        let body = schemas::wire::ErrorBody {
+            error: self.to_string(),
+            offset,
         };
         let mut resp = (status, Json(body)).into_response();
         if let Some(o) = offset {

@@ -31,6 +31,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use futures_util::Stream;
+use schemas::wire::{GroupHello, TriggerScope};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -203,14 +204,14 @@ async fn listen(
     }
     caller.require_host(&q.host_id)?;
     let (rx, leave) = st.groups.register(&group, &q.host_id);
-    let hello = Event::default().event("hello").data(
-        serde_json::json!({
-            "group": group,
-            "host_id": q.host_id,
-            "collector_realtime_ns": now_realtime_ns(),
-        })
-        .to_string(),
-    );
+    let hello = GroupHello {
+        group,
+        host_id: q.host_id,
+        collector_realtime_ns: now_realtime_ns(),
+    };
+    let hello = Event::default()
+        .event("hello")
+        .data(serde_json::to_string(&hello).expect("serialisable"));
     let first = futures_util::stream::once(async move { Ok(hello) });
     let rest = futures_util::stream::unfold((rx, leave), |(mut rx, leave)| async move {
         let Message::Trigger(t) = rx.recv().await?;
@@ -223,46 +224,15 @@ async fn listen(
     Ok(Sse::new(first.chain(rest)).keep_alive(KeepAlive::default()))
 }
 
-/// Body of `POST /v1/trigger`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriggerRequest {
-    /// Only `group` is served by the collector.
-    pub scope: String,
-    /// The group.
-    pub group: String,
-    /// Why.
-    #[serde(default)]
-    pub reason: String,
-    /// Details passed to every recorder (request URL, duration, tags...).
-    #[serde(default)]
-    pub fields: serde_json::Map<String, serde_json::Value>,
-}
-
-/// Answer to `POST /v1/trigger`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TriggerResponse {
-    /// Shared by every snapshot of this trigger.
-    pub trigger_id: String,
-    /// The group.
-    pub group: String,
-    /// Hosts it reached.
-    pub recipients: Vec<String>,
-    /// Collector time it was sent.
-    pub sent_realtime_ns: u64,
-}
+pub use schemas::wire::{TriggerRequest, TriggerResponse};
 
 async fn trigger(
     State(st): State<AppState>,
     caller: Caller,
     Json(req): Json<TriggerRequest>,
 ) -> Result<Json<TriggerResponse>, AppError> {
-    if req.scope != "group" {
-        return Err(AppError::BadRequest(format!(
-            "scope {:?}: the collector fans out only scope \"group\"",
-            req.scope
-        )));
-    }
+    // `scope` has one value, `group`: any other is refused while the body is read.
+    let TriggerScope::Group = req.scope;
     if !valid_group(&req.group) {
         return Err(AppError::BadRequest("bad group name".into()));
     }
@@ -277,7 +247,7 @@ async fn trigger(
         Caller::Reader => return Err(AppError::Forbidden("trigger")),
     };
     let mut t = GroupTrigger {
-        trigger_id: flightrec::snapshot::random_id(),
+        trigger_id: schemas::clock::random_id(),
         group: req.group.clone(),
         reason: if req.reason.is_empty() {
             "group trigger".into()

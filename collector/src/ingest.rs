@@ -47,7 +47,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use schemas::file::{FormatError, Snapshot};
 use schemas::manifest::Manifest;
-use serde::{Deserialize, Serialize};
+use schemas::wire::{ChunkAck, Completed, UploadStage};
 use sha2::Digest;
 
 use crate::archive::Archive;
@@ -57,32 +57,7 @@ use crate::config::Limits;
 use crate::error::AppError;
 use crate::{AppState, now_realtime_ns};
 
-/// Body of `POST /v1/uploads`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpenRequest {
-    /// Snapshot id from the file's manifest.
-    pub snapshot_id: String,
-    /// File size in bytes.
-    pub size: u64,
-    /// SHA-256 of the whole file, lowercase hex.
-    pub sha256: String,
-}
-
-/// Answer to `POST /v1/uploads` and `GET /v1/uploads/ID`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct UploadState {
-    /// `open` or `complete`.
-    pub status: String,
-    /// Bytes the collector holds: send from here.
-    pub offset: u64,
-    /// File size.
-    #[serde(default)]
-    pub size: u64,
-    /// Largest chunk accepted.
-    #[serde(default)]
-    pub max_chunk: u64,
-}
+pub use schemas::wire::{OpenRequest, UploadState};
 
 /// Routes of the upload protocol.
 pub fn routes(state: &AppState) -> Router<AppState> {
@@ -167,7 +142,7 @@ async fn open(
                 .uploads_duplicate
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Json(UploadState {
-                status: "complete".into(),
+                status: UploadStage::Complete,
                 offset: e.bytes,
                 size: e.bytes,
                 max_chunk: st.limits.max_chunk_bytes,
@@ -237,7 +212,7 @@ async fn open(
         session.offset = offset;
     }
     Ok(Json(UploadState {
-        status: "open".into(),
+        status: UploadStage::Open,
         offset: session.offset,
         size: session.size,
         max_chunk: st.limits.max_chunk_bytes,
@@ -252,7 +227,7 @@ async fn state_of(
     check_id(&id)?;
     let s = session_for(&st, &caller, &id).await?;
     let mut resp = Json(UploadState {
-        status: "open".into(),
+        status: UploadStage::Open,
         offset: s.offset,
         size: s.size,
         max_chunk: st.limits.max_chunk_bytes,
@@ -353,7 +328,7 @@ async fn chunk(
     st.metrics
         .received_bytes
         .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
-    let mut resp = Json(serde_json::json!({ "offset": new })).into_response();
+    let mut resp = Json(ChunkAck { offset: new }).into_response();
     resp.headers_mut()
         .insert("upload-offset", HeaderValue::from(new));
     Ok(resp)
@@ -574,7 +549,11 @@ async fn complete(
     let id2 = id.clone();
     if let Some(e) = st.with_catalog(move |c| c.get(&id2)).await? {
         // A retry after an acknowledgement the recorder did not see.
-        return Ok(Json(serde_json::json!({ "status": "complete", "entry": e })).into_response());
+        return Ok(Json(Completed {
+            status: UploadStage::Complete,
+            entry: e,
+        })
+        .into_response());
     }
     let s = session_for(&st, &caller, &id).await?;
     if s.offset != s.size {
@@ -616,7 +595,10 @@ async fn complete(
     unlock_entry(&st, &id);
     Ok((
         StatusCode::OK,
-        Json(serde_json::json!({ "status": "complete", "entry": entry })),
+        Json(Completed {
+            status: UploadStage::Complete,
+            entry,
+        }),
     )
         .into_response())
 }

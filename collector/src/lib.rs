@@ -235,5 +235,5 @@ pub async fn serve(
 
 /// `CLOCK_REALTIME` now, ns.
 pub fn now_realtime_ns() -> u64 {
-    flightrec::rings::realtime_ns()
+    schemas::clock::realtime_ns()
 }

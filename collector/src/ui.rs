@@ -106,7 +106,7 @@ fn ui_error(e: AppError) -> Response {
 
 /// UTC time of a realtime timestamp, to the millisecond.
 pub fn utc(ns: u64) -> String {
-    let stamp = flightrec::snapshot::utc_stamp(ns);
+    let stamp = schemas::clock::utc_stamp(ns);
     // YYYYmmddTHHMMSSZ -> YYYY-mm-dd HH:MM:SS.mmm
     format!(
         "{}-{}-{} {}:{}:{}.{:03}",

@@ -5,7 +5,53 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use schemas::config::{Rename, read_toml};
+use schemas::units::parse_size;
+
 use crate::error::ConfigError;
+
+/// Keys older versions read, refused with the key that replaced them.
+pub const RENAMED: &[Rename] = &[
+    (
+        "hook",
+        "header_timeout_ms",
+        "header_timeout",
+        "header_timeout = \"2s\"",
+    ),
+    (
+        "hook",
+        "request_timeout_ms",
+        "request_timeout",
+        "request_timeout = \"5s\"",
+    ),
+    (
+        "hook",
+        "connection_timeout_ms",
+        "connection_timeout",
+        "connection_timeout = \"30s\"",
+    ),
+    ("governor", "cooldown_ms", "cooldown", "cooldown = \"5s\""),
+    (
+        "governor",
+        "dedupe_window_ms",
+        "dedupe_window",
+        "dedupe_window = \"60s\"",
+    ),
+    (
+        "governor",
+        "default_post_ms",
+        "default_post",
+        "default_post = \"0s\"",
+    ),
+    ("governor", "max_post_ms", "max_post", "max_post = \"10s\""),
+    (
+        "governor",
+        "min_prefill_ms",
+        "min_prefill",
+        "min_prefill = \"500ms\"",
+    ),
+    ("rules", "post_ms", "post", "post = \"200ms\""),
+];
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +70,7 @@ pub struct Config {
     /// Kernel latency rules (`[[rules]]`), evaluated in the eBPF programs.
     pub rules: Vec<triggers::rules::RuleConfig>,
     /// Upload to a collector and group triggers.
-    pub collector: crate::upload::CollectorConfig,
+    pub collector: flightrec_uplink::CollectorConfig,
 }
 
 /// `[recorder]`.
@@ -134,14 +180,14 @@ impl Default for FilterConfig {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = read_toml(path)?;
+        let config: Config = read_toml(path, RENAMED)?;
         config.check()?;
         Ok(config)
     }
 
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = parse_toml(text)?;
+        let config: Config = schemas::config::parse_toml(text, RENAMED)?;
         config.check()?;
         Ok(config)
     }
@@ -168,10 +214,9 @@ impl Config {
                 )));
             }
         }
-        let invalid = |e: triggers::ConfigError| ConfigError::Invalid(e.0);
-        self.hook.check().map_err(invalid)?;
-        self.governor.check().map_err(invalid)?;
-        let rules = triggers::rules::check_rules(&self.rules).map_err(invalid)?;
+        self.hook.check()?;
+        self.governor.check()?;
+        let rules = triggers::rules::check_rules(&self.rules)?;
         let enabled = self.events.enabled();
         for r in &rules {
             if !enabled.iter().any(|c| c == r.kind.class()) {
@@ -181,10 +226,12 @@ impl Config {
                     r.kind.class()
                 )));
             }
-            if r.post_ms > self.governor.max_post_ms {
+            if r.post_ms > self.governor.max_post.as_millis() as u64 {
                 return Err(ConfigError::Invalid(format!(
-                    "rule {:?}: post_ms {} is above governor.max_post_ms {}",
-                    r.name, r.post_ms, self.governor.max_post_ms
+                    "rule {:?}: post {}ms is above governor.max_post {}",
+                    r.name,
+                    r.post_ms,
+                    schemas::units::format_duration(self.governor.max_post)
                 )));
             }
         }
@@ -222,71 +269,9 @@ impl Config {
     }
 }
 
-/// Reads the TOML file at `path` as a `T`; errors name the file (and the line and column).
-/// Shared by every flightrec configuration (the recorder's and the collector's).
-pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
-}
-
-/// Parses TOML text as a `T`.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: PathBuf::from("<config>"),
-        message: e.to_string(),
-    })
-}
-
-/// Parses "8MiB", "512KiB", "1GiB", "4096" (bytes), also "8M"/"8MB" read as MiB.
-pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        ConfigError::Invalid(format!("size {text:?}: expected a number and a unit"))
-    })?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(ConfigError::Invalid(format!(
-                "size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
-            )));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| ConfigError::Invalid(format!("size {text:?} is too large")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        let cases = [
-            ("8MiB", Some(8 << 20)),
-            ("8M", Some(8 << 20)),
-            ("512KiB", Some(512 << 10)),
-            ("1GiB", Some(1 << 30)),
-            ("4096", Some(4096)),
-            (" 2 MiB ", Some(2 << 20)),
-            ("MiB", None),
-            ("8XB", None),
-            ("99999999999999999999GiB", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_size(text).ok(), want, "{text}");
-        }
-    }
 
     #[test]
     fn slots_round_down_to_power_of_two() {
@@ -320,8 +305,10 @@ mod tests {
         assert_eq!(Config::parse(rule).unwrap().rules.len(), 1);
         let e = Config::parse(&format!("{rule}[events]\nsyscalls = false")).unwrap_err();
         assert!(e.to_string().contains("needs [events] syscalls"), "{e}");
+        let e = Config::parse(&format!("{rule}post = \"20s\"")).unwrap_err();
+        assert!(e.to_string().contains("max_post"), "{e}");
         let e = Config::parse(&format!("{rule}post_ms = 20000")).unwrap_err();
-        assert!(e.to_string().contains("max_post_ms"), "{e}");
+        assert!(e.to_string().contains("`rules.post`"), "{e}");
         let c = Config::parse("[recorder]\nring_size = \"1MiB\"\n[filter]\npids = [1]").unwrap();
         assert_eq!(c.ring_slots().unwrap(), 8192);
         assert_eq!(c.filter.pids, vec![1]);

@@ -175,7 +175,7 @@ pub struct Status {
     pub hook_listen: Option<String>,
     /// Upload and group state, when a collector is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub collector: Option<crate::upload::CollectorStatus>,
+    pub collector: Option<flightrec_uplink::CollectorStatus>,
 }
 
 /// Most snapshot states kept for `GET /v1/snapshots/{id}`; the oldest are forgotten first.
@@ -221,7 +221,7 @@ struct Shared {
     hook_listen: Option<String>,
     /// Where `scope: group` triggers go: the collector, when one and a group are configured.
     group: Option<Arc<dyn GroupForwarder>>,
-    collector: crate::upload::Collector,
+    collector: flightrec_uplink::Collector,
 }
 
 /// Takes a snapshot with the daemon's rings (one at a time).
@@ -518,7 +518,7 @@ fn take_triggered(shared: &Shared, id: &str, trigger: Trigger) {
 /// Sends `scope: group` triggers to the collector, which fans them out to every recorder of
 /// this one's group (this one included, through its registration).
 struct CollectorGroup {
-    collector: crate::upload::Collector,
+    collector: flightrec_uplink::Collector,
     runtime: tokio::runtime::Handle,
 }
 
@@ -532,7 +532,7 @@ impl GroupForwarder for CollectorGroup {
                 .block_on(self.collector.trigger_group(&trigger.reason, fields))
         })
         .unwrap_or_else(|| {
-            Err(crate::upload::UploadError::Status {
+            Err(flightrec_uplink::UploadError::Status {
                 status: 0,
                 message: "no collector group configured".into(),
             })
@@ -568,7 +568,7 @@ impl SnapshotService for HookService {
     }
 
     fn max_post_ms(&self) -> u64 {
-        self.0.config.governor.max_post_ms
+        self.0.config.governor.max_post.as_millis() as u64
     }
 }
 
@@ -838,7 +838,7 @@ pub fn run_until(
             snapshot::random_id,
         );
         let host_id = crate::statedump::host_info(&config.recorder.host_id, rings.ncpu()).host_id;
-        let (collector, mut group_triggers) = crate::upload::Collector::start(
+        let (collector, mut group_triggers) = flightrec_uplink::Collector::start(
             &config.collector,
             &config.recorder.spool_dir,
             &host_id,

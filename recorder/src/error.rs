@@ -2,29 +2,7 @@
 
 use std::path::PathBuf;
 
-/// A configuration file or value is wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML of the expected shape.
-    #[error("config {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid config: {0}")]
-    Invalid(String),
-}
+pub use schemas::config::ConfigError;
 
 /// The kernel or the system lacks something the recorder needs.
 #[derive(Debug, thiserror::Error)]

@@ -8,9 +8,7 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
-pub mod group;
 pub mod kernel;
 pub mod rings;
 pub mod snapshot;
 pub mod statedump;
-pub mod upload;

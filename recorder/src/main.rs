@@ -262,7 +262,7 @@ fn fmt_bytes(b: u64) -> String {
     }
 }
 
-fn print_collector(c: &flightrec::upload::CollectorStatus) {
+fn print_collector(c: &flightrec_uplink::CollectorStatus) {
     let u = &c.upload;
     let rate = match u.rate_limit_bytes_per_second {
         0 => "no rate limit".to_owned(),
@@ -467,9 +467,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let config = args.config.load()?;
             let post_ms = match &args.post {
                 Some(p) => Some(
-                    triggers::rules::parse_duration(p)
+                    schemas::units::parse_duration(p)
                         .map_err(|e| anyhow::anyhow!("--post: {e}"))?
-                        / 1_000_000,
+                        .as_millis() as u64,
                 ),
                 None => None,
             };

@@ -128,25 +128,7 @@ pub struct CpuStatus {
     pub total: u64,
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid clock id and out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// `CLOCK_MONOTONIC` now, the event timebase.
-pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-/// `CLOCK_REALTIME` now.
-pub fn realtime_ns() -> u64 {
-    clock_ns(libc::CLOCK_REALTIME)
-}
+pub use schemas::clock::{monotonic_ns, realtime_ns};
 
 /// Stable hash of what decides whether pinned programs match a config (FNV-1a over JSON).
 fn config_hash(config: &Config, slots: u64) -> u64 {

@@ -8,11 +8,19 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 #[cfg(feature = "std")]
+pub mod clock;
+#[cfg(feature = "std")]
+pub mod config;
+#[cfg(feature = "std")]
 pub mod event;
 #[cfg(feature = "std")]
 pub mod file;
 #[cfg(feature = "std")]
 pub mod manifest;
+#[cfg(feature = "std")]
+pub mod units;
+#[cfg(feature = "std")]
+pub mod wire;
 
 /// Size of one ring slot in bytes.
 pub const RECORD_SIZE: usize = 96;

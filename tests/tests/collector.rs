@@ -132,7 +132,7 @@ impl Recorder {
                 "[recorder]\nring_size = \"2MiB\"\npin_dir = \"{}\"\ncontrol_socket = \"{}\"\n\
                  spool_dir = \"{}\"\nhost_id = \"{name}\"\n\
                  [hook]\nlisten = \"{hook}\"\ntoken = \"{HOOK_TOKEN}\"\n\
-                 [governor]\ncooldown_ms = 0\nmin_prefill_ms = 0\n\
+                 [governor]\ncooldown = \"0s\"\nmin_prefill = \"0s\"\n\
                  [collector]\nurl = \"http://{collector}\"\ngroup = \"e2e\"\n",
                 pins.display(),
                 dir.join(format!("{name}.sock")).display(),

@@ -35,7 +35,7 @@ impl Daemon {
         config.recorder.spool_dir = dir.join("spool");
         config.hook.listen = "127.0.0.1:0".into();
         config.hook.token = TOKEN.into();
-        config.governor.min_prefill_ms = 0;
+        config.governor.min_prefill = std::time::Duration::ZERO;
         edit(&mut config);
         flightrec::rings::teardown(&config.recorder.pin_dir).expect("clear stale pins");
         let handle = daemon::spawn(config.clone()).expect("daemon starts");
@@ -146,7 +146,7 @@ fn hook_auth_validation_and_a_flood_of_10000_calls() {
         return;
     };
     let d = Daemon::start("flood", |c| {
-        c.governor.cooldown_ms = 0;
+        c.governor.cooldown = std::time::Duration::ZERO;
         c.governor.source_budget.burst = 3;
         c.governor.source_budget.per_minute = 0;
         c.governor.host_budget.burst = 10;
@@ -252,7 +252,7 @@ fn coalescing_post_window_and_cooldown() {
         return;
     };
     let d = Daemon::start("coalesce", |c| {
-        c.governor.cooldown_ms = 2000;
+        c.governor.cooldown = std::time::Duration::from_secs(2);
     });
     let sent = flightrec::rings::monotonic_ns();
     let (code, a) = d.post(r#"{"reason":"first","url":"/a","post_ms":400}"#);
@@ -516,7 +516,7 @@ fn nginx_slow_request_yields_one_snapshot() {
         return;
     };
     let d = Daemon::start("nginx", |c| {
-        c.governor.cooldown_ms = 0;
+        c.governor.cooldown = std::time::Duration::ZERO;
     });
     let dir = scratch_dir("trig-nginx-prefix");
     std::fs::create_dir_all(dir.join("tmp")).unwrap();

@@ -20,7 +20,6 @@ pub mod trigger;
 
 pub use trigger::{Scope, Source, Trigger};
 
-/// A configuration value is wrong; the message names the field and what is allowed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// A configuration value is wrong; the message names the field and what is allowed. The
+/// same error as every flightrec configuration's.
+pub use schemas::config::ConfigError;

@@ -100,9 +100,9 @@ async fn start(service: Arc<dyn SnapshotService>, config: HookConfig) -> SocketA
 
 fn flood_policy() -> GovernorConfig {
     GovernorConfig {
-        cooldown_ms: 0,
-        min_prefill_ms: 0,
-        dedupe_window_ms: 60_000,
+        cooldown: Duration::from_millis(0),
+        min_prefill: Duration::from_millis(0),
+        dedupe_window: Duration::from_millis(60_000),
         source_budget: Budget {
             burst: 5,
             per_minute: 0,
@@ -181,8 +181,8 @@ async fn a_flood_admits_exactly_the_budget_and_the_hook_stays_responsive() {
 async fn slow_loris_clients_are_cut_off_and_others_are_served() {
     let service = Instant_::new(flood_policy());
     let config = HookConfig {
-        header_timeout_ms: 300,
-        request_timeout_ms: 300,
+        header_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(300),
         max_connections: 8,
         ..HookConfig::default()
     };
@@ -258,7 +258,7 @@ async fn tower_layer_reports_only_slow_requests() {
     use triggers::tower::SlowRequestLayer;
 
     let service = Instant_::new(GovernorConfig {
-        min_prefill_ms: 0,
+        min_prefill: Duration::from_millis(0),
         ..GovernorConfig::default()
     });
     let hook_addr = start(service.clone(), HookConfig::default()).await;

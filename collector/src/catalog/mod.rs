@@ -147,24 +147,7 @@ pub struct Session {
     pub created_realtime_ns: u64,
 }
 
-/// A group trigger as fanned out.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GroupTrigger {
-    /// Trigger id shared by every snapshot it caused.
-    pub trigger_id: String,
-    /// Group name.
-    pub group: String,
-    /// Why.
-    pub reason: String,
-    /// Who asked: a host id, or `collector`.
-    pub requested_by: String,
-    /// Caller's fields, passed on to every recorder.
-    pub fields: serde_json::Map<String, serde_json::Value>,
-    /// Collector's `CLOCK_REALTIME` ns when it was sent.
-    pub sent_realtime_ns: u64,
-    /// Host ids it was sent to.
-    pub recipients: Vec<String>,
-}
+pub use schemas::wire::GroupTrigger;
 
 /// Storage of the catalog. Implementations must make `insert` durable before returning: an
 /// upload is acknowledged right after it.

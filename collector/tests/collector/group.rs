@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flightrec::upload::GroupStatus;
 use flightrec_collector::config::RecorderToken;
+use flightrec_uplink::GroupStatus;
 use schemas::manifest::TriggerInfo;
 
 use crate::util::{Server, http, upload};
@@ -29,10 +29,10 @@ fn join(
 ) {
     let mut cfg = srv.client_config(token);
     cfg.group = group.into();
-    let client = flightrec::upload::http_client(&cfg).unwrap();
+    let client = flightrec_uplink::http_client(&cfg).unwrap();
     let st = Arc::new(Mutex::new(GroupStatus::default()));
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(flightrec::group::run(
+    tokio::spawn(flightrec_uplink::group::run(
         client,
         cfg,
         host.into(),
@@ -195,10 +195,11 @@ async fn group_trigger_reaches_every_recorder_within_50_ms_and_links_the_snapsho
     // A recorder may fire its own group, not another.
     let mut cfg = srv.client_config(TOKENS[0].1);
     cfg.group = "checkout".into();
-    let client = flightrec::upload::http_client(&cfg).unwrap();
-    let id2 = flightrec::group::trigger_group(&client, &cfg, "from web-1", Default::default())
-        .await
-        .unwrap();
+    let client = flightrec_uplink::http_client(&cfg).unwrap();
+    let id2 =
+        flightrec_uplink::group::trigger_group(&client, &cfg, "from web-1", Default::default())
+            .await
+            .unwrap();
     let t = tokio::time::timeout(Duration::from_secs(2), rx_db.recv())
         .await
         .unwrap()
@@ -206,7 +207,7 @@ async fn group_trigger_reaches_every_recorder_within_50_ms_and_links_the_snapsho
     assert_eq!(t.fields["trigger_id"], id2.as_str());
     assert_eq!(t.fields["requested_by"], "web-1");
     cfg.group = "nightly".into();
-    let err = flightrec::group::trigger_group(&client, &cfg, "x", Default::default())
+    let err = flightrec_uplink::group::trigger_group(&client, &cfg, "x", Default::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("403"), "{err}");

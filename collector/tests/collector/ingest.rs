@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use flightrec::upload::spool::Outcome;
 use flightrec_collector::config::RecorderToken;
+use flightrec_uplink::spool::Outcome;
 use schemas::Record;
 use schemas::file::SnapshotWriter;
 use sha2::Digest;
@@ -173,7 +173,7 @@ async fn kill_9_mid_upload_then_restart_resumes_and_archives_the_identical_file(
     let bytes = std::fs::read(&path).unwrap();
     let mut c = spawn_collector(&cfg_path);
     wait_up(&c.url).await;
-    let mut cfg = flightrec::upload::CollectorConfig {
+    let mut cfg = flightrec_uplink::CollectorConfig {
         url: c.url.clone(),
         rate_limit: "2MiB".into(),
         chunk_size: "128KiB".into(),

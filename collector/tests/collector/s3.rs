@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use flightrec::upload::spool::Outcome;
 use flightrec_collector::config::ArchiveKind;
+use flightrec_uplink::spool::Outcome;
 
 use crate::util::{Server, bulk, http, skip, upload};
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use flightrec::upload::spool::Outcome;
+use flightrec_uplink::spool::Outcome;
 
 use crate::util::{Server, bulk, skip, upload};
 

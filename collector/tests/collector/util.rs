@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flightrec::upload::CollectorConfig;
-use flightrec::upload::bucket::TokenBucket;
 use flightrec_collector::AppState;
 use flightrec_collector::config::Config;
+use flightrec_uplink::CollectorConfig;
+use flightrec_uplink::bucket::TokenBucket;
 use schemas::Record;
 use schemas::file::SnapshotWriter;
 use schemas::manifest::Manifest;
@@ -176,10 +176,10 @@ pub fn bulk(dir: &Path, n: u64, host: &str, records: usize) -> (PathBuf, String)
 pub async fn upload(
     cfg: &CollectorConfig,
     path: &Path,
-) -> Result<flightrec::upload::spool::Outcome, flightrec::upload::UploadError> {
-    let client = flightrec::upload::http_client(cfg).unwrap();
+) -> Result<flightrec_uplink::spool::Outcome, flightrec_uplink::UploadError> {
+    let client = flightrec_uplink::http_client(cfg).unwrap();
     let bucket = Arc::new(TokenBucket::new(cfg.rate_bytes(), 64 << 10));
-    flightrec::upload::spool::upload_file(&client, cfg, &bucket, path, |_| {}).await
+    flightrec_uplink::spool::upload_file(&client, cfg, &bucket, path, |_| {}).await
 }
 
 /// A plain HTTP client for API calls.

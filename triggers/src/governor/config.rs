@@ -1,8 +1,11 @@
 //! `[governor]`: the one policy every trigger source goes through.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigError;
+use schemas::config::ConfigError;
+use schemas::units::format_duration;
 
 /// A token bucket: `burst` triggers at once, refilled at `per_minute`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,27 +21,33 @@ pub struct Budget {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GovernorConfig {
-    /// Least time between two admitted snapshots, ms (triggers in between are suppressed).
-    pub cooldown_ms: u64,
+    /// Least time between two admitted snapshots, e.g. "5s" (triggers in between are
+    /// suppressed).
+    #[serde(with = "schemas::units::duration")]
+    pub cooldown: Duration,
     /// Budget shared by all sources of this host.
     pub host_budget: Budget,
     /// Budget of each source (hook, rule, cli, group) on its own.
     pub source_budget: Budget,
-    /// A trigger with the signature of one admitted less than this long ago is a duplicate, ms.
-    pub dedupe_window_ms: u64,
-    /// Post-trigger window when a trigger asks for none, ms (keep recording, then freeze).
-    pub default_post_ms: u64,
-    /// Longest post-trigger window a trigger may ask for, ms.
-    pub max_post_ms: u64,
-    /// Least recording time since the previous freeze before a new snapshot, ms, so a snapshot
+    /// A trigger with the signature of one admitted less than this long ago is a duplicate.
+    #[serde(with = "schemas::units::duration")]
+    pub dedupe_window: Duration,
+    /// Post-trigger window when a trigger asks for none (keep recording, then freeze).
+    #[serde(with = "schemas::units::duration")]
+    pub default_post: Duration,
+    /// Longest post-trigger window a trigger may ask for.
+    #[serde(with = "schemas::units::duration")]
+    pub max_post: Duration,
+    /// Least recording time since the previous freeze before a new snapshot, so a snapshot
     /// never holds an almost empty window.
-    pub min_prefill_ms: u64,
+    #[serde(with = "schemas::units::duration")]
+    pub min_prefill: Duration,
 }
 
 impl Default for GovernorConfig {
     fn default() -> Self {
         GovernorConfig {
-            cooldown_ms: 5_000,
+            cooldown: Duration::from_secs(5),
             host_budget: Budget {
                 burst: 5,
                 per_minute: 6,
@@ -47,10 +56,10 @@ impl Default for GovernorConfig {
                 burst: 3,
                 per_minute: 4,
             },
-            dedupe_window_ms: 60_000,
-            default_post_ms: 0,
-            max_post_ms: 10_000,
-            min_prefill_ms: 500,
+            dedupe_window: Duration::from_secs(60),
+            default_post: Duration::ZERO,
+            max_post: Duration::from_secs(10),
+            min_prefill: Duration::from_millis(500),
         }
     }
 }
@@ -63,22 +72,23 @@ impl GovernorConfig {
             ("governor.source_budget", self.source_budget),
         ] {
             if b.burst == 0 {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::Invalid(format!(
                     "{name}.burst must be at least 1 (0 would refuse every trigger)"
                 )));
             }
         }
-        if self.default_post_ms > self.max_post_ms {
-            return Err(ConfigError(format!(
-                "governor.default_post_ms {} is above governor.max_post_ms {}",
-                self.default_post_ms, self.max_post_ms
+        if self.default_post > self.max_post {
+            return Err(ConfigError::Invalid(format!(
+                "governor.default_post {} is above governor.max_post {}",
+                format_duration(self.default_post),
+                format_duration(self.max_post)
             )));
         }
-        if self.max_post_ms > 600_000 {
-            return Err(ConfigError(format!(
-                "governor.max_post_ms {} is above 10 minutes: the rings would have long \
+        if self.max_post > Duration::from_secs(600) {
+            return Err(ConfigError::Invalid(format!(
+                "governor.max_post {} is above 10 minutes: the rings would have long \
                  overwritten the moment of the trigger",
-                self.max_post_ms
+                format_duration(self.max_post)
             )));
         }
         Ok(())

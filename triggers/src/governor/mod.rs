@@ -7,9 +7,9 @@
 //!
 //! 1. a snapshot is being taken (admitted, not yet [`Governor::finished`]): the trigger
 //!    **joins** it (coalescing) — it costs no budget;
-//! 2. **cooldown**: less than `cooldown_ms` since the last admitted snapshot;
-//! 3. **duplicate**: its signature was admitted less than `dedupe_window_ms` ago;
-//! 4. **prefill**: less than `min_prefill_ms` recorded since the last freeze (skipped for
+//! 2. **cooldown**: less than `cooldown` since the last admitted snapshot;
+//! 3. **duplicate**: its signature was admitted less than `dedupe_window` ago;
+//! 4. **prefill**: less than `min_prefill` recorded since the last freeze (skipped for
 //!    triggers the kernel already froze for: their window is what it is);
 //! 5. **source budget**, then **host budget** (token buckets);
 //! 6. otherwise **admitted**, with its post-trigger window.
@@ -167,9 +167,19 @@ pub struct Governor {
     counters: Counters,
 }
 
-fn ms_left(since_ns: u64, window_ms: u64, now_ns: u64) -> Option<u64> {
+/// `d` in whole ms, saturating.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `d` in ns, saturating.
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn ms_left(since_ns: u64, window: std::time::Duration, now_ns: u64) -> Option<u64> {
     let elapsed = now_ns.saturating_sub(since_ns);
-    let window = window_ms.saturating_mul(1_000_000);
+    let window = nanos(window);
     (elapsed < window).then(|| (window - elapsed).div_ceil(1_000_000))
 }
 
@@ -245,18 +255,18 @@ impl Governor {
             };
         }
         if let Some(t) = self.last_admitted_ns
-            && let Some(left) = ms_left(t, self.config.cooldown_ms, now_ns)
+            && let Some(left) = ms_left(t, self.config.cooldown, now_ns)
         {
             return suppressed(SuppressReason::Cooldown, left);
         }
         if let Some(&t) = self.seen.get(&trigger.signature)
-            && let Some(left) = ms_left(t, self.config.dedupe_window_ms, now_ns)
+            && let Some(left) = ms_left(t, self.config.dedupe_window, now_ns)
         {
             return suppressed(SuppressReason::Duplicate, left);
         }
         if !trigger.already_frozen {
             let since = self.last_freeze_ns.unwrap_or(self.started_ns);
-            if let Some(left) = ms_left(since, self.config.min_prefill_ms, now_ns) {
+            if let Some(left) = ms_left(since, self.config.min_prefill, now_ns) {
                 return suppressed(SuppressReason::Prefill, left);
             }
         }
@@ -276,7 +286,7 @@ impl Governor {
         self.pending = Some(snapshot_id.clone());
         self.last_admitted_ns = Some(now_ns);
         if self.seen.len() >= MAX_SIGNATURES {
-            let window = self.config.dedupe_window_ms.saturating_mul(1_000_000);
+            let window = nanos(self.config.dedupe_window);
             self.seen
                 .retain(|_, &mut t| now_ns.saturating_sub(t) < window);
             if self.seen.len() >= MAX_SIGNATURES
@@ -292,8 +302,8 @@ impl Governor {
         self.seen.insert(trigger.signature.clone(), now_ns);
         let post_ms = trigger
             .post_ms
-            .unwrap_or(self.config.default_post_ms)
-            .min(self.config.max_post_ms);
+            .unwrap_or(millis(self.config.default_post))
+            .min(millis(self.config.max_post));
         Decision::Admitted {
             snapshot_id,
             post_ms,

@@ -1,6 +1,8 @@
 //! Table tests of the governor: each case is a script of timed steps with the decision expected
 //! at every step, on an injected clock.
 
+use std::time::Duration;
+
 use super::*;
 
 const MS: u64 = 1_000_000;
@@ -34,7 +36,7 @@ use Want::*;
 
 fn config() -> GovernorConfig {
     GovernorConfig {
-        cooldown_ms: 1000,
+        cooldown: Duration::from_millis(1000),
         host_budget: Budget {
             burst: 3,
             per_minute: 6,
@@ -43,10 +45,10 @@ fn config() -> GovernorConfig {
             burst: 2,
             per_minute: 6,
         },
-        dedupe_window_ms: 5000,
-        default_post_ms: 0,
-        max_post_ms: 500,
-        min_prefill_ms: 100,
+        dedupe_window: Duration::from_millis(5000),
+        default_post: Duration::from_millis(0),
+        max_post: Duration::from_millis(500),
+        min_prefill: Duration::from_millis(100),
     }
 }
 
@@ -157,7 +159,7 @@ fn decisions() {
         (
             "source budget: burst 2, then one token per 10 s",
             GovernorConfig {
-                cooldown_ms: 0,
+                cooldown: Duration::from_millis(0),
                 ..config()
             },
             &[
@@ -175,7 +177,7 @@ fn decisions() {
         (
             "host budget across sources; a refused host token does not spend the source's",
             GovernorConfig {
-                cooldown_ms: 0,
+                cooldown: Duration::from_millis(0),
                 host_budget: Budget {
                     burst: 2,
                     per_minute: 0,
@@ -224,8 +226,8 @@ fn counters_by_reason_and_source() {
 fn post_window_defaults_and_clamps() {
     let mut g = Governor::new(
         GovernorConfig {
-            default_post_ms: 100,
-            cooldown_ms: 0,
+            default_post: Duration::from_millis(100),
+            cooldown: Duration::from_millis(0),
             ..config()
         },
         0,
@@ -249,8 +251,8 @@ fn a_flood_admits_exactly_the_budget() {
     // cooldown, exactly the source burst gets through.
     let mut g = Governor::new(
         GovernorConfig {
-            cooldown_ms: 0,
-            min_prefill_ms: 0,
+            cooldown: Duration::from_millis(0),
+            min_prefill: Duration::from_millis(0),
             ..config()
         },
         0,

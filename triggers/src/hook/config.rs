@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigError;
+use schemas::config::ConfigError;
 
 /// `[hook]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,12 +22,15 @@ pub struct HookConfig {
     pub allow_remote: bool,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
-    /// Time a client has to send the request headers, ms (slow-loris guard).
-    pub header_timeout_ms: u64,
-    /// Time a request may take from its headers to the answer, body included, ms.
-    pub request_timeout_ms: u64,
-    /// Longest a connection may stay open, ms (idle keep-alive connections included).
-    pub connection_timeout_ms: u64,
+    /// Time a client has to send the request headers, e.g. "2s" (slow-loris guard).
+    #[serde(with = "schemas::units::duration")]
+    pub header_timeout: Duration,
+    /// Time a request may take from its headers to the answer, body included.
+    #[serde(with = "schemas::units::duration")]
+    pub request_timeout: Duration,
+    /// Longest a connection may stay open (idle keep-alive connections included).
+    #[serde(with = "schemas::units::duration")]
+    pub connection_timeout: Duration,
     /// Connections served at once; more are closed at once.
     pub max_connections: usize,
 }
@@ -39,9 +43,9 @@ impl Default for HookConfig {
             token_file: PathBuf::new(),
             allow_remote: false,
             max_body_bytes: 16 * 1024,
-            header_timeout_ms: 2_000,
-            request_timeout_ms: 5_000,
-            connection_timeout_ms: 30_000,
+            header_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(30),
             max_connections: 64,
         }
     }
@@ -52,37 +56,39 @@ impl HookConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
         let addr = self.listen_addr()?;
         if !addr.ip().is_loopback() && !self.allow_remote {
-            return Err(ConfigError(format!(
+            return Err(ConfigError::Invalid(format!(
                 "hook.listen {addr} is not a loopback address; the hook has no TLS, so set \
                  hook.allow_remote = true only behind something that adds it"
             )));
         }
         if !self.token.is_empty() && !self.token_file.as_os_str().is_empty() {
-            return Err(ConfigError(
+            return Err(ConfigError::Invalid(
                 "set hook.token or hook.token_file, not both".into(),
             ));
         }
         if !self.token.is_empty() && self.token.len() < 16 {
-            return Err(ConfigError(
+            return Err(ConfigError::Invalid(
                 "hook.token must be at least 16 characters".into(),
             ));
         }
         if !(256..=1 << 20).contains(&self.max_body_bytes) {
-            return Err(ConfigError(
+            return Err(ConfigError::Invalid(
                 "hook.max_body_bytes must be 256 to 1048576".into(),
             ));
         }
         for (name, v) in [
-            ("hook.header_timeout_ms", self.header_timeout_ms),
-            ("hook.request_timeout_ms", self.request_timeout_ms),
-            ("hook.connection_timeout_ms", self.connection_timeout_ms),
+            ("hook.header_timeout", self.header_timeout),
+            ("hook.request_timeout", self.request_timeout),
+            ("hook.connection_timeout", self.connection_timeout),
         ] {
-            if !(10..=600_000).contains(&v) {
-                return Err(ConfigError(format!("{name} must be 10 to 600000")));
+            if !(Duration::from_millis(10)..=Duration::from_secs(600)).contains(&v) {
+                return Err(ConfigError::Invalid(format!("{name} must be 10ms to 10m")));
             }
         }
         if !(1..=4096).contains(&self.max_connections) {
-            return Err(ConfigError("hook.max_connections must be 1 to 4096".into()));
+            return Err(ConfigError::Invalid(
+                "hook.max_connections must be 1 to 4096".into(),
+            ));
         }
         Ok(())
     }
@@ -95,7 +101,7 @@ impl HookConfig {
     /// The listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| {
-            ConfigError(format!(
+            ConfigError::Invalid(format!(
                 "hook.listen {:?} must be IP:PORT, e.g. 127.0.0.1:7341",
                 self.listen
             ))
@@ -108,14 +114,14 @@ impl HookConfig {
             return Ok(self.token.clone());
         }
         let text = std::fs::read_to_string(&self.token_file).map_err(|e| {
-            ConfigError(format!(
+            ConfigError::Invalid(format!(
                 "hook.token_file {}: {e}",
                 self.token_file.display()
             ))
         })?;
         let token = text.lines().next().unwrap_or("").trim().to_owned();
         if token.len() < 16 {
-            return Err(ConfigError(format!(
+            return Err(ConfigError::Invalid(format!(
                 "hook.token_file {}: the token must be at least 16 characters",
                 self.token_file.display()
             )));

@@ -147,7 +147,7 @@ impl HookState {
             service,
             token: token.into(),
             max_body_bytes: config.max_body_bytes,
-            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            request_timeout: config.request_timeout,
         }
     }
 }
@@ -355,8 +355,8 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-    let header_timeout = Duration::from_millis(config.header_timeout_ms);
-    let lifetime = Duration::from_millis(config.connection_timeout_ms);
+    let header_timeout = config.header_timeout;
+    let lifetime = config.connection_timeout;
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::body::Body;
 use http_body_util::BodyExt;
@@ -26,13 +27,13 @@ impl Fake {
     fn new() -> Arc<Fake> {
         let mut n = 0;
         let config = GovernorConfig {
-            cooldown_ms: 1000,
-            min_prefill_ms: 0,
+            cooldown: Duration::from_millis(1000),
+            min_prefill: Duration::from_millis(0),
             source_budget: Budget {
                 burst: 10,
                 per_minute: 60,
             },
-            max_post_ms: 2000,
+            max_post: Duration::from_millis(2000),
             ..GovernorConfig::default()
         };
         Arc::new(Fake {

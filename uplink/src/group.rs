@@ -10,48 +10,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use schemas::manifest::TriggerInfo;
-use serde::{Deserialize, Serialize};
+use schemas::wire::{TriggerRequest, TriggerResponse, TriggerScope};
 
-use crate::upload::{CollectorConfig, GroupStatus, UploadError};
+use crate::{CollectorConfig, GroupStatus, UploadError};
 
-/// A group trigger as the collector sends it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GroupTrigger {
-    /// Shared by every host's snapshot.
-    pub trigger_id: String,
-    /// The group.
-    pub group: String,
-    /// Why.
-    pub reason: String,
-    /// Who asked (a host id, or `collector`).
-    pub requested_by: String,
-    /// The caller's details.
-    #[serde(default)]
-    pub fields: serde_json::Map<String, serde_json::Value>,
-    /// Collector `CLOCK_REALTIME` ns at sending.
-    pub sent_realtime_ns: u64,
-}
-
-impl GroupTrigger {
-    /// The trigger recorded in this host's snapshot, received at `received_realtime_ns`.
-    pub fn to_trigger_info(&self, received_realtime_ns: u64) -> TriggerInfo {
-        let mut fields = self.fields.clone();
-        for (k, v) in [
-            ("trigger_id", self.trigger_id.clone().into()),
-            ("group", self.group.clone().into()),
-            ("requested_by", self.requested_by.clone().into()),
-            ("sent_realtime_ns", self.sent_realtime_ns.into()),
-            ("received_realtime_ns", received_realtime_ns.into()),
-        ] {
-            fields.insert(k.to_owned(), v);
-        }
-        TriggerInfo {
-            source: "group".into(),
-            reason: self.reason.clone(),
-            fields,
-        }
-    }
-}
+pub use schemas::wire::GroupTrigger;
 
 /// Silence longer than this means the connection is dead (the collector sends a keep-alive
 /// every 15 s).
@@ -141,7 +104,7 @@ async fn listen_once(
             let line = line.trim_end_matches(['\n', '\r']);
             if line.is_empty() {
                 if event == "trigger" {
-                    let received = crate::rings::realtime_ns();
+                    let received = schemas::clock::realtime_ns();
                     match serde_json::from_str::<GroupTrigger>(&data) {
                         Ok(t) => {
                             {
@@ -179,19 +142,15 @@ pub async fn trigger_group(
     reason: &str,
     fields: serde_json::Map<String, serde_json::Value>,
 ) -> Result<String, UploadError> {
-    #[derive(Deserialize)]
-    struct Answer {
-        trigger_id: String,
-    }
     let base = cfg.url.trim_end_matches('/');
     let mut rb = client
         .post(format!("{base}/v1/trigger"))
-        .json(&serde_json::json!({
-            "scope": "group",
-            "group": cfg.group,
-            "reason": reason,
-            "fields": fields,
-        }));
+        .json(&TriggerRequest {
+            scope: TriggerScope::Group,
+            group: cfg.group.clone(),
+            reason: reason.to_owned(),
+            fields,
+        });
     if !cfg.token.is_empty() {
         rb = rb.bearer_auth(&cfg.token);
     }
@@ -203,5 +162,5 @@ pub async fn trigger_group(
             message: resp.text().await.unwrap_or_default(),
         });
     }
-    Ok(resp.json::<Answer>().await?.trigger_id)
+    Ok(resp.json::<TriggerResponse>().await?.trigger_id)
 }

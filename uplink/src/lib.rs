@@ -1,5 +1,7 @@
-//! Uploading snapshots to the collector.
+//! The recorder's link to the collector: uploading snapshots and registering for group
+//! triggers. It needs no eBPF, so the collector's tests drive it as a real recorder would.
 //!
+//! Uploading:
 //! Snapshots land in the spool directory first (the daemon writes there by default); the
 //! uploader sends the oldest first, in chunks, through one shared [`bucket::TokenBucket`] so
 //! the link is never saturated, and deletes a file only once the collector has acknowledged
@@ -10,6 +12,7 @@
 //! `docs/collector.md`.
 
 pub mod bucket;
+pub mod group;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +21,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
+use schemas::config::ConfigError;
+use schemas::units::parse_size;
 
 /// `[collector]`: where snapshots go and which group this recorder joins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +67,7 @@ impl CollectorConfig {
     /// Checks the values.
     pub fn check(&self) -> Result<(), ConfigError> {
         let size = |field: &str, v: &str| {
-            crate::config::parse_size(v)
-                .map_err(|e| ConfigError::Invalid(format!("collector.{field}: {e}")))
+            parse_size(v).map_err(|e| ConfigError::Invalid(format!("collector.{field}: {e}")))
         };
         size("rate_limit", &self.rate_limit)?;
         let chunk = size("chunk_size", &self.chunk_size)?;
@@ -102,7 +105,7 @@ impl CollectorConfig {
     }
 
     fn bytes(&self, v: &str) -> u64 {
-        crate::config::parse_size(v).unwrap_or(0)
+        parse_size(v).unwrap_or(0)
     }
 
     /// `rate_limit` in bytes per second (0: none).

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use serde::Deserialize;
+use schemas::wire::{ChunkAck, ErrorBody, OpenRequest, UploadStage, UploadState};
 use sha2::Digest;
 
-use super::bucket::TokenBucket;
-use super::{CollectorConfig, Progress, UploadError, UploadStatus};
+use crate::bucket::TokenBucket;
+use crate::{CollectorConfig, Progress, UploadError, UploadStatus};
 
 /// A spooled snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,20 +73,6 @@ pub fn enforce_cap(dir: &Path, cap: u64) -> Vec<Spooled> {
     dropped
 }
 
-#[derive(Deserialize)]
-struct UploadState {
-    status: String,
-    offset: u64,
-}
-
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    offset: Option<u64>,
-}
-
 /// Result of one upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -143,11 +129,15 @@ pub async fn upload_file(
     };
     let resp = auth(client.post(format!("{base}/v1/uploads")))
         .timeout(Duration::from_secs(60))
-        .json(&serde_json::json!({ "snapshot_id": snapshot_id, "size": size, "sha256": sha256 }))
+        .json(&OpenRequest {
+            snapshot_id: snapshot_id.clone(),
+            size,
+            sha256,
+        })
         .send()
         .await?;
     let state: UploadState = ok_json(resp).await?;
-    if state.status == "complete" {
+    if state.status == UploadStage::Complete {
         return Ok(Outcome::AlreadyArchived);
     }
     let mut offset = state.offset;
@@ -189,9 +179,9 @@ pub async fn upload_file(
                 .await?;
             let status = resp.status();
             if status.is_success() {
-                let body: ErrorBody = resp.json().await.unwrap_or_default();
+                let ack: Option<ChunkAck> = resp.json().await.ok();
                 sent += len;
-                offset = body.offset.unwrap_or(offset + len);
+                offset = ack.map_or(offset + len, |a| a.offset);
                 retries = 0;
                 progress_of(offset);
                 continue;
