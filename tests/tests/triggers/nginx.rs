@@ -1,0 +1,191 @@
+//! nginx with the Lua module in front of a slow upstream: one slow request among fast ones
+//! reports to the hook and yields exactly one snapshot, holding the upstream's slow work.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::{Daemon, TOKEN, read, snapshots_in, status, wait_for_snapshots};
+use crate::util::{nr, privileged, scratch_dir, syscalls_of};
+
+/// The nginx binary, or why the test cannot run (a failure under `CI=true`, which installs it).
+fn nginx() -> Option<PathBuf> {
+    let bin = PathBuf::from("/usr/sbin/nginx");
+    let lua = Path::new("/usr/lib/nginx/modules/ngx_http_lua_module.so");
+    let reason = if !bin.exists() {
+        "nginx is not installed (apt-get install nginx libnginx-mod-http-lua)"
+    } else if !lua.exists() {
+        "nginx's Lua module is not installed (apt-get install libnginx-mod-http-lua)"
+    } else {
+        return Some(bin);
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("nginx test cannot run under CI=true: {reason}");
+    }
+    println!("skipped nginx_slow_request_yields_one_snapshot: {reason}");
+    None
+}
+
+/// A child killed when the test ends, failed or not.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET through nginx; the answer's status.
+fn get(port: u16, path: &str, request_id: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: demo\r\nX-Request-Id: {request_id}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn nginx_slow_request_yields_one_snapshot() {
+    let Some(_p) = privileged("nginx_slow_request_yields_one_snapshot") else {
+        return;
+    };
+    let Some(nginx_bin) = nginx() else {
+        return;
+    };
+    let d = Daemon::start("nginx", |c| {
+        c.governor.cooldown = std::time::Duration::ZERO;
+    });
+    let dir = scratch_dir("trig-nginx-prefix");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+
+    // The slow upstream: 4 requests, one of them on a /slow path (a 300 ms nanosleep).
+    let port_file = dir.join("upstream.port");
+    let upstream = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_workload"))
+            .arg("http")
+            .arg(&port_file)
+            .arg("4")
+            .spawn()
+            .unwrap(),
+    );
+    let upstream_pid = upstream.0.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let upstream_port = loop {
+        if let Some(p) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|t| t.parse::<u16>().ok())
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "upstream did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let nginx_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../triggers/webserver/nginx");
+    let port = free_port();
+    let conf = std::fs::read_to_string(nginx_dir.join("nginx.conf.template"))
+        .unwrap()
+        .replace("@PREFIX@", dir.to_str().unwrap())
+        .replace(
+            "@LUA_DIR@",
+            nginx_dir.canonicalize().unwrap().to_str().unwrap(),
+        )
+        .replace("@PORT@", &port.to_string())
+        .replace("@UPSTREAM@", &format!("127.0.0.1:{upstream_port}"))
+        .replace("@THRESHOLD_MS@", "200")
+        .replace("@HOOK_HOST@", &d.hook.ip().to_string())
+        .replace("@HOOK_PORT@", &d.hook.port().to_string())
+        .replace("@HOOK_TOKEN@", TOKEN);
+    assert!(!conf.contains('@'), "placeholder left in the template");
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut server = Reaped(
+        Command::new(&nginx_bin)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "nginx exited; see {}",
+            dir.join("error.log").display()
+        );
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    assert_eq!(get(port, "/fast/1", "req-fast-1"), 200);
+    assert_eq!(get(port, "/fast/2", "req-fast-2"), 200);
+    let t = Instant::now();
+    assert_eq!(get(port, "/slow/checkout?item=7", "req-slow-1"), 200);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert_eq!(get(port, "/fast/3", "req-fast-3"), 200);
+    let files = wait_for_snapshots(d.spool(), 1, Duration::from_secs(10));
+    // More time for a wrong extra report from the fast requests to show up.
+    std::thread::sleep(Duration::from_millis(1000));
+    let files_after = snapshots_in(d.spool());
+
+    // SAFETY: signalling our own child; SIGQUIT is nginx's graceful stop.
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGQUIT) };
+    let _ = server.0.wait();
+    drop(upstream);
+    assert_eq!(files_after, files, "exactly one snapshot");
+    assert_eq!(files.len(), 1);
+
+    let (m, events) = read(&files[0]);
+    let f = &m.trigger.fields;
+    assert_eq!(m.trigger.source, "hook");
+    assert_eq!(f["url"], "/slow/checkout?item=7");
+    assert_eq!(f["method"], "GET");
+    assert_eq!(f["request_id"], "req-slow-1");
+    assert_eq!(f["tags"]["status"], "200");
+    let ms = f["duration_ms"].as_f64().unwrap();
+    assert!((300.0..2000.0).contains(&ms), "duration {ms}");
+    assert_eq!(status(&d.config)["triggers"]["admitted"], 1);
+    assert_eq!(
+        status(&d.config)["triggers"]["by_source"]["hook"]["admitted"],
+        1
+    );
+
+    // The upstream's syscalls while the request was slow: its 300 ms nanosleep, then the
+    // write of the answer, all before the freeze.
+    let calls = syscalls_of(&events, upstream_pid);
+    let sleep_in = calls
+        .iter()
+        .position(|c| c.0 && c.1 == nr::NANOSLEEP)
+        .expect("the upstream's nanosleep entry");
+    let (enter, exit) = (calls[sleep_in], calls[sleep_in + 1]);
+    assert_eq!((exit.0, exit.1), (false, nr::NANOSLEEP));
+    assert!(
+        exit.3 - enter.3 >= 300_000_000,
+        "slept {} ns",
+        exit.3 - enter.3
+    );
+    assert!(
+        calls[sleep_in + 2..]
+            .iter()
+            // std's TcpStream writes with sendto (44).
+            .any(|c| !c.0 && (c.1 == nr::WRITE || c.1 == 44) && c.2 > 0),
+        "the upstream's answer write after the sleep"
+    );
+    assert!(calls.iter().all(|c| c.3 <= m.frozen_monotonic_ns));
+}
