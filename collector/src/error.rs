@@ -51,14 +51,7 @@ impl AppError {
 
     /// An internal error with its whole chain of causes, each layer saying what it was doing.
     pub fn internal_chain(e: &(dyn std::error::Error + 'static)) -> AppError {
-        let mut msg = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            msg.push_str(": ");
-            msg.push_str(&c.to_string());
-            cause = c.source();
-        }
-        AppError::Internal(msg)
+        AppError::Internal(schemas::error_chain(e))
     }
 }
 

@@ -9,6 +9,20 @@
 
 #[cfg(feature = "std")]
 pub mod clock;
+
+/// `e` and every cause under it on one line, each layer saying what it was doing
+/// (`writing snapshot /x: No space left on device`): for answers and logs that are one line.
+#[cfg(feature = "std")]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
+}
 #[cfg(feature = "std")]
 pub mod config;
 #[cfg(feature = "std")]

@@ -10,5 +10,10 @@ use crate::trigger::Trigger;
 /// Hands a group trigger to whatever fans it out to the group's recorders.
 pub trait GroupForwarder: Send + Sync + 'static {
     /// Forwards `trigger`; returns the group trigger id that every host's snapshot will carry.
-    fn forward(&self, trigger: &Trigger) -> Result<String, String>;
+    fn forward(&self, trigger: &Trigger) -> Result<String, ForwardError>;
 }
+
+/// A group trigger that could not be handed on; the source says why.
+#[derive(Debug, thiserror::Error)]
+#[error("group trigger to the collector failed")]
+pub struct ForwardError(#[source] pub Box<dyn std::error::Error + Send + Sync>);

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use schemas::config::ConfigError;
 
+use crate::trigger::{Source, Trigger};
+
 /// Most rules the kernel table holds.
 pub const MAX_RULES: usize = 8;
 
@@ -247,6 +249,70 @@ pub fn check_rules(rules: &[RuleConfig]) -> Result<Vec<Rule>, ConfigError> {
         out.push(rule);
     }
     Ok(out)
+}
+
+/// The trigger a kernel rule hit becomes: its reason says what was slow in words, its fields
+/// are the triggering event's (per kind: the syscall and its result, the waiting task, the
+/// disk and sector, the interrupt), and its signature dedupes repeats of the same problem.
+pub fn rule_trigger(rules: &[Rule], hit: &schemas::RuleHit) -> Trigger {
+    let rule = rules.get(hit.rule as usize);
+    let name = rule.map_or("unknown", |r| r.name.as_str());
+    let comm = schemas::cstr_lossy(&hit.comm);
+    let latency_ms = hit.latency_ns as f64 / 1e6;
+    let mut fields = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        fields.insert(k.into(), v);
+    };
+    put("rule", name.into());
+    put("latency_ns", hit.latency_ns.into());
+    put("start_ns", hit.start_ns.into());
+    put("ts_ns", hit.ts_ns.into());
+    put("cpu", hit.cpu.into());
+    put("frozen_by_rule", (hit.frozen != 0).into());
+    let what = match rule.map(|r| r.kind) {
+        Some(RuleKind::Syscall) => {
+            let sys = schemas::event::syscall_name(hit.key)
+                .map_or_else(|| format!("syscall_{}", hit.key), str::to_owned);
+            put("kind", "syscall".into());
+            put("syscall", sys.clone().into());
+            put("syscall_nr", hit.key.into());
+            put("ret", (hit.aux as i64).into());
+            put("tid", hit.tid.into());
+            put("pid", hit.pid.into());
+            put("comm", comm.clone().into());
+            format!("{sys} by {comm} ({}) took {latency_ms:.3} ms", hit.tid)
+        }
+        Some(RuleKind::Runqueue) => {
+            put("kind", "runqueue".into());
+            put("tid", hit.tid.into());
+            put("pid", hit.pid.into());
+            put("comm", comm.clone().into());
+            format!("{comm} ({}) waited {latency_ms:.3} ms to run", hit.tid)
+        }
+        Some(RuleKind::Block) => {
+            let dev = schemas::event::dev_name(hit.key as u32);
+            put("kind", "block".into());
+            put("device", dev.clone().into());
+            put("sector", hit.aux.into());
+            format!("block request on {dev} took {latency_ms:.3} ms")
+        }
+        Some(RuleKind::Irq) => {
+            put("kind", "irq".into());
+            put("irq", hit.key.into());
+            format!("irq {} handler took {latency_ms:.3} ms", hit.key)
+        }
+        None => format!("rule #{} fired", hit.rule),
+    };
+    let signature = match rule.map(|r| r.kind) {
+        Some(RuleKind::Syscall | RuleKind::Runqueue) => format!("rule:{name}:{comm}"),
+        Some(RuleKind::Block) => format!("rule:{name}:{}", hit.key),
+        _ => format!("rule:{name}"),
+    };
+    let mut t = Trigger::new(Source::Rule, format!("rule {name}: {what}"), signature);
+    t.fields = fields;
+    t.post_ms = rule.map(|r| r.post_ms);
+    t.already_frozen = hit.frozen != 0;
+    t
 }
 
 #[cfg(test)]

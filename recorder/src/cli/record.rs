@@ -1,0 +1,78 @@
+//! `flightrec record`: the recorder daemon in the foreground, or with `--check-config` the
+//! effective configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use flightrec::daemon;
+
+use super::{ConfigArgs, fmt_bytes};
+
+#[derive(Args)]
+pub(crate) struct RecordArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Ring size per CPU and epoch, e.g. 8MiB (overrides recorder.ring_size).
+    #[arg(long, value_name = "SIZE")]
+    ring_size: Option<String>,
+    /// bpffs directory for pins (overrides recorder.pin_dir).
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+    /// Address of the HTTP trigger hook, e.g. 127.0.0.1:7341 (overrides hook.listen; the hook
+    /// serves only when hook.token or hook.token_file is set).
+    #[arg(long, value_name = "ADDR")]
+    hook_listen: Option<String>,
+    /// Check the configuration strictly, print the effective settings and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
+    let mut config = args.config.load()?;
+    if let Some(size) = args.ring_size {
+        config.recorder.ring_size = size;
+    }
+    if let Some(dir) = args.pin_dir {
+        config.recorder.pin_dir = dir;
+    }
+    if let Some(addr) = args.hook_listen {
+        config.hook.listen = addr;
+    }
+    config.check()?;
+    if args.check_config {
+        println!("{}", toml::to_string_pretty(&config)?);
+        eprintln!(
+            "flightrec: configuration is valid ({} records of {} bytes per ring)",
+            config.ring_slots()?,
+            schemas::RECORD_SIZE
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let socket = config.recorder.control_socket.clone();
+    daemon::run(config.clone(), |rings| {
+        let bytes = rings.slots() * schemas::RECORD_SIZE as u64;
+        eprintln!(
+            "flightrec: recording {} on {} CPUs, {} per ring ({} total in the kernel), \
+             {} pins in {}; control socket {}",
+            config.events.enabled().join(","),
+            rings.ncpu(),
+            fmt_bytes(bytes),
+            fmt_bytes(bytes * 2 * rings.ncpu() as u64),
+            if rings.adopted() {
+                "adopted existing"
+            } else {
+                "created"
+            },
+            rings.pin_dir().display(),
+            socket.display()
+        );
+    })
+    .context("recorder daemon")?;
+    eprintln!(
+        "flightrec: daemon stopped; recording continues in the kernel \
+         (`flightrec teardown` stops it)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
