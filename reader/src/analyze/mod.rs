@@ -80,12 +80,12 @@ impl std::str::FromStr for TimeSpec {
         let bad = || AnalyzeError::BadTime(s.to_owned());
         let t = s.trim();
         if let Some(rest) = t.strip_prefix('+') {
-            return parse_duration(rest)
+            return parse_offset(rest)
                 .map(TimeSpec::FromStart)
                 .ok_or_else(bad);
         }
         if let Some(rest) = t.strip_prefix('-') {
-            return parse_duration(rest)
+            return parse_offset(rest)
                 .map(TimeSpec::BeforeEnd)
                 .ok_or_else(bad);
         }
@@ -93,22 +93,23 @@ impl std::str::FromStr for TimeSpec {
     }
 }
 
-/// `1.5s`, `200ms`, `50us`, `10ns` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Option<u64> {
+/// An offset of `--begin`/`--end` in the duration grammar of every flightrec setting
+/// ([`schemas::units`]: `1.5s`, `200ms`, `50us`); a bare number is seconds, as `+2` reads.
+/// Units above seconds are refused: a snapshot covers seconds, so `+1h` is a mistake.
+fn parse_offset(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let scale = match unit.trim() {
-        "" | "s" => 1e9,
-        "ms" => 1e6,
-        "us" | "µs" => 1e3,
-        "ns" => 1.0,
-        _ => return None,
+    if !s.ends_with('s') && !s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let with_unit;
+    let text = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        with_unit = format!("{s}s");
+        &with_unit
+    } else {
+        s
     };
-    let v: f64 = num.parse().ok()?;
-    (v.is_finite() && v >= 0.0).then(|| (v * scale).round() as u64)
+    let d = schemas::units::parse_duration(text).ok()?;
+    u64::try_from(d.as_nanos()).ok()
 }
 
 /// Which tasks the task-centred analyses look at. Every kind given must match (pid AND comm...);
