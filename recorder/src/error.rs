@@ -21,31 +21,91 @@ pub enum SetupError {
         /// Why.
         message: String,
     },
-    /// Loading or attaching the eBPF programs failed.
-    #[error("eBPF: {0}")]
-    Ebpf(String),
-    /// Pinning or opening pinned state failed.
-    #[error("bpffs pins in {path}: {message}")]
+    /// The configuration failed the loader's own check (its last line of defence).
+    #[error("checking {what}")]
+    Config {
+        /// What was checked.
+        what: &'static str,
+        /// Why it is invalid.
+        #[source]
+        source: ConfigError,
+    },
+    /// The configuration asks for something the programs or this system cannot provide; the
+    /// message says what.
+    #[error("cannot record as configured: {0}")]
+    Unsatisfiable(String),
+    /// Loading the eBPF object (relocating, creating its maps) failed.
+    #[error("loading the eBPF programs")]
+    Load {
+        /// Why.
+        #[source]
+        source: aya::EbpfError,
+    },
+    /// Opening, reading or writing an eBPF map failed.
+    #[error("eBPF: {what}")]
+    Map {
+        /// What was being done (`filter pid 42`, `writing rule 3`).
+        what: String,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Loading one program (the verifier) or taking its link failed.
+    #[error("eBPF: {what}")]
+    Program {
+        /// What was being done, naming the program.
+        what: String,
+        /// Why.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A BTF tracepoint could not be attached: this kernel lacks it.
+    #[error("kernel feature missing: BTF tracepoint {program} cannot be attached")]
+    MissingTracepoint {
+        /// The program (named after its tracepoint).
+        program: &'static str,
+        /// Why.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// Pinning a map or a link in bpffs failed.
+    #[error("bpffs pins in {path}: {what}")]
     Pin {
         /// The pin directory.
         path: PathBuf,
+        /// What was being pinned.
+        what: String,
         /// Why.
-        message: String,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// Creating, listing or removing the pin directory or its files failed.
+    #[error("bpffs pins in {path}: {what}")]
+    PinDir {
+        /// The pin directory.
+        path: PathBuf,
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// Mapping the rings into memory failed.
-    #[error("cannot mmap map {map}: {source}")]
+    #[error("cannot mmap map {map}")]
     Mmap {
         /// The map name.
         map: &'static str,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// Another I/O error.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
         /// Why it failed.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -67,4 +127,35 @@ pub enum SnapshotError {
     /// The name is not usable as a file name.
     #[error("invalid snapshot name {0:?}: use letters, digits, '.', '_' and '-'")]
     BadName(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// The binary prints `e` and then each source: a variant must not repeat its source's text.
+    #[test]
+    fn setup_errors_leave_their_cause_to_the_chain() {
+        let io = || std::io::Error::other("the cause");
+        let errors = [
+            SetupError::Mmap {
+                map: "RING",
+                source: io(),
+            },
+            SetupError::Io {
+                what: "reading /sys/devices/system/cpu/possible".into(),
+                source: io(),
+            },
+            SetupError::PinDir {
+                path: "/sys/fs/bpf/x".into(),
+                what: "removing /sys/fs/bpf/x/map_RING".into(),
+                source: io(),
+            },
+        ];
+        for e in errors {
+            assert!(!e.to_string().contains("the cause"), "{e}");
+            assert_eq!(e.source().expect("a source").to_string(), "the cause");
+        }
+    }
 }

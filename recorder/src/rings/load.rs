@@ -1,0 +1,393 @@
+//! Bringing the rings up and down: loading and attaching the programs, pinning them in bpffs,
+//! adopting the pins of an earlier run, mapping the rings into this process, and removing the
+//! pins.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+
+use aya::maps::{Array, Map, MapData, MapError, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::programs::links::FdLink;
+use aya::{Ebpf, EbpfLoader};
+use memmap2::{MmapMut, MmapOptions};
+use schemas::{RECORD_SIZE, ctrl, meta};
+
+use super::tables::{fill_array, filter_mode, rule_specs, write_filters, write_rules};
+use super::{Rings, realtime_ns};
+use crate::config::Config;
+use crate::error::SetupError;
+use crate::kernel;
+
+/// The compiled eBPF object, rebuilt by `cargo xtask build-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/flightrec.bpf.o");
+
+/// Programs by event class, in attach order.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("sys_enter", "syscalls"),
+    ("sys_exit", "syscalls"),
+    ("sched_switch", "sched"),
+    ("sched_wakeup", "sched"),
+    ("sched_wakeup_new", "sched"),
+    ("sched_process_fork", "process"),
+    ("sched_process_exec", "process"),
+    ("sched_process_exit", "process"),
+    ("block_rq_issue", "block"),
+    ("block_rq_complete", "block"),
+    ("irq_handler_entry", "irq"),
+    ("irq_handler_exit", "irq"),
+    ("softirq_entry", "irq"),
+    ("softirq_exit", "irq"),
+];
+
+/// Maps pinned so a restarted recorder finds the rings again.
+const PINNED_MAPS: &[&str] = &[
+    "RING",
+    "HEADS",
+    "CTRL",
+    "META",
+    "FILTER_PIDS",
+    "FILTER_COMMS",
+    "FILTER_CGROUPS",
+    "RULES",
+    "RULE_HITS",
+];
+
+/// Why the pins found in the pin directory cannot be adopted (they are replaced).
+#[derive(Debug, thiserror::Error)]
+enum NotAdoptable {
+    #[error("map {map} is not pinned")]
+    Unpinned {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot read map {map}")]
+    Unreadable {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("it was left half-built by an interrupted start")]
+    HalfBuilt,
+    #[error("it was made by another flightrec version")]
+    OtherVersion,
+    #[error("the ring size or CPU count changed")]
+    SizeChanged,
+    #[error("the [events], [filter] or [[rules]] configuration changed")]
+    ConfigChanged,
+    #[error("link {0} is not pinned")]
+    LinkUnpinned(&'static str),
+    #[error(transparent)]
+    Mmap(#[from] SetupError),
+}
+
+/// Stable hash of what decides whether pinned programs match a config (FNV-1a over JSON).
+fn config_hash(config: &Config, slots: u64) -> u64 {
+    let text = serde_json::to_string(&(&config.events, &config.filter, &config.rules, slots))
+        .expect("serialisable");
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `map_err` for an I/O error on the pin directory `dir` while doing `what`.
+fn pin_dir_err(dir: &Path, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SetupError {
+    move |source| SetupError::PinDir {
+        path: dir.to_owned(),
+        what: what.into(),
+        source,
+    }
+}
+
+fn mmap_map(data: &MapData, name: &'static str, bytes: usize) -> Result<MmapMut, SetupError> {
+    let len = bytes.div_ceil(4096) * 4096;
+    let fd = data.fd().as_fd().as_raw_fd();
+    // SAFETY: the map is BPF_F_MMAPABLE and at least `len` bytes long (page-rounded by the
+    // kernel); the kernel keeps the pages alive while mapped.
+    unsafe { MmapOptions::new().len(len).map_mut(fd) }
+        .map_err(|source| SetupError::Mmap { map: name, source })
+}
+
+/// Maps RING, HEADS and CTRL, made for `ncpu` CPUs of `slots` records, into this process.
+fn mmap_rings(ncpu: u32, slots: u64, maps: [&MapData; 3]) -> Result<[MmapMut; 3], SetupError> {
+    let n_rings = 2 * ncpu as usize;
+    let [ring, heads, ctrl_map] = maps;
+    Ok([
+        mmap_map(ring, "RING", n_rings * slots as usize * RECORD_SIZE)?,
+        mmap_map(heads, "HEADS", n_rings * 64)?,
+        mmap_map(ctrl_map, "CTRL", ctrl::LEN as usize * 8)?,
+    ])
+}
+
+/// Number of possible CPUs (ids run below it), which sizes the per-CPU rings.
+pub fn possible_cpus() -> Result<u32, SetupError> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(what, source)| SetupError::Io {
+            what: format!("reading {what}"),
+            source,
+        })
+}
+
+impl Rings {
+    /// Starts recording as `config` says, adopting pinned rings of an earlier run when they
+    /// were made for the same configuration (so their history is kept), and replacing them
+    /// otherwise (a stale or half-built pin directory never blocks a start).
+    pub fn start(config: &Config) -> Result<Rings, SetupError> {
+        kernel::probe_features()?;
+        let slots = config.ring_slots().map_err(|source| SetupError::Config {
+            what: "the ring size",
+            source,
+        })?;
+        let ncpu = possible_cpus()?;
+        let pin_dir = config.recorder.pin_dir.clone();
+        let hash = config_hash(config, slots);
+        if pin_dir.exists() {
+            match Rings::adopt(&pin_dir, ncpu, slots, hash, config) {
+                Ok(r) => return Ok(r),
+                Err(reason) => {
+                    let mut why = reason.to_string();
+                    let mut cause = std::error::Error::source(&reason);
+                    while let Some(c) = cause {
+                        why = format!("{why}: {c}");
+                        cause = c.source();
+                    }
+                    eprintln!(
+                        "flightrec: replacing pinned state in {}: {why}",
+                        pin_dir.display()
+                    );
+                    teardown(&pin_dir)?;
+                }
+            }
+        }
+        Rings::create(config, &pin_dir, ncpu, slots, hash)
+    }
+
+    /// Rings over the mapped `[RING, HEADS, CTRL]`. Adopted rings have no `ebpf`: their
+    /// programs are kept by the pinned links.
+    fn new(
+        ncpu: u32,
+        slots: u64,
+        pin_dir: &Path,
+        [ring, heads, ctrl]: [MmapMut; 3],
+        created_realtime_ns: u64,
+        rule_hits: Option<RingBuf<MapData>>,
+        ebpf: Option<Ebpf>,
+    ) -> Rings {
+        Rings {
+            ncpu,
+            slots,
+            ring,
+            heads,
+            ctrl,
+            pin_dir: pin_dir.to_owned(),
+            adopted: ebpf.is_none(),
+            created_realtime_ns,
+            rule_hits,
+            _ebpf: ebpf,
+        }
+    }
+
+    fn adopt(
+        dir: &Path,
+        ncpu: u32,
+        slots: u64,
+        hash: u64,
+        config: &Config,
+    ) -> Result<Rings, NotAdoptable> {
+        let open = |map: &'static str| {
+            MapData::from_pin(dir.join(format!("map_{map}")))
+                .map_err(|source| NotAdoptable::Unpinned { map, source })
+        };
+        let unreadable = |map| move |source| NotAdoptable::Unreadable { map, source };
+        let meta =
+            Array::<_, u64>::try_from(Map::Array(open("META")?)).map_err(unreadable("META"))?;
+        let word = |i| meta.get(&i, 0).map_err(unreadable("META"));
+        if word(meta::COMPLETE)? != meta::COMPLETE_MAGIC {
+            return Err(NotAdoptable::HalfBuilt);
+        }
+        if word(meta::LAYOUT)? != schemas::RING_LAYOUT_VERSION {
+            return Err(NotAdoptable::OtherVersion);
+        }
+        if word(meta::NCPU)? != ncpu as u64 || word(meta::SLOTS)? != slots {
+            return Err(NotAdoptable::SizeChanged);
+        }
+        if word(meta::CONFIG_HASH)? != hash {
+            return Err(NotAdoptable::ConfigChanged);
+        }
+        for &(prog, class) in PROGRAMS {
+            if config.events.enabled().iter().any(|c| c == class)
+                && !dir.join(format!("link_{prog}")).exists()
+            {
+                return Err(NotAdoptable::LinkUnpinned(prog));
+            }
+        }
+        let created = word(meta::CREATED_NS)?;
+        let ring = open("RING")?;
+        let heads = open("HEADS")?;
+        let ctrl_map = open("CTRL")?;
+        let rule_hits = if config.rules.is_empty() {
+            None
+        } else {
+            let map = Map::RingBuf(open("RULE_HITS")?);
+            Some(RingBuf::try_from(map).map_err(unreadable("RULE_HITS"))?)
+        };
+        let mapped = mmap_rings(ncpu, slots, [&ring, &heads, &ctrl_map])?;
+        Ok(Rings::new(
+            ncpu, slots, dir, mapped, created, rule_hits, None,
+        ))
+    }
+
+    fn create(
+        config: &Config,
+        dir: &Path,
+        ncpu: u32,
+        slots: u64,
+        hash: u64,
+    ) -> Result<Rings, SetupError> {
+        let btf = kernel::vmlinux_btf()?;
+        let offsets = kernel::resolve_offsets(&btf)?;
+        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| SetupError::Btf {
+            path: kernel::VMLINUX_BTF.into(),
+            message: e.to_string(),
+        })?;
+        let mode = filter_mode(&config.filter);
+        let n_rings = 2 * ncpu;
+        let ring_entries = u32::try_from(n_rings as u64 * slots).map_err(|_| {
+            SetupError::Unsatisfiable(format!(
+                "{n_rings} rings of {slots} records exceed a BPF map"
+            ))
+        })?;
+        let mask = slots - 1;
+        let specs = rule_specs(config)?;
+        let kinds = specs.iter().fold(0u32, |k, s| k | s.kind);
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global("NCPU", &ncpu, true)
+            .override_global("SLOT_MASK", &mask, true)
+            .override_global("FILTER_MODE", &mode, true)
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("RULE_KINDS", &kinds, true)
+            .map_max_entries("RING", ring_entries)
+            .map_max_entries("HEADS", n_rings)
+            .load(EBPF_OBJECT)
+            .map_err(|source| SetupError::Load { source })?;
+
+        std::fs::create_dir_all(dir).map_err(pin_dir_err(dir, "creating the directory"))?;
+        // Filters before anything is attached, so no unfiltered event slips in.
+        write_filters(&mut ebpf, &config.filter)?;
+        // Rules before anything is attached, too: the programs read the table on every match.
+        write_rules(&mut ebpf, &specs)?;
+        for name in PINNED_MAPS {
+            let map = ebpf.map(name).expect("map in object");
+            map.pin(dir.join(format!("map_{name}")))
+                .map_err(|source| SetupError::Pin {
+                    path: dir.to_owned(),
+                    what: format!("pinning map {name}"),
+                    source,
+                })?;
+        }
+        attach(&mut ebpf, config, dir, &aya_btf)?;
+        let map_data = |name: &str| -> &MapData {
+            match ebpf.map(name).expect("map in object") {
+                Map::Array(d) => d,
+                _ => unreachable!("{name} is an array"),
+            }
+        };
+        let mapped = mmap_rings(
+            ncpu,
+            slots,
+            [map_data("RING"), map_data("HEADS"), map_data("CTRL")],
+        )?;
+        let created = realtime_ns();
+        let rule_hits = if specs.is_empty() {
+            None
+        } else {
+            let map = ebpf.take_map("RULE_HITS").expect("in object");
+            Some(RingBuf::try_from(map).map_err(|source| SetupError::Map {
+                what: "opening map RULE_HITS".into(),
+                source,
+            })?)
+        };
+        let words = [
+            (meta::LAYOUT, schemas::RING_LAYOUT_VERSION),
+            (meta::NCPU, ncpu as u64),
+            (meta::SLOTS, slots),
+            (meta::CONFIG_HASH, hash),
+            (meta::CREATED_NS, created),
+            // Last: marks the state complete.
+            (meta::COMPLETE, meta::COMPLETE_MAGIC),
+        ];
+        let words = words.map(|(i, v)| (i, v, "writing META".to_owned()));
+        fill_array(&mut ebpf, "META", words)?;
+        Ok(Rings::new(
+            ncpu,
+            slots,
+            dir,
+            mapped,
+            created,
+            rule_hits,
+            Some(ebpf),
+        ))
+    }
+}
+
+/// Loads and attaches the programs of the enabled event classes, and pins their links in `dir`.
+fn attach(ebpf: &mut Ebpf, config: &Config, dir: &Path, btf: &aya::Btf) -> Result<(), SetupError> {
+    let enabled = config.events.enabled();
+    for &(name, class) in PROGRAMS {
+        if !enabled.iter().any(|c| c == class) {
+            continue;
+        }
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .expect("program in object")
+            .try_into()
+            .map_err(|source| SetupError::Program {
+                what: format!("program {name}"),
+                source,
+            })?;
+        prog.load(name, btf).map_err(|source| SetupError::Program {
+            what: format!("loading {name} (verifier or missing tracepoint)"),
+            source,
+        })?;
+        let id = prog
+            .attach()
+            .map_err(|source| SetupError::MissingTracepoint {
+                program: name,
+                source,
+            })?;
+        let link = prog.take_link(id).map_err(|source| SetupError::Program {
+            what: format!("taking the link of {name}"),
+            source,
+        })?;
+        FdLink::from(link)
+            .pin(dir.join(format!("link_{name}")))
+            .map_err(|source| SetupError::Pin {
+                path: dir.to_owned(),
+                what: format!("pinning link {name}"),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Detaches the programs and removes every pin in `dir` (and the directory). Returns whether
+/// there was anything to remove.
+pub fn teardown(dir: &Path) -> Result<bool, SetupError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(pin_dir_err(dir, "listing the directory")(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(pin_dir_err(dir, "listing the directory"))?;
+        // Unlinking a pinned link drops the last reference once no process holds it: the
+        // program detaches.
+        let path = entry.path();
+        std::fs::remove_file(&path)
+            .map_err(pin_dir_err(dir, format!("removing {}", path.display())))?;
+    }
+    std::fs::remove_dir(dir).map_err(pin_dir_err(dir, "removing the directory"))?;
+    Ok(true)
+}
