@@ -14,12 +14,12 @@ pub enum SetupError {
     #[error("kernel BTF has no {0}: this kernel's layout is not supported")]
     MissingBtf(String),
     /// Reading the kernel's BTF failed.
-    #[error("cannot read kernel BTF from {path}: {message}")]
+    #[error("cannot read kernel BTF from {path}")]
     Btf {
         /// The BTF file.
         path: PathBuf,
-        /// Why.
-        message: String,
+        /// Why (aya's or the BTF parser's error).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The configuration failed the loader's own check (its last line of defence).
     #[error("checking {what}")]

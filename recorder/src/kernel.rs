@@ -67,7 +67,7 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), SetupError> {
 pub fn vmlinux_btf() -> Result<Btf, SetupError> {
     Btf::from_file(VMLINUX_BTF).map_err(|e| SetupError::Btf {
         path: VMLINUX_BTF.into(),
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 

@@ -80,14 +80,10 @@ impl std::str::FromStr for TimeSpec {
         let bad = || AnalyzeError::BadTime(s.to_owned());
         let t = s.trim();
         if let Some(rest) = t.strip_prefix('+') {
-            return parse_offset(rest)
-                .map(TimeSpec::FromStart)
-                .ok_or_else(bad);
+            return parse_offset(rest).map(TimeSpec::FromStart).ok_or_else(bad);
         }
         if let Some(rest) = t.strip_prefix('-') {
-            return parse_offset(rest)
-                .map(TimeSpec::BeforeEnd)
-                .ok_or_else(bad);
+            return parse_offset(rest).map(TimeSpec::BeforeEnd).ok_or_else(bad);
         }
         t.parse().map(TimeSpec::Absolute).map_err(|_| bad())
     }

@@ -249,7 +249,7 @@ impl Rings {
         let offsets = kernel::resolve_offsets(&btf)?;
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| SetupError::Btf {
             path: kernel::VMLINUX_BTF.into(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
         let mode = filter_mode(&config.filter);
         let n_rings = 2 * ncpu;
