@@ -490,20 +490,32 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The catalogue's tags of a trigger's `tags` field: a list of words as given (group
+/// triggers, tools), or the hook's map of `key: value` as `key=value` words, so `?tag=` and
+/// the Tags column work for both.
+fn tag_list(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(text) => format!("{k}={text}"),
+                None => format!("{k}={v}"),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The catalog entry of a verified snapshot.
 pub fn entry_for(manifest: &Manifest, records: u64, bytes: u64, sha256: &str) -> Entry {
     let fields = &manifest.trigger.fields;
     let text = |k: &str| fields.get(k).and_then(|v| v.as_str()).map(str::to_owned);
     let num = |k: &str| fields.get(k).and_then(|v| v.as_u64());
-    let tags = fields
-        .get("tags")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let tags = fields.get("tags").map(tag_list).unwrap_or_default();
     let host_clock_offset_ns = match (num("received_realtime_ns"), num("sent_realtime_ns")) {
         (Some(r), Some(s)) => Some(r as i64 - s as i64),
         _ => None,
@@ -601,4 +613,18 @@ async fn complete(
         }),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::tag_list;
+
+    #[test]
+    fn hook_tag_maps_and_tag_lists_are_both_catalogued() {
+        let hook = serde_json::json!({"service": "shop", "tier": "web", "n": 3});
+        assert_eq!(tag_list(&hook), ["service=shop", "tier=web", "n=3"]);
+        let list = serde_json::json!(["slow", "checkout", 7]);
+        assert_eq!(tag_list(&list), ["slow", "checkout"]);
+        assert!(tag_list(&serde_json::json!("slow")).is_empty());
+    }
 }
