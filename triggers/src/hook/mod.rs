@@ -180,8 +180,68 @@ struct ErrorBody<'a> {
     retry_after_ms: Option<u64>,
 }
 
+/// Refused calls are logged on stderr, at most one line a second: the calls refused in between
+/// are counted and reported with the next line, so a flood of bad calls cannot flood the log.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl RefusalLog {
+    /// Notes one refusal at `now`; `Some(n)` when a line is due, `n` being the refusals held
+    /// back since the previous line.
+    fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+}
+
+static REFUSALS: std::sync::Mutex<RefusalLog> = std::sync::Mutex::new(RefusalLog {
+    last: None,
+    held: 0,
+});
+
+fn log_refusal(status: StatusCode, why: &str) {
+    let due = REFUSALS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .note(std::time::Instant::now());
+    match due {
+        Some(0) => eprintln!("flightrec: hook refused a call: {} {why}", status.as_u16()),
+        Some(n) => eprintln!(
+            "flightrec: hook refused a call: {} {why} ({n} more refused since the last line)",
+            status.as_u16()
+        ),
+        None => {}
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        match &self {
+            AppError::Unauthorized => {
+                log_refusal(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+            }
+            AppError::BadRequest(status, msg) => log_refusal(*status, msg),
+            AppError::Timeout => log_refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request was not complete in time",
+            ),
+            AppError::GroupUnavailable => log_refusal(
+                StatusCode::NOT_IMPLEMENTED,
+                "scope group without a collector group",
+            ),
+            _ => {}
+        }
         let plain = |status: StatusCode, error: &str| {
             (
                 status,

@@ -305,3 +305,14 @@ fn tokens_compare_whole() {
     assert!(!same_token(b"abd", b"abc"));
     assert!(!same_token(b"", b"abc"));
 }
+
+#[test]
+fn refused_calls_are_logged_at_most_once_a_second_with_a_count() {
+    let mut log = RefusalLog::default();
+    let t0 = std::time::Instant::now();
+    assert_eq!(log.note(t0), Some(0));
+    assert_eq!(log.note(t0 + Duration::from_millis(10)), None);
+    assert_eq!(log.note(t0 + Duration::from_millis(900)), None);
+    assert_eq!(log.note(t0 + Duration::from_millis(1000)), Some(2));
+    assert_eq!(log.note(t0 + Duration::from_millis(2500)), Some(0));
+}
