@@ -702,3 +702,85 @@ fn waits_rank_apart_from_work_and_the_recorder_is_left_out() {
         );
     }
 }
+
+/// Findings other than syscalls, one snapshot each: the expected kinds in order, and the first
+/// finding's evidence as (tid, duration, dev or irq name, count).
+#[test]
+fn findings_name_run_queue_waits_slow_devices_long_interrupts_and_bursts() {
+    let app = (100, 100, "app");
+    let mut block = SnapshotBuilder::new(1);
+    // 8:0: a 20 ms write; 8:16: a 2 ms read, below the 5 ms that makes a slow device.
+    block.block(0, app, 8 << 20, 1000, 4096, 1, B, B + 20 * MS);
+    block.block(0, app, (8 << 20) | 16, 10, 4096, 0, B + MS, B + 3 * MS);
+    block.syscall(0, app, 39, 0, 100, B + 100 * MS - US, B + 100 * MS);
+    let mut irq = SnapshotBuilder::new(1);
+    // A 2 ms hard irq; a 10 µs softirq is no finding.
+    irq.irq(0, app, 36, "virtio1-req.0", B, B + 2 * MS);
+    irq.softirq(0, app, 1, B + 3 * MS, B + 3 * MS + 10 * US);
+    irq.syscall(0, app, 39, 0, 100, B + 100 * MS - US, B + 100 * MS);
+    let mut burst = SnapshotBuilder::new(1);
+    burst.process(50, 1, "sh", ("/", 1), &[50]);
+    for i in 0..6u32 {
+        let child = (60 + i, 60 + i, "true");
+        let t = B + u64::from(i) * 10 * MS;
+        burst.fork(t, 0, (50, 50, "sh"), child);
+        burst.exit(t + 2 * MS, 0, child);
+    }
+    burst.syscall(
+        0,
+        (50, 50, "sh"),
+        39,
+        0,
+        100,
+        B + 100 * MS - US,
+        B + 100 * MS,
+    );
+    type First<'a> = (Option<u32>, u64, Option<&'a str>, u64);
+    let cases: [(&str, SnapshotBuilder, &[FindingKind], First); 4] = [
+        (
+            "findings-sched",
+            sched_snapshot(),
+            &[FindingKind::RunQueueWait, FindingKind::RunQueueWait],
+            (Some(10), 3_500_000, None, 1),
+        ),
+        (
+            "findings-block",
+            block,
+            &[FindingKind::SlowBlockIo],
+            (Some(100), 20 * MS, Some("8:0"), 1),
+        ),
+        (
+            "findings-irq",
+            irq,
+            &[FindingKind::LongInterrupt],
+            (None, 2 * MS, Some("irq 36 (virtio1-req.0)"), 1),
+        ),
+        (
+            "findings-burst",
+            burst,
+            &[FindingKind::ProcessBurst],
+            (None, 2 * MS, None, 6),
+        ),
+    ];
+    for (name, b, kinds, first) in cases {
+        let r = run(name, &b, &Options::default());
+        let got: Vec<FindingKind> = r.findings.iter().map(|f| f.kind).collect();
+        assert_eq!(got, kinds, "{name}: {:#?}", r.findings);
+        let e = &r.findings[0].evidence;
+        let what = e.dev.as_deref().or(e.irq.as_deref());
+        assert_eq!((e.tid, e.duration_ns, what, e.count), first, "{name}");
+    }
+    // Who held the CPU and who started the burst are named.
+    let r = run("findings-sched", &sched_snapshot(), &Options::default());
+    assert_eq!(r.findings[0].evidence.by[0].1, 2 * MS);
+    assert!(r.findings[0].text.contains("[20] held it for 2.00ms"));
+    let mut burst = SnapshotBuilder::new(1);
+    burst.process(50, 1, "sh", ("/", 1), &[50]);
+    for i in 0..5u32 {
+        let child = (60 + i, 60 + i, "true");
+        burst.fork(B + u64::from(i) * MS, 0, (50, 50, "sh"), child);
+        burst.exit(B + u64::from(i) * MS + US, 0, child);
+    }
+    let r = run("findings-burst-5", &burst, &Options::default());
+    assert_eq!(r.findings[0].evidence.by, [("sh[50]".to_owned(), 5)]);
+}

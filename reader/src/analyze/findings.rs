@@ -231,9 +231,10 @@ pub(crate) fn find(r: &Report, work: &HashMap<(u32, u64), WorkAcc>, tasks: &Task
                 FindingKind::SlowBlockIo,
                 d.latency.max_ns,
                 format!(
-                    "device {}: {} requests, p99 {}, slowest {}{who}",
+                    "device {}: {} request{}, p99 {}, slowest {}{who}",
                     d.dev,
                     d.latency.count,
+                    if d.latency.count == 1 { "" } else { "s" },
                     fmt_ns(d.latency.p99_ns),
                     fmt_ns(d.latency.max_ns)
                 ),
