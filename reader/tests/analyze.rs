@@ -684,6 +684,13 @@ fn waits_rank_apart_from_work_and_the_recorder_is_left_out() {
         assert_eq!(r.recorder.pids, [50]);
         assert_eq!(r.recorder.events, 4);
         assert_eq!(r.recorder.included, include_recorder);
+        // Processes rank by their working time: pg before the idle svc and bash.
+        let procs: Vec<(u32, u64)> = s.by_process.iter().map(|p| (p.pid, p.work_ns)).collect();
+        let mut want = vec![(812, 28_100 * US), (900, 10 * MS), (950, 0)];
+        if include_recorder {
+            want.insert(0, (50, 60 * MS));
+        }
+        assert_eq!(procs, want);
         let ranked =
             s.slowest.iter().any(|c| c.pid == 50) || s.by_process.iter().any(|p| p.pid == 50);
         assert_eq!(ranked, include_recorder);

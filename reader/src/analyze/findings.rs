@@ -131,12 +131,12 @@ pub(crate) fn find(r: &Report, work: &HashMap<(u32, u64), WorkAcc>, tasks: &Task
             FindingKind::SlowSyscall,
             w.total_ns,
             format!(
-                "pid {pid} ({comm}) spent {} of its {} in working syscalls in {name} \
-                 ({} {calls}, longest {})",
+                "pid {pid} ({comm}) spent {} in {name} ({} {calls}, longest {}), \
+                 of its {} in working syscalls",
                 fmt_ns(w.total_ns),
-                fmt_ns(per_pid[&pid]),
                 w.count,
                 fmt_ns(w.max_ns),
+                fmt_ns(per_pid[&pid]),
             ),
             Evidence {
                 pid: Some(pid),

@@ -41,6 +41,8 @@ pub struct ProcessSyscalls {
     pub errors: u64,
     /// Time spent in completed calls.
     pub total_ns: u64,
+    /// Part of `total_ns` spent in calls that work; the rest waited for events.
+    pub work_ns: u64,
     /// Per syscall, most total time first (at most `--top`).
     pub syscalls: Vec<SyscallStats>,
 }
@@ -106,7 +108,7 @@ pub struct SyscallReport {
     pub unmatched_exits: u64,
     /// Per syscall, most total time first (all of them).
     pub by_syscall: Vec<SyscallStats>,
-    /// Per process, most total time first (at most `--top`).
+    /// Per process, most time in working calls first, then most total time (at most `--top`).
     pub by_process: Vec<ProcessSyscalls>,
     /// Slowest completed calls, waits and work together (at most `--top`).
     pub slowest: Vec<SyscallCall>,
@@ -285,7 +287,14 @@ impl Syscalls {
                 let errors = v.iter().map(|s| s.errors).sum();
                 let total_ns = v.iter().map(|s| s.latency.total_ns).sum();
                 v.truncate(top);
+                let work_ns = self
+                    .work
+                    .iter()
+                    .filter(|((p, _), _)| *p == pid)
+                    .map(|(_, w)| w.total_ns)
+                    .sum();
                 ProcessSyscalls {
+                    work_ns,
                     pid,
                     comm: tasks.proc_comm(pid).to_owned(),
                     cgroup: tasks.cgroup_of(pid).map(str::to_owned),
@@ -296,7 +305,11 @@ impl Syscalls {
                 }
             })
             .collect();
-        by_process.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.pid.cmp(&b.pid)));
+        by_process.sort_by(|a, b| {
+            (b.work_ns, b.total_ns)
+                .cmp(&(a.work_ns, a.total_ns))
+                .then(a.pid.cmp(&b.pid))
+        });
         by_process.truncate(top);
         let mut in_flight: Vec<InFlightCall> = self
             .pending

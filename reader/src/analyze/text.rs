@@ -252,9 +252,20 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
             t.row(row);
         }
         t.write(out)?;
-        writeln!(out, "\n  Per process (most time in syscalls first):")?;
-        let mut t = Table::new(&["pid", "comm", "calls", "errors", "total", "top syscalls"])
-            .left(&["comm", "top syscalls"]);
+        writeln!(
+            out,
+            "\n  Per process (most time in working syscalls first, then in waits):"
+        )?;
+        let mut t = Table::new(&[
+            "pid",
+            "comm",
+            "calls",
+            "errors",
+            "work",
+            "waits",
+            "top syscalls",
+        ])
+        .left(&["comm", "top syscalls"]);
         for p in &s.by_process {
             let tops: Vec<String> = p
                 .syscalls
@@ -274,7 +285,8 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
                 p.comm.clone(),
                 p.count.to_string(),
                 p.errors.to_string(),
-                fmt_ns(p.total_ns),
+                fmt_ns(p.work_ns),
+                fmt_ns(p.total_ns - p.work_ns),
                 tops.join(", "),
             ]);
         }
