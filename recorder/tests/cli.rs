@@ -204,6 +204,8 @@ fn cli_prints_tables_and_json_and_rejects_bad_input() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     for want in [
+        "== Findings ==",
+        "pid 100 (app) spent 900.00ms",
         "== Syscalls ==",
         "fdatasync",
         "900.00ms",
@@ -219,12 +221,24 @@ fn cli_prints_tables_and_json_and_rejects_bad_input() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // Findings come first, before the tables they summarise.
+    assert!(out.stdout.starts_with(b"{\n  \"findings\": ["));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "flightrec-analyze/1");
+    assert_eq!(v["findings"][0]["evidence"]["syscall"], "fdatasync");
+    assert_eq!(v["recorder"]["included"], false);
     assert_eq!(v["syscalls"]["calls"], 5);
     assert_eq!(v["syscalls"]["slowest"].as_array().unwrap().len(), 1);
     assert_eq!(v["syscalls"]["slowest"][0]["syscall"], "fdatasync");
     assert_eq!(v["filter"]["comms"][0], "app");
+    let out = flightrec()
+        .args(["analyze", "--json", "--include-recorder"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["recorder"]["included"], true);
     let out = flightrec()
         .args(["analyze", "--begin", "soon"])
         .arg(&path)

@@ -177,7 +177,7 @@ impl Block {
                 if rq.nr_sector == 0 {
                     return;
                 }
-                let counted = ctx.opts.filter.matches(ev.tid, tasks);
+                let counted = ctx.selects(ev.tid, tasks);
                 let comm = match cstr_lossy(&rq.comm) {
                     c if c.is_empty() => tasks.comm(ev.tid).to_owned(),
                     c => c,

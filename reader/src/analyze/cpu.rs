@@ -97,6 +97,9 @@ pub struct CpuReport {
     pub by_process: Vec<ProcessUsage>,
     /// Busiest threads (at most `--top`).
     pub by_thread: Vec<ThreadUsage>,
+    /// Time on CPU of the recorder's threads, whether ranked or not.
+    #[serde(skip)]
+    pub(crate) recorder_on_cpu_ns: u64,
 }
 
 #[derive(Default)]
@@ -294,12 +297,7 @@ impl Cpu {
             })
             .collect();
         let mut procs: HashMap<u32, (u64, u64)> = HashMap::new();
-        let filter = &ctx.opts.filter;
-        for (&tid, a) in self
-            .threads
-            .iter()
-            .filter(|(t, _)| filter.matches(**t, tasks))
-        {
+        for (&tid, a) in self.threads.iter().filter(|(t, _)| ctx.selects(**t, tasks)) {
             let p = procs.entry(tasks.pid_of(tid)).or_default();
             p.0 += a.on_cpu;
             p.1 += 1;
@@ -328,7 +326,7 @@ impl Cpu {
         let mut by_thread: Vec<ThreadUsage> = self
             .threads
             .iter()
-            .filter(|(t, _)| filter.matches(**t, tasks))
+            .filter(|(t, _)| ctx.selects(**t, tasks))
             .map(|(&tid, a)| ThreadUsage {
                 time: task_time(tid, a.on_cpu, window),
                 cgroup: tasks.cgroup_of(tasks.pid_of(tid)).map(str::to_owned),
@@ -348,6 +346,12 @@ impl Cpu {
             per_cpu,
             by_process,
             by_thread,
+            recorder_on_cpu_ns: self
+                .threads
+                .iter()
+                .filter(|(t, _)| tasks.is_recorder(**t))
+                .map(|(_, a)| a.on_cpu)
+                .sum(),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod block;
 mod cpu;
+mod findings;
 mod irq;
 mod procs;
 mod sched;
@@ -16,6 +17,7 @@ pub mod stats;
 mod syscalls;
 mod tasks;
 mod text;
+pub mod waits;
 
 use std::path::Path;
 
@@ -27,10 +29,11 @@ use serde::Serialize;
 
 pub use block::BlockReport;
 pub use cpu::CpuReport;
+pub use findings::{Evidence, Finding, FindingKind};
 pub use irq::IrqReport;
 pub use procs::ProcessReport;
 pub use sched::SchedReport;
-pub use syscalls::SyscallReport;
+pub use syscalls::{InFlightCall, SyscallCall, SyscallReport};
 pub use tasks::Tasks;
 pub use text::render;
 
@@ -168,6 +171,8 @@ pub struct Options {
     pub begin: Option<TimeSpec>,
     /// End of the window (default: the last event).
     pub end: Option<TimeSpec>,
+    /// Rank the recorder's own threads with the others (default: left out, costed apart).
+    pub include_recorder: bool,
 }
 
 impl Default for Options {
@@ -177,6 +182,7 @@ impl Default for Options {
             filter: Filter::default(),
             begin: None,
             end: None,
+            include_recorder: false,
         }
     }
 }
@@ -271,9 +277,24 @@ pub struct CpuCompleteness {
     pub newest_ns: Option<u64>,
 }
 
+/// What the recorder itself cost in the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RecorderCost {
+    /// Its process ids (processes whose main thread is named `flightrec`).
+    pub pids: Vec<u32>,
+    /// Whether its threads are ranked with the others (`include_recorder`).
+    pub included: bool,
+    /// Events its threads recorded in the window.
+    pub events: u64,
+    /// Time its threads ran, when scheduling was recorded.
+    pub on_cpu_ns: Option<u64>,
+}
+
 /// Everything `flightrec analyze` computes from one snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
+    /// What to look at first, most of the window first (at most [`findings::MAX_FINDINGS`]).
+    pub findings: Vec<Finding>,
     /// [`SCHEMA`].
     pub schema: &'static str,
     /// The snapshot.
@@ -284,6 +305,8 @@ pub struct Report {
     pub completeness: Completeness,
     /// The task filter applied.
     pub filter: Filter,
+    /// The recorder's own cost, and whether it is ranked.
+    pub recorder: RecorderCost,
     /// Syscall latencies.
     pub syscalls: Section<SyscallReport>,
     /// CPU usage.
@@ -303,6 +326,15 @@ pub(crate) struct Ctx<'a> {
     pub opts: &'a Options,
     pub begin: u64,
     pub end: u64,
+}
+
+impl Ctx<'_> {
+    /// Whether thread `tid` is analysed: it matches the filter, and it is not the recorder's
+    /// unless asked for.
+    pub fn selects(&self, tid: u32, tasks: &Tasks) -> bool {
+        self.opts.filter.matches(tid, tasks)
+            && (self.opts.include_recorder || !tasks.is_recorder(tid))
+    }
 }
 
 /// Analyses the snapshot at `path`.
@@ -354,6 +386,7 @@ pub fn analyze_events(
     let mut prc = has("process").then(procs::Procs::default);
 
     let mut n = 0u64;
+    let mut recorder_events = 0u64;
     for ev in events {
         let ev = ev?;
         // Names and parents are learnt from every event, inside the window or not.
@@ -362,6 +395,7 @@ pub fn analyze_events(
             continue;
         }
         n += 1;
+        recorder_events += u64::from(tasks.is_recorder(ev.tid));
         match ev.kind() {
             EventKind::SyscallEntry | EventKind::SyscallExit => {
                 if let Some(a) = sys.as_mut() {
@@ -426,7 +460,16 @@ pub fn analyze_events(
             .collect(),
     };
     let (wb, we) = if n == 0 { (begin, begin) } else { (begin, end) };
-    Ok(Report {
+    let cpu = cpu.map(|a| a.finish(&tasks, &ctx));
+    let recorder = RecorderCost {
+        pids: tasks.recorder_pids(),
+        included: opts.include_recorder,
+        events: recorder_events,
+        on_cpu_ns: cpu.as_ref().map(|c| c.recorder_on_cpu_ns),
+    };
+    let work = sys.as_ref().map(|a| a.work().clone()).unwrap_or_default();
+    let mut report = Report {
+        findings: Vec::new(),
         schema: SCHEMA,
         snapshot: SnapshotInfo {
             id: manifest.snapshot_id.clone(),
@@ -447,16 +490,13 @@ pub fn analyze_events(
         },
         completeness,
         filter: opts.filter.clone(),
+        recorder,
         syscalls: section(
             sys.map(|a| a.finish(&tasks, &ctx)),
             "syscalls",
             "the syscall analysis",
         ),
-        cpu: section(
-            cpu.map(|a| a.finish(&tasks, &ctx)),
-            "sched",
-            "the CPU analysis",
-        ),
+        cpu: section(cpu, "sched", "the CPU analysis"),
         sched: section(
             sch.map(|a| a.finish(&tasks, &ctx)),
             "sched",
@@ -469,7 +509,9 @@ pub fn analyze_events(
         ),
         irq: section(irq.map(|a| a.finish(&ctx)), "irq", "the interrupt analysis"),
         processes: section(prc.map(|a| a.finish(&ctx)), "process", "the process log"),
-    })
+    };
+    report.findings = findings::find(&report, &work, &tasks);
+    Ok(report)
 }
 
 /// The section of an analysis that ran, or why it could not.

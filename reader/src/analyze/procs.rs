@@ -79,14 +79,13 @@ impl Procs {
     }
 
     pub fn event(&mut self, ev: &Event, tasks: &Tasks, ctx: &Ctx) {
-        let f = &ctx.opts.filter;
         match ev.data {
             EventData::ProcessFork(k) => {
                 if k.child_pid == k.parent_pid {
-                    self.threads += u64::from(f.matches(k.child_tid, tasks));
+                    self.threads += u64::from(ctx.selects(k.child_tid, tasks));
                     return;
                 }
-                if !(f.matches(k.child_tid, tasks) || f.matches(k.parent_tid, tasks)) {
+                if !(ctx.selects(k.child_tid, tasks) || ctx.selects(k.parent_tid, tasks)) {
                     return;
                 }
                 self.forks += 1;
@@ -105,7 +104,7 @@ impl Procs {
             }
             EventData::ProcessExec(x) => {
                 let ppid = tasks.ppid_of(ev.pid).unwrap_or(0);
-                if !(f.matches(ev.tid, tasks) || (ppid != 0 && f.matches(ppid, tasks))) {
+                if !(ctx.selects(ev.tid, tasks) || (ppid != 0 && ctx.selects(ppid, tasks))) {
                     return;
                 }
                 self.execs += 1;
@@ -131,7 +130,7 @@ impl Procs {
                     return;
                 }
                 let ppid = tasks.ppid_of(x.pid).unwrap_or(0);
-                if !(f.matches(x.tid, tasks) || (ppid != 0 && f.matches(ppid, tasks))) {
+                if !(ctx.selects(x.tid, tasks) || (ppid != 0 && ctx.selects(ppid, tasks))) {
                     return;
                 }
                 self.exits += 1;

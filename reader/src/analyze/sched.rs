@@ -220,7 +220,7 @@ impl Sched {
                 if self.running.values().any(|&(t, _)| t == w.tid) || w.tid == 0 {
                     return;
                 }
-                if !ctx.opts.filter.matches(w.tid, tasks) {
+                if !ctx.selects(w.tid, tasks) {
                     return;
                 }
                 let waker = self.running.get(&ev.cpu).map_or(0, |r| r.0);
@@ -248,11 +248,7 @@ impl Sched {
                     }
                 }
                 // A runnable thread losing its CPU is preempted by the next one.
-                if s.prev_state == 0
-                    && prev != 0
-                    && s.next_tid != 0
-                    && ctx.opts.filter.matches(prev, tasks)
-                {
+                if s.prev_state == 0 && prev != 0 && s.next_tid != 0 && ctx.selects(prev, tasks) {
                     let vpid = tasks.pid_of(prev);
                     let class = classify(tasks, vpid, s.next_tid);
                     self.preempt.add(class, 1);

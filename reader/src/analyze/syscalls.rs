@@ -1,6 +1,7 @@
 //! Syscall latency: each entry matched with the same thread's next exit of the same syscall.
 //! Stats per syscall and per process, the slowest calls, and calls still in flight at the end
-//! of the window (the fsync that was blocked when the trigger fired).
+//! of the window (the fsync that was blocked when the trigger fired). Calls that wait for an
+//! event ([`super::waits`]) are ranked apart from work, so idle event loops do not hide it.
 
 use std::collections::HashMap;
 
@@ -8,6 +9,7 @@ use schemas::event::{Event, EventData, syscall_name};
 use serde::Serialize;
 
 use super::stats::{LatencyStats, Log2Hist};
+use super::waits::{is_wait, never_returns};
 use super::{Ctx, Tasks, TopN};
 
 /// One syscall's figures.
@@ -39,6 +41,8 @@ pub struct ProcessSyscalls {
     pub errors: u64,
     /// Time spent in completed calls.
     pub total_ns: u64,
+    /// Part of `total_ns` spent in calls that work; the rest waited for events.
+    pub work_ns: u64,
     /// Per syscall, most total time first (at most `--top`).
     pub syscalls: Vec<SyscallStats>,
 }
@@ -66,6 +70,8 @@ pub struct SyscallCall {
     pub ret: i64,
     /// First argument (often the file descriptor).
     pub arg0: u64,
+    /// Whether the call waits for an event (`epoll_wait`, futex wait...) rather than works.
+    pub wait: bool,
 }
 
 /// A call entered and not exited by the end of the window.
@@ -87,6 +93,8 @@ pub struct InFlightCall {
     pub elapsed_ns: u64,
     /// First argument.
     pub arg0: u64,
+    /// Whether the call waits for an event rather than works.
+    pub wait: bool,
 }
 
 /// The syscall analysis.
@@ -100,12 +108,21 @@ pub struct SyscallReport {
     pub unmatched_exits: u64,
     /// Per syscall, most total time first (all of them).
     pub by_syscall: Vec<SyscallStats>,
-    /// Per process, most total time first (at most `--top`).
+    /// Per process, most time in working calls first, then most total time (at most `--top`).
     pub by_process: Vec<ProcessSyscalls>,
-    /// Slowest completed calls (at most `--top`).
+    /// Slowest completed calls, waits and work together (at most `--top`).
     pub slowest: Vec<SyscallCall>,
-    /// Calls still in flight at the end of the window, longest first (at most `--top`).
+    /// Slowest completed calls that work (at most `--top`).
+    pub slowest_work: Vec<SyscallCall>,
+    /// Slowest completed calls that wait for an event (at most `--top`).
+    pub slowest_waits: Vec<SyscallCall>,
+    /// Calls still in flight at the end of the window, longest first, waits and work together
+    /// (at most `--top`); `exit` and `exit_group`, which never return, are left out.
     pub in_flight: Vec<InFlightCall>,
+    /// In-flight calls that work (at most `--top`).
+    pub in_flight_work: Vec<InFlightCall>,
+    /// In-flight calls that wait (at most `--top`).
+    pub in_flight_waits: Vec<InFlightCall>,
     /// Latency histogram of all completed calls.
     pub histogram: Log2Hist,
 }
@@ -115,6 +132,7 @@ struct Pending {
     id: u64,
     ts: u64,
     arg0: u64,
+    arg1: u64,
     pid: u32,
 }
 
@@ -124,13 +142,32 @@ struct Acc {
     errors: u64,
 }
 
+/// Time one process spent in one syscall's working calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WorkAcc {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
 /// Accumulates syscall latencies.
 #[derive(Default)]
 pub(crate) struct Syscalls {
     pending: HashMap<u32, Pending>,
     per: HashMap<(u32, u64), Acc>,
-    slowest: Option<TopN<SyscallCall>>,
+    /// Working calls per (pid, syscall), for the findings.
+    work: HashMap<(u32, u64), WorkAcc>,
+    slowest: Option<[TopN<SyscallCall>; 3]>,
     unmatched: u64,
+}
+
+/// Splits `v` (longest first) into its first `top` entries, of its work and of its waits.
+fn split<T: Clone>(v: Vec<T>, top: usize, wait: impl Fn(&T) -> bool) -> [Vec<T>; 3] {
+    let work = v.iter().filter(|x| !wait(x)).take(top).cloned().collect();
+    let waits = v.iter().filter(|x| wait(x)).take(top).cloned().collect();
+    let mut all = v;
+    all.truncate(top);
+    [all, work, waits]
 }
 
 fn name_of(id: u64) -> String {
@@ -141,11 +178,12 @@ impl Syscalls {
     pub fn event(&mut self, ev: &Event, tasks: &Tasks, ctx: &Ctx) {
         match ev.data {
             EventData::SyscallEntry(e) => {
-                if ctx.opts.filter.matches(ev.tid, tasks) {
+                if ctx.selects(ev.tid, tasks) {
                     let p = Pending {
                         id: e.id,
                         ts: ev.ts_ns,
                         arg0: e.args[0],
+                        arg1: e.args[1],
                         pid: ev.pid,
                     };
                     self.pending.insert(ev.tid, p);
@@ -155,7 +193,7 @@ impl Syscalls {
             }
             EventData::SyscallExit(x) => {
                 let Some(p) = self.pending.remove(&ev.tid) else {
-                    if ctx.opts.filter.matches(ev.tid, tasks) {
+                    if ctx.selects(ev.tid, tasks) {
                         self.unmatched += 1;
                     }
                     return;
@@ -169,26 +207,40 @@ impl Syscalls {
                 let acc = self.per.entry((p.pid, x.id)).or_default();
                 acc.durations.push(d);
                 acc.errors += u64::from(x.ret < 0);
-                self.slowest
-                    .get_or_insert_with(|| TopN::new(ctx.opts.top))
-                    .push(
-                        d,
-                        SyscallCall {
-                            tid: ev.tid,
-                            pid: p.pid,
-                            comm: tasks.comm(ev.tid).to_owned(),
-                            syscall: name_of(x.id),
-                            id: x.id,
-                            entry_ns: p.ts,
-                            exit_ns: ev.ts_ns,
-                            duration_ns: d,
-                            ret: x.ret,
-                            arg0: p.arg0,
-                        },
-                    );
+                let syscall = name_of(x.id);
+                let wait = is_wait(&syscall, p.arg1);
+                if !wait {
+                    let w = self.work.entry((p.pid, x.id)).or_default();
+                    w.count += 1;
+                    w.total_ns += d;
+                    w.max_ns = w.max_ns.max(d);
+                }
+                let call = SyscallCall {
+                    tid: ev.tid,
+                    pid: p.pid,
+                    comm: tasks.comm(ev.tid).to_owned(),
+                    syscall,
+                    id: x.id,
+                    entry_ns: p.ts,
+                    exit_ns: ev.ts_ns,
+                    duration_ns: d,
+                    ret: x.ret,
+                    arg0: p.arg0,
+                    wait,
+                };
+                let [all, work, waits] = self
+                    .slowest
+                    .get_or_insert_with(|| std::array::from_fn(|_| TopN::new(ctx.opts.top)));
+                if wait { waits } else { work }.push(d, call.clone());
+                all.push(d, call);
             }
             _ => {}
         }
+    }
+
+    /// Working calls per (pid, syscall) so far.
+    pub fn work(&self) -> &HashMap<(u32, u64), WorkAcc> {
+        &self.work
     }
 
     pub fn finish(mut self, tasks: &Tasks, ctx: &Ctx) -> SyscallReport {
@@ -235,7 +287,14 @@ impl Syscalls {
                 let errors = v.iter().map(|s| s.errors).sum();
                 let total_ns = v.iter().map(|s| s.latency.total_ns).sum();
                 v.truncate(top);
+                let work_ns = self
+                    .work
+                    .iter()
+                    .filter(|((p, _), _)| *p == pid)
+                    .map(|(_, w)| w.total_ns)
+                    .sum();
                 ProcessSyscalls {
+                    work_ns,
                     pid,
                     comm: tasks.proc_comm(pid).to_owned(),
                     cgroup: tasks.cgroup_of(pid).map(str::to_owned),
@@ -246,24 +305,36 @@ impl Syscalls {
                 }
             })
             .collect();
-        by_process.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.pid.cmp(&b.pid)));
+        by_process.sort_by(|a, b| {
+            (b.work_ns, b.total_ns)
+                .cmp(&(a.work_ns, a.total_ns))
+                .then(a.pid.cmp(&b.pid))
+        });
         by_process.truncate(top);
         let mut in_flight: Vec<InFlightCall> = self
             .pending
             .iter()
-            .map(|(&tid, p)| InFlightCall {
-                tid,
-                pid: p.pid,
-                comm: tasks.comm(tid).to_owned(),
-                syscall: name_of(p.id),
-                id: p.id,
-                entry_ns: p.ts,
-                elapsed_ns: ctx.end.saturating_sub(p.ts),
-                arg0: p.arg0,
+            .filter_map(|(&tid, p)| {
+                let syscall = name_of(p.id);
+                (!never_returns(&syscall)).then(|| InFlightCall {
+                    tid,
+                    pid: p.pid,
+                    comm: tasks.comm(tid).to_owned(),
+                    wait: is_wait(&syscall, p.arg1),
+                    syscall,
+                    id: p.id,
+                    entry_ns: p.ts,
+                    elapsed_ns: ctx.end.saturating_sub(p.ts),
+                    arg0: p.arg0,
+                })
             })
             .collect();
         in_flight.sort_by(|a, b| b.elapsed_ns.cmp(&a.elapsed_ns).then(a.tid.cmp(&b.tid)));
-        in_flight.truncate(top);
+        let [in_flight, in_flight_work, in_flight_waits] = split(in_flight, top, |c| c.wait);
+        let [slowest, slowest_work, slowest_waits] = self
+            .slowest
+            .map(|t| t.map(TopN::into_sorted))
+            .unwrap_or_default();
         SyscallReport {
             calls: by_syscall.iter().map(|s| s.latency.count).sum(),
             errors: by_syscall.iter().map(|s| s.errors).sum(),
@@ -271,8 +342,12 @@ impl Syscalls {
             histogram: Log2Hist::of(&every),
             by_syscall,
             by_process,
-            slowest: self.slowest.map(TopN::into_sorted).unwrap_or_default(),
+            slowest,
+            slowest_work,
+            slowest_waits,
             in_flight,
+            in_flight_work,
+            in_flight_waits,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the analyses know of each task: its process, name, parent and cgroup, from the
 //! statedump taken at the freeze and from the events themselves (threads that came and went).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use schemas::cstr_lossy;
 use schemas::event::{Event, EventData};
@@ -22,7 +22,12 @@ pub struct Tasks {
     procs: HashMap<u32, Proc>,
     cgroups: Vec<String>,
     cgroup_index: HashMap<String, usize>,
+    /// Processes of the recorder itself.
+    recorder: HashSet<u32>,
 }
+
+/// Name of the recorder's main thread (the `flightrec` binary).
+pub const RECORDER_COMM: &str = "flightrec";
 
 impl Tasks {
     /// The tasks of a statedump.
@@ -41,6 +46,9 @@ impl Tasks {
                 },
             );
             t.threads.insert(p.pid, (p.pid, p.comm.clone()));
+            if p.comm == RECORDER_COMM {
+                t.recorder.insert(p.pid);
+            }
             for th in &p.threads {
                 t.threads.insert(th.tid, (p.pid, th.comm.clone()));
             }
@@ -65,6 +73,9 @@ impl Tasks {
             .or_insert_with(|| (pid.unwrap_or(tid), String::new()));
         if let Some(pid) = pid {
             e.0 = pid;
+        }
+        if comm == RECORDER_COMM && e.0 == tid {
+            self.recorder.insert(tid);
         }
         e.1 = comm;
     }
@@ -146,6 +157,19 @@ impl Tasks {
     pub fn cgroup_of(&self, pid: u32) -> Option<&str> {
         let i = self.procs.get(&pid)?.cgroup?;
         Some(&self.cgroups[i])
+    }
+
+    /// Whether thread `tid` belongs to the recorder: a process whose main thread is named
+    /// [`RECORDER_COMM`], all its threads (tokio workers included).
+    pub fn is_recorder(&self, tid: u32) -> bool {
+        tid != 0 && self.recorder.contains(&self.pid_of(tid))
+    }
+
+    /// Process ids of the recorder, smallest first.
+    pub fn recorder_pids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.recorder.iter().copied().collect();
+        v.sort_unstable();
+        v
     }
 
     /// Whether thread `tid` is the idle task or a kernel thread.

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use super::stats::{LatencyStats, Log2Hist};
+use super::syscalls::SyscallCall;
 use super::{Report, Section};
 
 /// A table whose columns are sized to their widest cell; numeric columns align right.
@@ -142,6 +143,27 @@ fn not_recorded<T>(s: &Section<T>, out: &mut impl Write) -> io::Result<bool> {
     Ok(false)
 }
 
+/// A table of completed calls.
+fn calls_table(calls: &[SyscallCall], b: u64, out: &mut impl Write) -> io::Result<()> {
+    let mut t = Table::new(&[
+        "entry", "duration", "tid", "pid", "comm", "syscall", "arg0", "ret",
+    ])
+    .left(&["comm", "syscall"]);
+    for x in calls {
+        t.row(vec![
+            rel(x.entry_ns, b),
+            fmt_ns(x.duration_ns),
+            x.tid.to_string(),
+            x.pid.to_string(),
+            x.comm.clone(),
+            x.syscall.clone(),
+            x.arg0.to_string(),
+            x.ret.to_string(),
+        ]);
+    }
+    t.write(out)
+}
+
 /// Writes the text form of `r`.
 pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
     let b = r.window.begin_ns;
@@ -175,12 +197,37 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
             rel(c.all_cpus_from_ns, b)
         )?;
     }
+    let rc = &r.recorder;
+    if !rc.pids.is_empty() {
+        let cpu = rc
+            .on_cpu_ns
+            .map_or_else(String::new, |ns| format!(", {} on CPU", fmt_ns(ns)));
+        writeln!(
+            out,
+            "recorder pid {:?}: {} events{cpu} in the window; {}",
+            rc.pids,
+            rc.events,
+            if rc.included {
+                "ranked with the others (--include-recorder)"
+            } else {
+                "left out of the rankings (--include-recorder puts it back)"
+            }
+        )?;
+    }
     if !r.filter.is_empty() {
         writeln!(
             out,
             "filter   pids {:?} tids {:?} comms {:?} cgroups {:?}",
             r.filter.pids, r.filter.tids, r.filter.comms, r.filter.cgroups
         )?;
+    }
+
+    heading(out, "Findings")?;
+    if r.findings.is_empty() {
+        writeln!(out, "  nothing stands out")?;
+    }
+    for (i, f) in r.findings.iter().enumerate() {
+        writeln!(out, "  {}. {}", i + 1, f.text)?;
     }
 
     heading(out, "Syscalls")?;
@@ -205,9 +252,20 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
             t.row(row);
         }
         t.write(out)?;
-        writeln!(out, "\n  Per process (most time in syscalls first):")?;
-        let mut t = Table::new(&["pid", "comm", "calls", "errors", "total", "top syscalls"])
-            .left(&["comm", "top syscalls"]);
+        writeln!(
+            out,
+            "\n  Per process (most time in working syscalls first, then in waits):"
+        )?;
+        let mut t = Table::new(&[
+            "pid",
+            "comm",
+            "calls",
+            "errors",
+            "work",
+            "waits",
+            "top syscalls",
+        ])
+        .left(&["comm", "top syscalls"]);
         for p in &s.by_process {
             let tops: Vec<String> = p
                 .syscalls
@@ -227,34 +285,36 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
                 p.comm.clone(),
                 p.count.to_string(),
                 p.errors.to_string(),
-                fmt_ns(p.total_ns),
+                fmt_ns(p.work_ns),
+                fmt_ns(p.total_ns - p.work_ns),
                 tops.join(", "),
             ]);
         }
         t.write(out)?;
-        writeln!(out, "\n  Slowest calls:")?;
-        let mut t = Table::new(&[
-            "entry", "duration", "tid", "pid", "comm", "syscall", "arg0", "ret",
-        ])
-        .left(&["comm", "syscall"]);
-        for x in &s.slowest {
-            t.row(vec![
-                rel(x.entry_ns, b),
-                fmt_ns(x.duration_ns),
-                x.tid.to_string(),
-                x.pid.to_string(),
-                x.comm.clone(),
-                x.syscall.clone(),
-                x.arg0.to_string(),
-                x.ret.to_string(),
-            ]);
-        }
-        t.write(out)?;
-        if !s.in_flight.is_empty() {
-            writeln!(out, "\n  Still in a syscall at the end of the window:")?;
+        writeln!(
+            out,
+            "\n  Slowest work calls (waits for an event are listed apart, below):"
+        )?;
+        calls_table(&s.slowest_work, b, out)?;
+        writeln!(
+            out,
+            "\n  Slowest waits (idle loops and parked threads wait by design):"
+        )?;
+        calls_table(&s.slowest_waits, b, out)?;
+        for (list, what) in [
+            (&s.in_flight_work, "working"),
+            (&s.in_flight_waits, "waiting"),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            writeln!(
+                out,
+                "\n  Still in a syscall at the end of the window, {what}:"
+            )?;
             let mut t = Table::new(&["entry", "elapsed", "tid", "pid", "comm", "syscall", "arg0"])
                 .left(&["comm", "syscall"]);
-            for x in &s.in_flight {
+            for x in list {
                 t.row(vec![
                     rel(x.entry_ns, b),
                     fmt_ns(x.elapsed_ns),

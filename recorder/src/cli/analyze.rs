@@ -37,6 +37,10 @@ pub(crate) struct AnalyzeArgs {
     /// End of the window, in the same forms as --begin.
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     end: Option<TimeSpec>,
+    /// Rank the recorder's own threads with the others (by default they are left out and
+    /// their cost is shown on one line).
+    #[arg(long)]
+    include_recorder: bool,
 }
 
 pub(crate) fn run(args: AnalyzeArgs) -> Result<ExitCode> {
@@ -50,6 +54,7 @@ pub(crate) fn run(args: AnalyzeArgs) -> Result<ExitCode> {
         },
         begin: args.begin,
         end: args.end,
+        include_recorder: args.include_recorder,
     };
     if !args.file.exists() {
         bail!("{}: no such file", args.file.display());
