@@ -118,6 +118,34 @@ fn filters_select_tasks() {
 }
 
 #[test]
+fn a_filter_that_matches_no_task_is_warned_about() {
+    let b = syscall_snapshot();
+    let run_with = |pids: &[u32], comms: &[&str]| {
+        let opts = Options {
+            filter: Filter {
+                pids: pids.to_vec(),
+                comms: comms.iter().map(|s| s.to_string()).collect(),
+                ..Filter::default()
+            },
+            ..Options::default()
+        };
+        run("filter-warnings", &b, &opts)
+    };
+    assert!(run_with(&[100], &["app", "db"]).warnings.is_empty());
+    let r = run_with(&[4242], &["ap", "db"]);
+    assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+    assert!(r.warnings[0].contains("--comm \"ap\""), "{:?}", r.warnings);
+    assert!(r.warnings[1].contains("--pid 4242"), "{:?}", r.warnings);
+    let mut text = Vec::new();
+    flightrec_reader::analyze::render(&r, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("warning  --comm \"ap\" matches no thread"),
+        "{text}"
+    );
+}
+
+#[test]
 fn window_bounds_restrict_events() {
     let b = syscall_snapshot();
     let opts = Options {

@@ -305,6 +305,9 @@ pub struct Report {
     pub completeness: Completeness,
     /// The task filter applied.
     pub filter: Filter,
+    /// Filter values that match no task of the snapshot (a typo, or a task gone before the
+    /// window): the figures below then leave it out without saying so otherwise.
+    pub warnings: Vec<String>,
     /// The recorder's own cost, and whether it is ranked.
     pub recorder: RecorderCost,
     /// Syscall latencies.
@@ -468,6 +471,20 @@ pub fn analyze_events(
         on_cpu_ns: cpu.as_ref().map(|c| c.recorder_on_cpu_ns),
     };
     let work = sys.as_ref().map(|a| a.work().clone()).unwrap_or_default();
+    let mut warnings = Vec::new();
+    for c in &opts.filter.comms {
+        if !tasks.has_comm(c) {
+            warnings.push(format!(
+                "--comm {c:?} matches no thread of the snapshot (names are the kernel's, at \
+                 most 15 bytes; `flightrec dump --summary` lists them)"
+            ));
+        }
+    }
+    for p in &opts.filter.pids {
+        if !tasks.has_pid(*p) {
+            warnings.push(format!("--pid {p} matches no process of the snapshot"));
+        }
+    }
     let mut report = Report {
         findings: Vec::new(),
         schema: SCHEMA,
@@ -490,6 +507,7 @@ pub fn analyze_events(
         },
         completeness,
         filter: opts.filter.clone(),
+        warnings,
         recorder,
         syscalls: section(
             sys.map(|a| a.finish(&tasks, &ctx)),

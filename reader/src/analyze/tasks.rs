@@ -125,6 +125,16 @@ impl Tasks {
         self.threads.get(&tid).map_or(tid, |t| t.0)
     }
 
+    /// Whether some thread of the snapshot is named `comm`.
+    pub fn has_comm(&self, comm: &str) -> bool {
+        self.threads.values().any(|(_, c)| c == comm)
+    }
+
+    /// Whether process `pid` appears in the snapshot.
+    pub fn has_pid(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid) || self.threads.values().any(|(p, _)| *p == pid)
+    }
+
     /// Name of thread `tid` (`swapper/N` style names for 0, `?` when unknown).
     pub fn comm(&self, tid: u32) -> &str {
         if tid == 0 {

@@ -185,6 +185,9 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
         fmt_ns(r.window.duration_ns),
         r.window.events
     )?;
+    for w in &r.warnings {
+        writeln!(out, "warning  {w}")?;
+    }
     let c = &r.completeness;
     if c.complete {
         writeln!(out, "complete no record overwritten or lost")?;

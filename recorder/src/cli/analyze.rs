@@ -61,6 +61,9 @@ pub(crate) fn run(args: AnalyzeArgs) -> Result<ExitCode> {
     }
     let report = flightrec_reader::analyze::analyze(&args.file, &opts)
         .with_context(|| format!("analysing {}", args.file.display()))?;
+    for w in &report.warnings {
+        eprintln!("flightrec: warning: {w}");
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let res = if args.json {
