@@ -584,20 +584,32 @@ impl<T> TopN<T> {
 
     /// Offers `item` with `key`; ties keep the earlier item.
     pub fn push(&mut self, key: u64, item: T) {
+        self.push_with(key, || item);
+    }
+
+    /// Offers the item `make` builds with `key`, building it only if it is kept: most offers
+    /// are not, and the hot loops then allocate nothing.
+    pub fn push_with(&mut self, key: u64, make: impl FnOnce() -> T) {
         if self.n == 0 {
             return;
         }
         // Later arrivals rank lower on ties: the heap's minimum is evicted first.
         self.seq += 1;
-        let entry = std::cmp::Reverse((key, u64::MAX - self.seq, Keyed(item)));
-        if self.heap.len() < self.n {
-            self.heap.push(entry);
-        } else if let Some(min) = self.heap.peek()
-            && (key, u64::MAX - self.seq) > (min.0.0, min.0.1)
+        let rank = (key, u64::MAX - self.seq);
+        let full = self.heap.len() >= self.n;
+        if full
+            && self
+                .heap
+                .peek()
+                .is_some_and(|min| rank <= (min.0.0, min.0.1))
         {
-            self.heap.pop();
-            self.heap.push(entry);
+            return;
         }
+        if full {
+            self.heap.pop();
+        }
+        self.heap
+            .push(std::cmp::Reverse((rank.0, rank.1, Keyed(make()))));
     }
 
     /// The kept items, largest key first (ties: earliest first).

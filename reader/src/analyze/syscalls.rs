@@ -207,19 +207,19 @@ impl Syscalls {
                 let acc = self.per.entry((p.pid, x.id)).or_default();
                 acc.durations.push(d);
                 acc.errors += u64::from(x.ret < 0);
-                let syscall = name_of(x.id);
-                let wait = is_wait(&syscall, p.arg1);
+                // Unknown numbers are never waits: their "syscall_N" names are in no list.
+                let wait = is_wait(syscall_name(x.id).unwrap_or(""), p.arg1);
                 if !wait {
                     let w = self.work.entry((p.pid, x.id)).or_default();
                     w.count += 1;
                     w.total_ns += d;
                     w.max_ns = w.max_ns.max(d);
                 }
-                let call = SyscallCall {
+                let call = || SyscallCall {
                     tid: ev.tid,
                     pid: p.pid,
                     comm: tasks.comm(ev.tid).to_owned(),
-                    syscall,
+                    syscall: name_of(x.id),
                     id: x.id,
                     entry_ns: p.ts,
                     exit_ns: ev.ts_ns,
@@ -231,8 +231,8 @@ impl Syscalls {
                 let [all, work, waits] = self
                     .slowest
                     .get_or_insert_with(|| std::array::from_fn(|_| TopN::new(ctx.opts.top)));
-                if wait { waits } else { work }.push(d, call.clone());
-                all.push(d, call);
+                if wait { waits } else { work }.push_with(d, call);
+                all.push_with(d, call);
             }
             _ => {}
         }
