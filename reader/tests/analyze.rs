@@ -510,3 +510,6 @@ fn an_analysis_whose_class_was_not_recorded_says_so() {
 
 #[path = "analyze/findings.rs"]
 mod findings;
+
+#[path = "analyze/story.rs"]
+mod story;

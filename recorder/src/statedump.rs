@@ -4,7 +4,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use schemas::manifest::{CgroupInfo, ClockOffsets, HostInfo, ProcessInfo, Statedump, ThreadInfo};
+use schemas::manifest::{
+    CgroupInfo, ClockOffsets, DiskInfo, HostInfo, ProcessInfo, Statedump, ThreadInfo,
+};
 
 fn read_trim(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(path)
@@ -124,6 +126,35 @@ fn proc_cgroup(pid: u32) -> String {
         .unwrap_or_default()
 }
 
+/// Block devices from `/sys/dev/block/MAJOR:MINOR`, each a link whose last component is the
+/// kernel's name of the device.
+fn disks() -> Vec<DiskInfo> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/sys/dev/block") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let num = entry.file_name();
+        let Some((major, minor)) = num.to_str().and_then(|s| s.split_once(':')) else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
+            continue;
+        };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if let Some(name) = target.file_name().and_then(|n| n.to_str()) {
+            out.push(DiskInfo {
+                dev: (major << 20) | minor,
+                name: name.to_owned(),
+            });
+        }
+    }
+    out.sort_by_key(|d| d.dev);
+    out
+}
+
 /// Processes, threads and cgroups as they are now. Processes that exit during the scan are
 /// skipped.
 pub fn statedump() -> Statedump {
@@ -187,6 +218,7 @@ pub fn statedump() -> Statedump {
     }
     processes.sort_by_key(|p| p.pid);
     Statedump {
+        disks: disks(),
         processes,
         cgroups: cgroup_paths
             .into_iter()

@@ -134,6 +134,19 @@ pub struct Statedump {
     pub processes: Vec<ProcessInfo>,
     /// cgroup v2 ids and paths.
     pub cgroups: Vec<CgroupInfo>,
+    /// Block devices by number, so analyses name disks (`vda`) rather than `254:0`. Absent in
+    /// snapshots of older recorders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskInfo>,
+}
+
+/// A block device at snapshot time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Kernel `dev_t` as block events carry it (`major << 20 | minor`).
+    pub dev: u32,
+    /// Kernel name (`vda`, `nvme0n1`, `vda1`).
+    pub name: String,
 }
 
 /// One process at snapshot time.

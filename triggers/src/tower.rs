@@ -53,6 +53,11 @@ impl SlowRequest {
             method: Some(self.method.clone()),
             duration_ms: Some(self.duration.as_secs_f64() * 1e3),
             request_id: self.request_id.clone(),
+            // Tasks move between runtime threads, so no thread is named: the pid and the
+            // start still place the request in the snapshot.
+            pid: Some(std::process::id()),
+            start_realtime_ns: schemas::clock::realtime_ns()
+                .checked_sub(u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX)),
             tags,
             ..HookRequest::default()
         }

@@ -76,6 +76,17 @@ pub struct HookRequest {
     /// The request's id (e.g. `X-Request-Id`), to find it again in logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Process id of the worker that served the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Thread id of the worker thread that served it (the pid for single-threaded workers
+    /// such as nginx's): with `start_realtime_ns` and `duration_ms`, `analyze` tells the
+    /// request's story.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    /// When the request started, ns since the Unix epoch (CLOCK_REALTIME).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_realtime_ns: Option<u64>,
     /// Free key/value labels kept in the manifest.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
@@ -195,6 +206,17 @@ impl HookRequest {
                 ));
             }
             fields.insert("duration_ms".into(), d.into());
+        }
+        for (k, v) in [("pid", self.pid), ("tid", self.tid)] {
+            if let Some(v) = v {
+                if v == 0 {
+                    return Err(InvalidTrigger(format!("{k} must be a positive process id")));
+                }
+                fields.insert(k.into(), v.into());
+            }
+        }
+        if let Some(t) = self.start_realtime_ns {
+            fields.insert("start_realtime_ns".into(), t.into());
         }
         if let Some(id) = &self.request_id {
             check_text("request_id", id, MAX_REQUEST_ID, false)?;

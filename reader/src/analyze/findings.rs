@@ -27,6 +27,8 @@ const BURST: u64 = 5;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
+    /// The request (or thread) the trigger names: where its time went.
+    Request,
     /// A process spent long in completed working calls of one syscall.
     SlowSyscall,
     /// A thread was still in a working syscall at the end of the window.
@@ -328,4 +330,29 @@ pub(crate) fn find(r: &Report, work: &HashMap<(u32, u64), WorkAcc>, tasks: &Task
     });
     out.truncate(MAX_FINDINGS);
     out
+}
+
+/// The lead finding of a snapshot whose request has a story: its verdict.
+pub(crate) fn of_story(s: &super::Story, window: u64) -> Finding {
+    Finding {
+        kind: FindingKind::Request,
+        score: pct(s.duration_ns, window),
+        text: s.verdict.clone(),
+        evidence: Evidence {
+            pid: Some(s.who.pid),
+            tid: Some(s.who.tid),
+            comm: Some(s.who.comm.clone()),
+            syscall: s.blocked.first().and_then(|b| b.syscall.clone()),
+            duration_ns: s.duration_ns,
+            total_ns: s.duration_ns,
+            count: 1,
+            at_ns: Some(s.begin_ns),
+            by: s
+                .ran_instead
+                .iter()
+                .map(|r| (format!("{}[{}]", r.who.comm, r.who.tid), r.ns))
+                .collect(),
+            ..Evidence::default()
+        },
+    }
 }

@@ -14,11 +14,13 @@ mod irq;
 mod procs;
 mod sched;
 pub mod stats;
+pub mod story;
 mod syscalls;
 mod tasks;
 mod text;
 pub mod waits;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use schemas::EventKind;
@@ -33,6 +35,7 @@ pub use findings::{Evidence, Finding, FindingKind};
 pub use irq::IrqReport;
 pub use procs::ProcessReport;
 pub use sched::SchedReport;
+pub use story::{Story, StoryChoice, Subject};
 pub use syscalls::{InFlightCall, SyscallCall, SyscallReport};
 pub use tasks::Tasks;
 pub use text::render;
@@ -173,6 +176,8 @@ pub struct Options {
     pub end: Option<TimeSpec>,
     /// Rank the recorder's own threads with the others (default: left out, costed apart).
     pub include_recorder: bool,
+    /// Whose story to tell.
+    pub story: StoryChoice,
 }
 
 impl Default for Options {
@@ -183,6 +188,7 @@ impl Default for Options {
             begin: None,
             end: None,
             include_recorder: false,
+            story: StoryChoice::Auto,
         }
     }
 }
@@ -293,6 +299,9 @@ pub struct RecorderCost {
 /// Everything `flightrec analyze` computes from one snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
+    /// The story of the request (or thread) the trigger names, or of the slowest request
+    /// recognised from `accept`…`close`: where its time went.
+    pub story: Option<Story>,
     /// What to look at first, most of the window first (at most [`findings::MAX_FINDINGS`]).
     pub findings: Vec<Finding>,
     /// [`SCHEMA`].
@@ -340,22 +349,130 @@ impl Ctx<'_> {
     }
 }
 
-/// Analyses the snapshot at `path`.
+/// Analyses the snapshot at `path`. When the trigger names no request, the slowest request
+/// recognised from `accept`…`close` gets its story from a second pass over the file.
 pub fn analyze(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
     let (manifest, events) = crate::dump::open(path)?;
-    analyze_events(
+    let mut pass = analyze_pass(
         &manifest,
         events.map(|e| e.map_err(AnalyzeError::Decode)),
         opts,
-    )
+    )?;
+    if pass.report.story.is_none()
+        && let Some(p) = pass.periods.first()
+    {
+        let subject = Subject {
+            tid: p.tid,
+            span: p.span,
+            source: "accept_close",
+            what: format!(
+                "the slowest of {} connections served (fd {})",
+                pass.period_count, p.fd
+            ),
+        };
+        let (_, events) = crate::dump::open(path)?;
+        let mut tracker = story::track::Tracker::new(subject.span, subject.tid);
+        for ev in events {
+            let ev = ev?;
+            if tracker.done(ev.ts_ns) {
+                break;
+            }
+            tracker.event(&ev);
+        }
+        tracker.finish();
+        pass.report.story = Some(tell(
+            &tracker,
+            &subject,
+            &manifest,
+            &pass.tasks,
+            pass.period_count,
+        ));
+    }
+    Ok(pass.finish())
 }
 
-/// Analyses `events` (time-ordered) of a snapshot described by `manifest`.
+/// Analyses `events` (time-ordered) of a snapshot described by `manifest`, in one pass: the
+/// story is told when the trigger names its subject (a hook request with its thread, a rule
+/// on a thread) or one is asked for.
 pub fn analyze_events(
     manifest: &Manifest,
     events: impl Iterator<Item = Result<Event, AnalyzeError>>,
     opts: &Options,
 ) -> Result<Report, AnalyzeError> {
+    Ok(analyze_pass(manifest, events, opts)?.finish())
+}
+
+/// The story of `subject` from a finished tracker.
+fn tell(
+    tracker: &story::track::Tracker,
+    subject: &Subject,
+    manifest: &Manifest,
+    tasks: &Tasks,
+    periods: u64,
+) -> Story {
+    let disks = Disks::new(manifest);
+    let disk = |dev: u32| disks.name(dev);
+    story::build(
+        tracker,
+        subject,
+        &story::build::Inputs {
+            tasks,
+            disk: &disk,
+            realtime_minus_monotonic_ns: manifest.clocks.realtime_minus_monotonic_ns,
+            periods,
+        },
+    )
+}
+
+/// Disk names by device number, from the snapshot's statedump (`major:minor` for devices it
+/// does not list, and in snapshots of recorders that did not record them).
+pub(crate) struct Disks(HashMap<u32, String>);
+
+impl Disks {
+    pub fn new(m: &Manifest) -> Disks {
+        Disks(
+            m.statedump
+                .disks
+                .iter()
+                .map(|d| (d.dev, d.name.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn name(&self, dev: u32) -> String {
+        self.0
+            .get(&dev)
+            .cloned()
+            .unwrap_or_else(|| schemas::event::dev_name(dev))
+    }
+}
+
+/// One pass's results, before the findings are drawn from them.
+struct Pass {
+    report: Report,
+    work: HashMap<(u32, u64), syscalls::WorkAcc>,
+    tasks: Tasks,
+    periods: Vec<story::periods::Period>,
+    period_count: u64,
+}
+
+impl Pass {
+    fn finish(mut self) -> Report {
+        let mut f = findings::find(&self.report, &self.work, &self.tasks);
+        if let Some(s) = &self.report.story {
+            f.insert(0, findings::of_story(s, self.report.window.duration_ns));
+            f.truncate(findings::MAX_FINDINGS);
+        }
+        self.report.findings = f;
+        self.report
+    }
+}
+
+fn analyze_pass(
+    manifest: &Manifest,
+    events: impl Iterator<Item = Result<Event, AnalyzeError>>,
+    opts: &Options,
+) -> Result<Pass, AnalyzeError> {
     let oldest = manifest
         .coverage
         .iter()
@@ -380,6 +497,22 @@ pub fn analyze_events(
     let ctx = Ctx { opts, begin, end };
 
     let has = |class: &str| manifest.recorder.classes.iter().any(|c| c == class);
+    let subject = match opts.story {
+        StoryChoice::Off => None,
+        StoryChoice::Thread(tid) => Some(Subject {
+            tid,
+            span: story::Span { begin, end },
+            source: "thread",
+            what: format!("thread {tid} over the window"),
+        }),
+        StoryChoice::Auto => story::from_trigger(manifest),
+    };
+    let mut tracker = subject
+        .as_ref()
+        .filter(|_| has("sched"))
+        .map(|s| story::track::Tracker::new(s.span, s.tid));
+    let mut periods = (opts.story == StoryChoice::Auto && subject.is_none() && has("syscalls"))
+        .then(story::periods::Periods::default);
     let mut tasks = Tasks::from_statedump(&manifest.statedump);
     let mut sys = has("syscalls").then(syscalls::Syscalls::default);
     let mut cpu = has("sched").then(|| cpu::Cpu::new(&ctx));
@@ -394,10 +527,20 @@ pub fn analyze_events(
         let ev = ev?;
         // Names and parents are learnt from every event, inside the window or not.
         tasks.observe(&ev);
+        if let Some(t) = tracker.as_mut()
+            && !t.done(ev.ts_ns)
+        {
+            t.event(&ev);
+        }
         if ev.ts_ns < begin || ev.ts_ns > end {
             continue;
         }
         n += 1;
+        if let Some(p) = periods.as_mut()
+            && ctx.selects(ev.tid, &tasks)
+        {
+            p.event(&ev);
+        }
         recorder_events += u64::from(tasks.is_recorder(ev.tid));
         match ev.kind() {
             EventKind::SyscallEntry | EventKind::SyscallExit => {
@@ -485,7 +628,16 @@ pub fn analyze_events(
             warnings.push(format!("--pid {p} matches no process of the snapshot"));
         }
     }
-    let mut report = Report {
+    let period_count = periods.as_ref().map_or(0, |p| p.count);
+    let story = match (tracker.as_mut(), subject.as_ref()) {
+        (Some(t), Some(s)) => {
+            t.finish();
+            Some(tell(t, s, manifest, &tasks, period_count))
+        }
+        _ => None,
+    };
+    let report = Report {
+        story,
         findings: Vec::new(),
         schema: SCHEMA,
         snapshot: SnapshotInfo {
@@ -528,8 +680,13 @@ pub fn analyze_events(
         irq: section(irq.map(|a| a.finish(&ctx)), "irq", "the interrupt analysis"),
         processes: section(prc.map(|a| a.finish(&ctx)), "process", "the process log"),
     };
-    report.findings = findings::find(&report, &work, &tasks);
-    Ok(report)
+    Ok(Pass {
+        report,
+        work,
+        tasks,
+        periods: periods.map(|p| p.slowest()).unwrap_or_default(),
+        period_count,
+    })
 }
 
 /// The section of an analysis that ran, or why it could not.

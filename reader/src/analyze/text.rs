@@ -185,6 +185,11 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
         fmt_ns(r.window.duration_ns),
         r.window.events
     )?;
+    writeln!(
+        out,
+        "began    {} UTC",
+        schemas::clock::utc_stamp(r.window.begin_realtime_ns)
+    )?;
     for w in &r.warnings {
         writeln!(out, "warning  {w}")?;
     }
@@ -231,6 +236,10 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
     }
     for (i, f) in r.findings.iter().enumerate() {
         writeln!(out, "  {}. {}", i + 1, f.text)?;
+    }
+    if let Some(s) = &r.story {
+        heading(out, "The request")?;
+        super::story::text::render(s, b, out)?;
     }
 
     heading(out, "Syscalls")?;

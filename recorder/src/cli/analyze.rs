@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use flightrec_reader::analyze::{Filter, Options, TimeSpec};
+use flightrec_reader::analyze::{Filter, Options, StoryChoice, TimeSpec};
 
 #[derive(Args)]
 pub(crate) struct AnalyzeArgs {
@@ -41,6 +41,15 @@ pub(crate) struct AnalyzeArgs {
     /// their cost is shown on one line).
     #[arg(long)]
     include_recorder: bool,
+    /// Tell the story of this thread over the window (--begin/--end): how long it ran,
+    /// waited to run and behind whom, was blocked and in what, and who woke it. By default
+    /// the story is of the request the trigger names (a hook call with the worker's thread,
+    /// a kernel rule's thread), else of the slowest connection served (accept to close).
+    #[arg(long, value_name = "TID", conflicts_with = "no_story")]
+    story: Option<u32>,
+    /// Tell no story.
+    #[arg(long)]
+    no_story: bool,
 }
 
 pub(crate) fn run(args: AnalyzeArgs) -> Result<ExitCode> {
@@ -55,6 +64,11 @@ pub(crate) fn run(args: AnalyzeArgs) -> Result<ExitCode> {
         begin: args.begin,
         end: args.end,
         include_recorder: args.include_recorder,
+        story: match (args.story, args.no_story) {
+            (Some(tid), _) => StoryChoice::Thread(tid),
+            (None, true) => StoryChoice::Off,
+            (None, false) => StoryChoice::Auto,
+        },
     };
     if !args.file.exists() {
         bail!("{}: no such file", args.file.display());

@@ -68,6 +68,11 @@ function M.log()
         .. '"method":' .. json_string(v.request_method) .. ","
         .. '"duration_ms":' .. string.format("%.3f", ms) .. ","
         .. '"request_id":' .. json_string(request_id) .. ","
+        -- The worker and the request's start let `flightrec analyze` tell the request's
+        -- story; nginx workers are single-threaded, so the pid is the thread.
+        .. '"pid":' .. ngx.worker.pid() .. ","
+        .. '"tid":' .. ngx.worker.pid() .. ","
+        .. '"start_realtime_ns":' .. string.format("%.0f", ngx.req.start_time() * 1e9) .. ","
         .. '"tags":{"status":' .. json_string(v.status)
         .. ',"server":' .. json_string(v.server_name)
         .. ',"upstream":' .. json_string(v.upstream_addr) .. "}"

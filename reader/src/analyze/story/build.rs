@@ -1,0 +1,506 @@
+//! From the tracked intervals to the [`Story`]: totals, blocked stretches with their wakers
+//! and wakeup chains, who ran instead, interrupt time, and the one-sentence verdict.
+
+use std::collections::HashMap;
+
+use schemas::event::syscall_name;
+
+use super::track::{IrqTime, State, Tracker, Waker};
+use super::{
+    Blocked, CallTime, IoSummary, Link, RanInstead, Segment, Span, Stolen, Story, Subject, Who,
+    WokenBy,
+};
+use crate::analyze::Tasks;
+use crate::analyze::irq::SOFTIRQ_NAMES;
+use crate::analyze::text::fmt_ns;
+
+/// Most timeline stretches kept.
+pub const MAX_SEGMENTS: usize = 2000;
+/// Most blocked stretches listed.
+const MAX_BLOCKED: usize = 5;
+/// Longest wakeup chain followed.
+const MAX_CHAIN: usize = 4;
+
+/// Syscalls whose first argument is the fd they work or wait on.
+const FD_FIRST: &[&str] = &[
+    "read",
+    "write",
+    "pread64",
+    "pwrite64",
+    "readv",
+    "writev",
+    "preadv",
+    "pwritev",
+    "preadv2",
+    "pwritev2",
+    "recvfrom",
+    "sendto",
+    "recvmsg",
+    "sendmsg",
+    "recvmmsg",
+    "sendmmsg",
+    "connect",
+    "accept",
+    "accept4",
+    "fsync",
+    "fdatasync",
+    "sync_file_range",
+    "fallocate",
+    "ftruncate",
+    "flock",
+    "ioctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "splice",
+    "sendfile",
+    "getdents64",
+];
+
+/// Readiness waits that return 0 on a timeout.
+const TIMEOUT_ZERO: &[&str] = &[
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+];
+
+fn name_of(nr: u64) -> String {
+    syscall_name(nr).map_or_else(|| format!("syscall_{nr}"), str::to_owned)
+}
+
+fn pct(part: u64, whole: u64) -> u64 {
+    (part * 100).checked_div(whole).unwrap_or(0)
+}
+
+/// What the story needs besides the tracker.
+pub(crate) struct Inputs<'a> {
+    pub tasks: &'a Tasks,
+    pub disk: &'a dyn Fn(u32) -> String,
+    pub realtime_minus_monotonic_ns: i64,
+    pub periods: u64,
+}
+
+fn who(tasks: &Tasks, tid: u32) -> Who {
+    let pid = tasks.pid_of(tid);
+    Who {
+        tid,
+        pid,
+        comm: tasks.comm(tid).to_owned(),
+        cgroup: tasks.cgroup_of(pid).map(str::to_owned),
+    }
+}
+
+fn woken_by(t: &Tracker, tasks: &Tasks, w: Option<Waker>) -> WokenBy {
+    match w {
+        Some(Waker::Thread(0)) | None => WokenBy::Nobody,
+        Some(Waker::Thread(tid)) => WokenBy::Thread(who(tasks, tid)),
+        Some(Waker::Irq(irq)) => WokenBy::Irq {
+            irq,
+            name: t.irq_names.get(&irq).cloned().unwrap_or_default(),
+        },
+        Some(Waker::Softirq(v)) => WokenBy::Softirq {
+            name: SOFTIRQ_NAMES
+                .get(v as usize)
+                .map_or_else(|| format!("vec {v}"), |s| (*s).to_owned()),
+        },
+    }
+}
+
+/// Block requests matching `keep` and overlapping `[a, b]`, on their busiest device.
+fn io_summary(
+    t: &Tracker,
+    a: u64,
+    b: u64,
+    disk: &dyn Fn(u32) -> String,
+    keep: impl Fn(u32) -> bool,
+) -> Option<IoSummary> {
+    let mut per_dev: HashMap<u32, IoSummary> = HashMap::new();
+    let mut spans: HashMap<u32, (u64, u64)> = HashMap::new();
+    for io in &t.ios {
+        if !keep(io.tid) || io.complete_ns < a || io.issue_ns > b {
+            continue;
+        }
+        let s = per_dev.entry(io.dev).or_default();
+        s.requests += 1;
+        s.bytes += u64::from(io.bytes);
+        s.max_ns = s.max_ns.max(io.complete_ns - io.issue_ns);
+        let sp = spans.entry(io.dev).or_insert((io.issue_ns, io.complete_ns));
+        sp.0 = sp.0.min(io.issue_ns);
+        sp.1 = sp.1.max(io.complete_ns);
+    }
+    let (dev, mut s) = per_dev.into_iter().max_by_key(|(d, s)| (s.max_ns, *d))?;
+    let (x, y) = spans[&dev];
+    s.busy_ns = y - x;
+    s.device = disk(dev);
+    Some(s)
+}
+
+/// The chain of wakers back from `waker`, over `[begin, end]`.
+fn chain(
+    t: &Tracker,
+    by_tid: &HashMap<u32, Vec<usize>>,
+    inp: &Inputs,
+    subject: u32,
+    mut waker: Option<Waker>,
+    begin: u64,
+    mut end: u64,
+) -> Vec<Link> {
+    let mut out: Vec<Link> = Vec::new();
+    while out.len() < MAX_CHAIN {
+        let Some(Waker::Thread(tid)) = waker else {
+            break;
+        };
+        if tid == 0 || tid == subject || out.iter().any(|l| l.who.tid == tid) || end <= begin {
+            break;
+        }
+        let span = Span { begin, end };
+        let (mut run, mut rq, mut blk) = (0, 0, 0);
+        let mut calls: HashMap<u64, u64> = HashMap::new();
+        let mut longest: Option<usize> = None;
+        for &i in by_tid.get(&tid).map(Vec::as_slice).unwrap_or(&[]) {
+            let iv = &t.intervals[i];
+            let ns = span.overlap(iv.start, iv.end);
+            if ns == 0 {
+                continue;
+            }
+            match iv.state {
+                State::Running => run += ns,
+                State::Runnable => rq += ns,
+                State::Blocked => {
+                    blk += ns;
+                    if longest.is_none_or(|l| t.intervals[l].end - t.intervals[l].start < ns) {
+                        longest = Some(i);
+                    }
+                }
+            }
+            if let Some(c) = iv.call {
+                *calls.entry(c.nr).or_default() += ns;
+            }
+        }
+        let syscall = calls
+            .into_iter()
+            .max_by_key(|&(nr, ns)| (ns, nr))
+            .map(|(nr, _)| name_of(nr));
+        let io = io_summary(t, begin, end, inp.disk, |x| x == tid);
+        out.push(Link {
+            who: who(inp.tasks, tid),
+            begin_ns: begin,
+            end_ns: end,
+            running_ns: run,
+            runnable_ns: rq,
+            blocked_ns: blk,
+            syscall,
+            io,
+        });
+        // Follow on only while this link itself mostly waited for someone else.
+        match longest {
+            Some(l) if blk * 2 >= span.len() => {
+                waker = t.intervals[l].waker;
+                end = t.intervals[l].end;
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Builds the story of `subject` from a finished tracker.
+pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
+    let span = subject.span;
+    let mut by_tid: HashMap<u32, Vec<usize>> = HashMap::new();
+    let mut by_cpu: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, iv) in t.intervals.iter().enumerate() {
+        by_tid.entry(iv.tid).or_default().push(i);
+        if iv.state == State::Running {
+            by_cpu.entry(iv.cpu).or_default().push(i);
+        }
+    }
+    let mine: Vec<usize> = by_tid.get(&subject.tid).cloned().unwrap_or_default();
+    let (mut running, mut runnable, mut blocked) = (0u64, 0u64, 0u64);
+    let mut irq = IrqTime::default();
+    let mut timeline = Vec::new();
+    let mut instead: HashMap<u32, u64> = HashMap::new();
+    for (k, &i) in mine.iter().enumerate() {
+        let iv = &t.intervals[i];
+        let ns = iv.end - iv.start;
+        match iv.state {
+            State::Running => {
+                running += ns;
+                irq.add(&iv.irq);
+            }
+            State::Runnable => {
+                runnable += ns;
+                // The CPU it got next is the one it queued on.
+                let cpu = mine[k + 1..]
+                    .iter()
+                    .map(|&j| &t.intervals[j])
+                    .find(|j| j.state == State::Running)
+                    .map_or(iv.cpu, |j| j.cpu);
+                for &j in by_cpu.get(&cpu).map(Vec::as_slice).unwrap_or(&[]) {
+                    let o = &t.intervals[j];
+                    let ov = Span {
+                        begin: iv.start,
+                        end: iv.end,
+                    }
+                    .overlap(o.start, o.end);
+                    if ov > 0 && o.tid != subject.tid {
+                        *instead.entry(o.tid).or_default() += ov;
+                    }
+                }
+            }
+            State::Blocked => blocked += ns,
+        }
+        if timeline.len() < MAX_SEGMENTS {
+            timeline.push(Segment {
+                state: match iv.state {
+                    State::Running => "running",
+                    State::Runnable => "runnable",
+                    State::Blocked => "blocked",
+                },
+                begin_ns: iv.start,
+                end_ns: iv.end,
+                cpu: iv.cpu,
+                syscall: iv.call.map(|c| name_of(c.nr)),
+            });
+        }
+    }
+
+    // The blocked stretches, longest first.
+    let mut spells: Vec<usize> = mine
+        .iter()
+        .copied()
+        .filter(|&i| t.intervals[i].state == State::Blocked)
+        .collect();
+    spells.sort_by_key(|&i| std::cmp::Reverse(t.intervals[i].end - t.intervals[i].start));
+    let blocked_list: Vec<Blocked> = spells
+        .iter()
+        .take(MAX_BLOCKED)
+        .map(|&i| {
+            let iv = &t.intervals[i];
+            let name = iv.call.map(|c| name_of(c.nr));
+            let call = iv.call.and_then(|c| {
+                t.calls
+                    .iter()
+                    .find(|d| d.entry_ns == c.entry_ns && d.nr == c.nr)
+            });
+            let ret = call.map(|c| c.ret);
+            let timed_out =
+                ret == Some(0) && name.as_deref().is_some_and(|n| TIMEOUT_ZERO.contains(&n));
+            let fd = match (&name, iv.call) {
+                (Some(n), Some(c)) if FD_FIRST.contains(&n.as_str()) => Some(c.arg0 as i64),
+                _ => None,
+            };
+            let from = iv.call.map_or(iv.start, |c| c.entry_ns);
+            Blocked {
+                begin_ns: iv.start,
+                duration_ns: iv.end - iv.start,
+                syscall: name,
+                fd,
+                ret,
+                timed_out,
+                woken_by: woken_by(t, inp.tasks, iv.waker),
+                own_io: io_summary(t, from, iv.end, inp.disk, |x| x == subject.tid),
+                disk: io_summary(t, iv.start, iv.end, inp.disk, |_| true),
+                chain: chain(t, &by_tid, inp, subject.tid, iv.waker, iv.start, iv.end),
+            }
+        })
+        .collect();
+
+    let mut ran_instead: Vec<RanInstead> = instead
+        .into_iter()
+        .map(|(tid, ns)| RanInstead {
+            who: who(inp.tasks, tid),
+            ns,
+        })
+        .collect();
+    ran_instead.sort_by_key(|r| (std::cmp::Reverse(r.ns), r.who.tid));
+    ran_instead.truncate(5);
+
+    let mut stolen = Vec::new();
+    if irq.hard_ns > 0 {
+        let names: Vec<&str> = t.irq_names.values().map(String::as_str).collect();
+        stolen.push(Stolen {
+            name: if names.len() == 1 {
+                format!("hard irqs ({})", names[0])
+            } else {
+                "hard irqs".into()
+            },
+            ns: irq.hard_ns,
+        });
+    }
+    for (v, &ns) in irq.soft_ns.iter().enumerate() {
+        if ns > 0 {
+            stolen.push(Stolen {
+                name: format!("softirq {}", SOFTIRQ_NAMES[v]),
+                ns,
+            });
+        }
+    }
+    stolen.sort_by_key(|s| std::cmp::Reverse(s.ns));
+
+    let mut per_call: HashMap<u64, CallTime> = HashMap::new();
+    for c in &t.calls {
+        let ns = span.overlap(c.entry_ns, c.exit_ns);
+        let e = per_call.entry(c.nr).or_insert_with(|| CallTime {
+            syscall: name_of(c.nr),
+            count: 0,
+            total_ns: 0,
+            max_ns: 0,
+        });
+        e.count += 1;
+        e.total_ns += ns;
+        e.max_ns = e.max_ns.max(ns);
+    }
+    let mut calls: Vec<CallTime> = per_call.into_values().collect();
+    calls.sort_by_key(|c| (std::cmp::Reverse(c.total_ns), c.syscall.clone()));
+    calls.truncate(8);
+
+    let seen = running + runnable + blocked;
+    let mut story = Story {
+        verdict: String::new(),
+        source: subject.source.to_owned(),
+        what: subject.what.clone(),
+        who: who(inp.tasks, subject.tid),
+        begin_ns: span.begin,
+        begin_realtime_ns: span
+            .begin
+            .saturating_add_signed(inp.realtime_minus_monotonic_ns),
+        end_ns: span.end,
+        duration_ns: span.len(),
+        running_ns: running,
+        interrupted_ns: irq.total(),
+        runnable_ns: runnable,
+        blocked_ns: blocked,
+        unknown_ns: span.len().saturating_sub(seen),
+        blocked: blocked_list,
+        ran_instead,
+        stolen,
+        calls,
+        forks: t.forks,
+        timeline,
+        timeline_truncated: mine.len() > MAX_SEGMENTS,
+        periods: inp.periods,
+    };
+    story.verdict = verdict(&story, t);
+    story
+}
+
+/// What took the time, in one sentence: the largest of on-CPU work, interrupts, waiting to
+/// run, and being blocked (in the syscall of the longest stretch).
+fn verdict(s: &Story, t: &Tracker) -> String {
+    let total = s.duration_ns;
+    let who = format!("{} ({})", s.who.comm, s.who.tid);
+    let head = format!("{} took {} on {who}", s.what, fmt_ns(total));
+    let work = s.running_ns.saturating_sub(s.interrupted_ns);
+    let mut parts: Vec<(u64, String)> = Vec::new();
+    if let Some(b) = s.blocked.first() {
+        parts.push((s.blocked_ns, blocked_words(s, b)));
+    }
+    if s.runnable_ns > 0 {
+        let behind = s.ran_instead.first().map_or(String::new(), |r| {
+            let cg = r
+                .who
+                .cgroup
+                .as_deref()
+                .map_or(String::new(), |c| format!(" in cgroup {c}"));
+            format!(
+                ", behind {} ({}){cg} for {}",
+                r.who.comm,
+                r.who.tid,
+                fmt_ns(r.ns)
+            )
+        });
+        parts.push((
+            s.runnable_ns,
+            format!(
+                "waited {} ({}%) to run{behind}",
+                fmt_ns(s.runnable_ns),
+                pct(s.runnable_ns, total)
+            ),
+        ));
+    }
+    if s.interrupted_ns > 0 {
+        let what = s.stolen.first().map_or("interrupts", |x| x.name.as_str());
+        parts.push((
+            s.interrupted_ns,
+            format!(
+                "lost {} ({}%) of its CPU time to interrupts, most to {what}",
+                fmt_ns(s.interrupted_ns),
+                pct(s.interrupted_ns, total)
+            ),
+        ));
+    }
+    if work > 0 {
+        let forks = if s.forks > 0 {
+            format!(", starting {} processes", s.forks)
+        } else {
+            String::new()
+        };
+        parts.push((
+            work,
+            format!("ran {} ({}%){forks}", fmt_ns(work), pct(work, total)),
+        ));
+    }
+    parts.sort_by_key(|(ns, _)| std::cmp::Reverse(*ns));
+    let _ = t;
+    let body: Vec<String> = parts.into_iter().map(|(_, p)| p).collect();
+    if body.is_empty() {
+        return format!("{head}: its thread has no events in the span");
+    }
+    format!("{head}: {}", body.join("; "))
+}
+
+fn blocked_words(s: &Story, b: &Blocked) -> String {
+    let total = s.duration_ns;
+    let mut w = format!(
+        "blocked {} ({}%)",
+        fmt_ns(s.blocked_ns),
+        pct(s.blocked_ns, total)
+    );
+    let Some(sys) = &b.syscall else {
+        return w;
+    };
+    w.push_str(&format!(", the longest {} in {sys}", fmt_ns(b.duration_ns)));
+    if let Some(fd) = b.fd {
+        w.push_str(&format!(" on fd {fd}"));
+    }
+    if b.timed_out {
+        w.push_str(" until its timeout: nothing answered");
+    } else {
+        match &b.woken_by {
+            WokenBy::Thread(x) => w.push_str(&format!(", woken by {} ({})", x.comm, x.tid)),
+            WokenBy::Irq { irq, name } => w.push_str(&format!(", woken by irq {irq} ({name})")),
+            WokenBy::Softirq { name } => w.push_str(&format!(", woken by softirq {name}")),
+            WokenBy::Nobody => {}
+        }
+    }
+    if let Some(io) = &b.own_io {
+        w.push_str(&format!(
+            "; its {} requests on {} took up to {}",
+            io.requests,
+            io.device,
+            fmt_ns(io.max_ns)
+        ));
+    }
+    if let Some(l) = b.chain.first() {
+        let doing = match (&l.syscall, &l.io) {
+            (Some(sys), Some(io)) => format!(
+                "in {sys}, with {} requests on {} of up to {}",
+                io.requests,
+                io.device,
+                fmt_ns(io.max_ns)
+            ),
+            (Some(sys), None) => format!("mostly in {sys}"),
+            (None, _) => format!("running {}", fmt_ns(l.running_ns)),
+        };
+        w.push_str(&format!(
+            "; meanwhile {} ({}) was {doing}",
+            l.who.comm, l.who.tid
+        ));
+    }
+    w
+}
