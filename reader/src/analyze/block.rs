@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::cpu::{TIMELINE_BUCKETS, round2};
 use super::stats::{LatencyStats, Log2Hist};
-use schemas::event::dev_name;
 
 use super::{Ctx, Tasks, TopN};
 
@@ -232,7 +231,7 @@ impl Block {
                     .push(
                         lat,
                         BlockRequest {
-                            dev: dev_name(rq.dev),
+                            dev: ctx.disks.name(rq.dev),
                             sector: rq.sector,
                             nr_sector: rq.nr_sector,
                             bytes,
@@ -251,7 +250,7 @@ impl Block {
         }
     }
 
-    pub fn finish(self, _tasks: &Tasks, _ctx: &Ctx) -> BlockReport {
+    pub fn finish(self, _tasks: &Tasks, ctx: &Ctx) -> BlockReport {
         let window = self.end - self.begin;
         let per_s = |b: u64| {
             if window == 0 {
@@ -271,7 +270,7 @@ impl Block {
                 let area = d.depth_area
                     + u128::from(d.depth) * u128::from(end.saturating_sub(d.depth_since));
                 DeviceIo {
-                    dev: dev_name(dev),
+                    dev: ctx.disks.name(dev),
                     histogram: Log2Hist::of(&d.lat),
                     latency: LatencyStats::of(&mut d.lat),
                     reads: d.reads,

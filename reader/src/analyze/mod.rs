@@ -338,6 +338,7 @@ pub(crate) struct Ctx<'a> {
     pub opts: &'a Options,
     pub begin: u64,
     pub end: u64,
+    pub disks: Disks,
 }
 
 impl Ctx<'_> {
@@ -494,7 +495,12 @@ fn analyze_pass(
     if begin > end && (opts.begin.is_some() || opts.end.is_some()) {
         return Err(AnalyzeError::EmptyWindow { begin, end });
     }
-    let ctx = Ctx { opts, begin, end };
+    let ctx = Ctx {
+        opts,
+        begin,
+        end,
+        disks: Disks::new(manifest),
+    };
 
     let has = |class: &str| manifest.recorder.classes.iter().any(|c| c == class);
     let subject = match opts.story {

@@ -185,6 +185,11 @@ fn chain(
             .into_iter()
             .max_by_key(|&(nr, ns)| (ns, nr))
             .map(|(nr, _)| name_of(nr));
+        if run + rq + blk == 0 {
+            // A thread with no scheduling events in the span (a kernel worker that woke it
+            // from a context the trace does not show): nothing more to tell.
+            break;
+        }
         let io = io_summary(t, begin, end, inp.disk, |x| x == tid);
         out.push(Link {
             who: who(inp.tasks, tid),
