@@ -164,7 +164,8 @@ async fn kill_9_mid_upload_then_restart_resumes_and_archives_the_identical_file(
     std::fs::write(
         &cfg_path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = \"{}\"\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = \"{}\"\n\
+             [auth]\nopen = true\n",
             dir.path().join("data").display()
         ),
     )
