@@ -127,6 +127,9 @@ pub enum SnapshotError {
     /// The name is not usable as a file name.
     #[error("invalid snapshot name {0:?}: use letters, digits, '.', '_' and '-'")]
     BadName(String),
+    /// The client named a directory the daemon may not write into.
+    #[error(transparent)]
+    Refused(#[from] crate::daemon::DirRefused),
 }
 
 #[cfg(test)]
