@@ -50,13 +50,27 @@ pub struct Archive {
 /// Bytes per part of a multipart put: S3 wants at least 5 MiB per part but the last.
 const PART_BYTES: usize = 8 << 20;
 
+/// Sets 0750 on `dir` and its parents up to, not including, `root`.
+fn restrict_dirs(dir: &Path, root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = dir;
+    while d != root && d.starts_with(root) {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o750))?;
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
 impl Archive {
     /// Opens the archive the configuration names.
     pub fn open(config: &Config) -> Result<Archive, ArchiveError> {
         match config.storage.archive {
             ArchiveKind::Local => {
                 let root = config.storage.data_dir.join("archive");
-                std::fs::create_dir_all(&root)
+                crate::private_dir(&root)
                     .map_err(io(format!("creating archive directory {}", root.display())))?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&root)?;
                 Ok(Archive {
@@ -115,7 +129,7 @@ impl Archive {
             let src = path.to_owned();
             let moved = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
                 let dir = dest.parent().expect("keys have a directory");
-                std::fs::create_dir_all(dir)?;
+                crate::private_dir(dir)?;
                 match std::fs::rename(&src, &dest) {
                     Ok(()) => {
                         std::fs::File::open(dir)?.sync_all()?;
@@ -159,7 +173,15 @@ impl Archive {
         w.finish().await?;
         if let Some(root) = &self.local_root {
             let file = root.join(key);
+            let root = root.clone();
             let sync = move || -> std::io::Result<()> {
+                use std::os::unix::fs::PermissionsExt;
+                // The store creates files and directories as the umask says; a snapshot holds
+                // syscall arguments and command lines, so it is kept from other users.
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640))?;
+                if let Some(dir) = file.parent() {
+                    restrict_dirs(dir, &root)?;
+                }
                 std::fs::File::open(&file)?.sync_all()?;
                 if let Some(dir) = file.parent() {
                     std::fs::File::open(dir)?.sync_all()?;
@@ -172,6 +194,11 @@ impl Archive {
                 .map_err(io(format!("syncing {key}")))?;
         }
         Ok(())
+    }
+
+    /// Root directory of a local store, if it is one.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local_root.as_deref()
     }
 
     /// The bytes of `key` as a stream.

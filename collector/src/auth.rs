@@ -1,6 +1,7 @@
 //! Who is calling: a bearer token (or the `flightrec_token` cookie the web UI sets) mapped to a
-//! role. With no token configured at all, every caller is an admin (loopback-only, see
-//! `Config::check`).
+//! role. With `auth.open` (and no token configured) every caller is an admin, on loopback only
+//! (see `Config::check`); with no token and no `auth.open`, the collector generated an admin
+//! token in its data directory.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -76,24 +77,29 @@ fn token_of(parts: &Parts) -> Option<String> {
     })
 }
 
+/// The caller a token stands for, `None` for a token this collector does not know.
+pub fn caller_of_token(state: &AppState, token: &str) -> Option<Caller> {
+    let auth = &state.config.auth;
+    if auth.admins.iter().any(|t| same(t, token)) {
+        return Some(Caller::Admin);
+    }
+    if auth.readers.iter().any(|t| same(t, token)) {
+        return Some(Caller::Reader);
+    }
+    auth.recorders
+        .iter()
+        .find(|r| same(&r.token, token))
+        .map(|r| Caller::Recorder(r.host_id.clone()))
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let auth = &state.config.auth;
         if state.config.open() {
             return Ok(Caller::Admin);
         }
         let token = token_of(parts).ok_or(AppError::Unauthorized)?;
-        if auth.admins.iter().any(|t| same(t, &token)) {
-            return Ok(Caller::Admin);
-        }
-        if auth.readers.iter().any(|t| same(t, &token)) {
-            return Ok(Caller::Reader);
-        }
-        if let Some(r) = auth.recorders.iter().find(|r| same(&r.token, &token)) {
-            return Ok(Caller::Recorder(r.host_id.clone()));
-        }
-        Err(AppError::Unauthorized)
+        caller_of_token(state, &token).ok_or(AppError::Unauthorized)
     }
 }

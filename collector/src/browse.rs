@@ -10,8 +10,9 @@
 //! GET /v1/snapshots/ID/download        the .frs file
 //! GET /v1/snapshots/ID/export/FORMAT   perfetto or tracedat, as `flightrec export` writes it
 //! ```
-
-use std::path::PathBuf;
+//!
+//! Analyses, timelines and exports are derived once per snapshot and cached, under the size
+//! limits of [`crate::derived`] (413 beyond them).
 
 use axum::Json;
 use axum::Router;
@@ -29,6 +30,9 @@ use crate::catalog::{Entry, Page};
 use crate::error::AppError;
 use crate::ingest::valid_id;
 
+use crate::derived::cached;
+pub use crate::derived::{DeriveError, load_analysis};
+
 /// Routes of the browse API.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -38,7 +42,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/snapshots/{id}/analysis", get(analysis))
         .route("/v1/snapshots/{id}/timeline", get(timeline))
         .route("/v1/snapshots/{id}/download", get(download))
-        .route("/v1/snapshots/{id}/export/{format}", get(export))
+        .route(
+            "/v1/snapshots/{id}/export/{format}",
+            get(crate::derived::export),
+        )
 }
 
 async fn list(
@@ -110,73 +117,6 @@ async fn manifest(
     caller.require_read()?;
     let e = entry(&st, &id).await?;
     Ok(Json(load_manifest(&st, &e).await?))
-}
-
-/// Copies the blob of `e` to a temporary directory for the library functions that read files.
-async fn local_copy(st: &AppState, e: &Entry) -> Result<(tempfile::TempDir, PathBuf), AppError> {
-    let dir = tempfile::Builder::new()
-        .prefix("fetch-")
-        .tempdir_in(st.cache.as_path())
-        .map_err(AppError::internal)?;
-    let path = dir.path().join(format!("{}.frs", e.snapshot_id));
-    st.archive.fetch_to(&e.archive_key, &path).await?;
-    Ok((dir, path))
-}
-
-/// A derived JSON document of a snapshot, computed once and cached on disk: snapshots never
-/// change once archived.
-async fn cached(
-    st: &AppState,
-    e: &Entry,
-    kind: &'static str,
-    compute: fn(&std::path::Path) -> Result<serde_json::Value, DeriveError>,
-) -> Result<serde_json::Value, AppError> {
-    let path = st.cache.join(format!("{}.{kind}.json", e.snapshot_id));
-    if let Ok(text) = tokio::fs::read(&path).await
-        && let Ok(v) = serde_json::from_slice(&text)
-    {
-        return Ok(v);
-    }
-    let (_dir, file) = local_copy(st, e).await?;
-    let v = tokio::task::spawn_blocking(move || compute(&file))
-        .await?
-        .map_err(|e| AppError::internal_chain(&e))?;
-    let tmp = path.with_extension("tmp");
-    if tokio::fs::write(&tmp, serde_json::to_vec(&v).expect("serialisable"))
-        .await
-        .is_ok()
-    {
-        let _ = tokio::fs::rename(&tmp, &path).await;
-    }
-    Ok(v)
-}
-
-/// Why a derived document (analysis, timeline) of a snapshot could not be computed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeriveError {
-    /// The analyses failed.
-    #[error("analysing the snapshot")]
-    Analyze(#[from] flightrec_reader::analyze::AnalyzeError),
-    /// The snapshot could not be opened.
-    #[error("opening the snapshot")]
-    Open(#[from] schemas::file::FormatError),
-    /// An event could not be read.
-    #[error("reading an event")]
-    Read(#[from] flightrec_reader::dump::ReadError),
-    /// The result could not be turned into JSON.
-    #[error("encoding the result")]
-    Json(#[from] serde_json::Error),
-}
-
-fn compute_analysis(path: &std::path::Path) -> Result<serde_json::Value, DeriveError> {
-    let opts = flightrec_reader::analyze::Options::default();
-    let report = flightrec_reader::analyze::analyze(path, &opts)?;
-    Ok(serde_json::to_value(&report)?)
-}
-
-/// The analyses of a snapshot (`flightrec analyze --json`).
-pub async fn load_analysis(st: &AppState, e: &Entry) -> Result<serde_json::Value, AppError> {
-    cached(st, e, "analysis", compute_analysis).await
 }
 
 async fn analysis(
@@ -348,7 +288,8 @@ async fn timeline(
     Ok(Json(load_timeline(&st, &e).await?))
 }
 
-fn attachment(name: &str) -> HeaderValue {
+/// A `Content-Disposition` naming `name`.
+pub(crate) fn attachment(name: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
@@ -384,53 +325,5 @@ async fn download(
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     h.insert(header::CONTENT_DISPOSITION, attachment(&file_name(&e)));
-    Ok(resp)
-}
-
-async fn export(
-    State(st): State<AppState>,
-    caller: Caller,
-    Path((id, format)): Path<(String, String)>,
-) -> Result<Response, AppError> {
-    caller.require_read()?;
-    let (fmt, ext) = match format.as_str() {
-        "perfetto" => (flightrec_reader::export::Format::Perfetto, "perfetto-trace"),
-        "tracedat" => (flightrec_reader::export::Format::Tracedat, "dat"),
-        _ => {
-            return Err(AppError::BadRequest(
-                "export formats served: perfetto, tracedat (ctf is a directory: use \
-                 `flightrec export` on the download)"
-                    .into(),
-            ));
-        }
-    };
-    let e = entry(&st, &id).await?;
-    let (dir, input) = local_copy(&st, &e).await?;
-    let output = dir.path().join(format!("export.{ext}"));
-    let out2 = output.clone();
-    tokio::task::spawn_blocking(move || flightrec_reader::export::export(&input, fmt, &out2))
-        .await?
-        .map_err(|e| AppError::internal(format!("export: {e}")))?;
-    let file = tokio::fs::File::open(&output)
-        .await
-        .map_err(AppError::internal)?;
-    let size = file.metadata().await.map_err(AppError::internal)?.len();
-    // The temporary directory lives as long as the body streams from it.
-    let stream = tokio_util::io::ReaderStream::new(file).map(move |c| {
-        let _keep = &dir;
-        c
-    });
-    let mut resp = Body::from_stream(stream).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    let base = file_name(&e);
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        attachment(&format!("{}.{ext}", base.trim_end_matches(".frs"))),
-    );
     Ok(resp)
 }

@@ -1,6 +1,6 @@
 //! Collector configuration: TOML with a documented default for every field, checked strictly.
-//! With no file at all the collector runs with the embedded defaults: loopback only, no tokens,
-//! archive and catalog under `storage.data_dir`.
+//! With no file at all the collector runs with the embedded defaults: loopback only, an admin
+//! token generated on first start, archive and catalog under `storage.data_dir`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,19 @@ pub struct ServerConfig {
     pub tls_key: PathBuf,
     /// URL printed for people and put in links (default: derived from `listen`).
     pub public_url: String,
+    /// Time a client has to send a request's headers (and, with TLS, finish the handshake)
+    /// once it connects or between requests (slow-loris guard).
+    #[serde(with = "schemas::units::duration")]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no byte moving for this long is closed.
+    #[serde(with = "schemas::units::duration")]
+    pub idle_timeout: Duration,
+    /// Time a request body (an upload chunk) may take to arrive, from its headers on.
+    #[serde(with = "schemas::units::duration")]
+    pub body_timeout: Duration,
+    /// Connections served at once. A new one past the cap replaces the longest-idle
+    /// connection, or is closed when every connection is busy.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +61,10 @@ impl Default for ServerConfig {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             public_url: String::new(),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(120),
+            max_connections: 512,
         }
     }
 }
@@ -129,8 +146,20 @@ pub struct LimitsConfig {
     pub max_chunk_size: String,
     /// Largest decoded size of a snapshot's record streams (bounds decompression).
     pub max_uncompressed_size: String,
-    /// Upload sessions open at once.
+    /// Upload sessions open at once, all hosts.
     pub max_open_uploads: u32,
+    /// Upload sessions one host may hold open at once, so one token cannot take them all.
+    pub max_open_uploads_per_host: u32,
+    /// An upload session that received nothing for this long is abandoned and its bytes
+    /// deleted.
+    #[serde(with = "schemas::units::duration")]
+    pub upload_expiry: Duration,
+    /// Largest file an export (`/export/FORMAT`) may write; a bigger one is refused.
+    pub max_export_size: String,
+    /// Largest decoded size of the record streams an analysis or timeline reads.
+    pub max_analysis_size: String,
+    /// Bytes of finished exports kept in the cache; the least recently written go first.
+    pub max_cache_size: String,
 }
 
 impl Default for LimitsConfig {
@@ -140,6 +169,11 @@ impl Default for LimitsConfig {
             max_chunk_size: "16MiB".into(),
             max_uncompressed_size: "8GiB".into(),
             max_open_uploads: 256,
+            max_open_uploads_per_host: 8,
+            upload_expiry: Duration::from_secs(2 * 3600),
+            max_export_size: "2GiB".into(),
+            max_analysis_size: "2GiB".into(),
+            max_cache_size: "8GiB".into(),
         }
     }
 }
@@ -166,10 +200,14 @@ impl Default for RetentionConfig {
     }
 }
 
-/// `[auth]`. With no token at all the collector is open, which it allows on loopback only.
+/// `[auth]`. With no token at all the collector generates an admin token on its first start
+/// (`data_dir/admin.token`, mode 0600) unless `open` is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    /// No tokens at all: every caller is an admin. Loopback only, and only when no token is
+    /// configured; meant for a collector on a single-user machine or in a test.
+    pub open: bool,
     /// Write tokens, one per recorder: each may upload only snapshots of its own host id,
     /// register in groups and fire group triggers.
     pub recorders: Vec<RecorderToken>,
@@ -187,7 +225,20 @@ pub struct RecorderToken {
     pub host_id: String,
     /// The token (at least 16 characters).
     pub token: String,
+    /// Groups the recorder may register in and trigger (`"*"`: any); none by default.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
+
+impl RecorderToken {
+    /// Whether this recorder may register in and trigger `group`.
+    pub fn may_join(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == "*" || g == group)
+    }
+}
+
+/// What `--check-config` prints in place of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 /// Limits in bytes and durations, parsed once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +251,16 @@ pub struct Limits {
     pub max_uncompressed_bytes: u64,
     /// Open sessions.
     pub max_open_uploads: u32,
+    /// Open sessions of one host.
+    pub max_open_uploads_per_host: u32,
+    /// Idle time after which a session is abandoned.
+    pub upload_expiry: Duration,
+    /// Largest export file.
+    pub max_export_bytes: u64,
+    /// Largest decoded stream total an analysis reads.
+    pub max_analysis_bytes: u64,
+    /// Bytes of exports the cache keeps.
+    pub max_cache_bytes: u64,
 }
 
 impl Config {
@@ -231,6 +292,22 @@ impl Config {
                 "limits.max_open_uploads must be at least 1".into(),
             ));
         }
+        if !(1..=limits.max_open_uploads).contains(&limits.max_open_uploads_per_host) {
+            return Err(ConfigError::Invalid(
+                "limits.max_open_uploads_per_host must be 1 to limits.max_open_uploads".into(),
+            ));
+        }
+        if limits.upload_expiry < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "limits.upload_expiry must be at least 1s".into(),
+            ));
+        }
+        if limits.max_export_bytes == 0 || limits.max_analysis_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_export_size and limits.max_analysis_size must be above 0".into(),
+            ));
+        }
+        self.check_server()?;
         self.retention_max_age()?;
         self.retention_max_bytes()?;
         self.retention_interval()?;
@@ -266,11 +343,37 @@ impl Config {
                     "every token must be at least 16 characters".into(),
                 ));
             }
+            if !valid_token(t) {
+                return Err(ConfigError::Invalid(
+                    "tokens are letters, digits and '-', '_', '.', '~', '+', '/', '=' only \
+                     (they travel in a header and a cookie)"
+                        .into(),
+                ));
+            }
+        }
+        for t in &self.auth.recorders {
+            if let Some(g) = t
+                .groups
+                .iter()
+                .find(|g| *g != "*" && !crate::groups::valid_group(g))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.recorders: group {g:?} of {} is not a group name",
+                    t.host_id
+                )));
+            }
+        }
+        if self.auth.open && self.has_tokens() {
+            return Err(ConfigError::Invalid(
+                "auth.open = true accepts anyone, which makes the tokens in [auth] pointless: \
+                 set one or the other"
+                    .into(),
+            ));
         }
         if self.open() && !addr.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
-                "no tokens are configured in [auth], so the collector would accept anyone: \
-                 that is allowed on loopback only, not on {addr}"
+                "auth.open = true makes the collector accept anyone: that is allowed on \
+                 loopback only, not on {addr}"
             )));
         }
         if self.storage.archive == ArchiveKind::S3 && self.storage.s3.bucket.is_empty() {
@@ -281,11 +384,51 @@ impl Config {
         Ok(())
     }
 
-    /// No token configured: every request is allowed.
+    /// `auth.open` with no token configured: every request is allowed.
     pub fn open(&self) -> bool {
-        self.auth.recorders.is_empty()
+        self.auth.open && !self.has_tokens()
+    }
+
+    /// Whether any token is configured.
+    pub fn has_tokens(&self) -> bool {
+        !(self.auth.recorders.is_empty()
             && self.auth.readers.is_empty()
-            && self.auth.admins.is_empty()
+            && self.auth.admins.is_empty())
+    }
+
+    fn check_server(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        for (name, v) in [
+            ("server.header_timeout", s.header_timeout),
+            ("server.idle_timeout", s.idle_timeout),
+            ("server.body_timeout", s.body_timeout),
+        ] {
+            if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&v) {
+                return Err(ConfigError::Invalid(format!("{name} must be 100ms to 1h")));
+            }
+        }
+        if !(1..=65536).contains(&s.max_connections) {
+            return Err(ConfigError::Invalid(
+                "server.max_connections must be 1 to 65536".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration with every token and the S3 secret replaced by [`REDACTED`], for
+    /// `--check-config`.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        let hide = |t: &mut String| {
+            if !t.is_empty() {
+                *t = REDACTED.into();
+            }
+        };
+        c.auth.recorders.iter_mut().for_each(|r| hide(&mut r.token));
+        c.auth.readers.iter_mut().for_each(hide);
+        c.auth.admins.iter_mut().for_each(hide);
+        hide(&mut c.storage.s3.secret_access_key);
+        c
     }
 
     /// Whether HTTPS is configured.
@@ -325,6 +468,11 @@ impl Config {
                 &self.limits.max_uncompressed_size,
             )?,
             max_open_uploads: self.limits.max_open_uploads,
+            max_open_uploads_per_host: self.limits.max_open_uploads_per_host,
+            upload_expiry: self.limits.upload_expiry,
+            max_export_bytes: size("max_export_size", &self.limits.max_export_size)?,
+            max_analysis_bytes: size("max_analysis_size", &self.limits.max_analysis_size)?,
+            max_cache_bytes: size("max_cache_size", &self.limits.max_cache_size)?,
         })
     }
 
@@ -353,6 +501,14 @@ impl Config {
         }
         Ok(d)
     }
+}
+
+/// Whether `t` may be a token: characters that need no quoting in a header or a cookie.
+pub fn valid_token(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 256
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=".contains(&b))
 }
 
 #[cfg(test)]
@@ -384,8 +540,11 @@ mod tests {
     fn strict_and_safe() {
         assert!(Config::parse("").is_ok());
         assert!(Config::parse("[server]\nlisen = \"x\"").is_err());
-        // Open (no tokens) beyond loopback is refused; with a token it is fine.
-        assert!(Config::parse("[server]\nlisten = \"0.0.0.0:7480\"").is_err());
+        // Open beyond loopback is refused; with a token, or a generated one, it is fine.
+        assert!(Config::parse("[server]\nlisten = \"0.0.0.0:7480\"\n[auth]\nopen = true").is_err());
+        assert!(Config::parse("[server]\nlisten = \"0.0.0.0:7480\"").is_ok());
+        assert!(Config::parse("[auth]\nopen = true\nreaders = [\"0123456789abcdef\"]").is_err());
+        assert!(Config::parse("[auth]\nreaders = [\"0123456789abcdef; Domain=x\"]").is_err());
         let with_token =
             "[server]\nlisten = \"0.0.0.0:7480\"\n[auth]\nreaders = [\"0123456789abcdef\"]";
         assert!(Config::parse(with_token).is_ok());

@@ -6,14 +6,15 @@
 //! # Wire protocol
 //!
 //! ```text
-//! GET /v1/groups/GROUP/listen?host_id=HOST      (recorder token of HOST)
+//! GET /v1/groups/GROUP/listen?host_id=HOST      (recorder token of HOST whose `groups`
+//!                                               in auth.recorders name GROUP or "*")
 //!   text/event-stream; events:
 //!     event: hello    data: {"group","host_id","collector_realtime_ns"}
 //!     event: trigger  data: {"trigger_id","group","reason","requested_by","fields",
 //!                            "sent_realtime_ns"}
 //!   A newer registration of the same host replaces the older one.
 //! POST /v1/trigger {"scope":"group","group":G,"reason":R,"fields":{...}}
-//!   (admin token, or a recorder token of a host registered in G)
+//!   (admin token, or a recorder token allowed in G and registered in it)
 //!   200 {"trigger_id","group","recipients":[HOST...],"sent_realtime_ns"}
 //! GET /v1/groups                    groups and their registered hosts (reader)
 //! GET /v1/triggers/TRIGGER_ID       the trigger, its snapshots, and hosts still missing
@@ -186,6 +187,15 @@ pub fn valid_group(g: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// Whether the configuration lets recorder `host` register in and trigger `group`.
+fn may_join(st: &AppState, host: &str, group: &str) -> bool {
+    st.config
+        .auth
+        .recorders
+        .iter()
+        .any(|r| r.host_id == host && r.may_join(group))
+}
+
 #[derive(Deserialize)]
 struct ListenQuery {
     host_id: String,
@@ -203,6 +213,13 @@ async fn listen(
         ));
     }
     caller.require_host(&q.host_id)?;
+    if let Caller::Recorder(h) = &caller
+        && !may_join(&st, h, &group)
+    {
+        return Err(AppError::Forbidden(
+            "register in this group (see groups in auth.recorders)",
+        ));
+    }
     let (rx, leave) = st.groups.register(&group, &q.host_id);
     let hello = GroupHello {
         group,
@@ -238,7 +255,11 @@ async fn trigger(
     }
     let requested_by = match &caller {
         Caller::Admin => "collector".to_owned(),
-        Caller::Recorder(h) if st.groups.is_member(&req.group, h) => h.clone(),
+        Caller::Recorder(h)
+            if may_join(&st, h, &req.group) && st.groups.is_member(&req.group, h) =>
+        {
+            h.clone()
+        }
         Caller::Recorder(_) => {
             return Err(AppError::Forbidden(
                 "trigger a group it is not registered in",

@@ -11,7 +11,8 @@
 //!   200 {"status":"open","offset":N,"max_chunk":M}   resume at N (0 for a new upload)
 //!   200 {"status":"complete","offset":BYTES}         already archived: nothing to send
 //!   409 a different file with this id is archived; 413 over limits.max_snapshot_size
-//!   503 too many uploads open
+//!   403 the id belongs to another host's session or snapshot
+//!   503 too many uploads open, in all or for this host
 //! HEAD|GET /v1/uploads/ID
 //!   200, header Upload-Offset: N (GET: {"status","offset","size"}); 404 no such session
 //! PATCH /v1/uploads/ID   headers Upload-Offset: N, Chunk-Crc32: 8 hex digits (CRC-32 IEEE of
@@ -29,7 +30,14 @@
 //! structure (`schemas::file::Snapshot::read_index`: magic, format version, section index,
 //! metadata CRC), the manifest's snapshot id and host id, the declared decoded size against
 //! `limits.max_uncompressed_size` (a decompression bomb is refused before inflating anything),
-//! and a full decode of every record stream (zstd checksums, exact record counts).
+//! and a full decode of every record stream (zstd checksums, exact record counts) in which
+//! every record must decode to a known event kind (kind 0 or an unknown kind is refused, so
+//! analysis and export never meet a record they cannot read).
+//!
+//! Every call is checked against the token's host: a recorder token announces, resumes,
+//! writes, completes and reads back only sessions and entries of its own host id, and holds
+//! at most `limits.max_open_uploads_per_host` sessions; a session that received nothing for
+//! `limits.upload_expiry` is abandoned by retention.
 //!
 //! Staging bytes are written without a sync per chunk: the whole-file digest at the end catches
 //! anything a crash lost, and `complete` syncs before it verifies.
@@ -137,6 +145,8 @@ async fn open(
     let _guard = lock.lock().await;
     let id2 = id.clone();
     if let Some(e) = st.with_catalog(move |c| c.get(&id2)).await? {
+        // Another host's snapshot is none of this token's business, not even its digest.
+        caller.require_host(&e.host_id)?;
         if e.sha256 == sha && e.bytes == req.size {
             st.metrics
                 .uploads_duplicate
@@ -153,15 +163,23 @@ async fn open(
             offset: None,
         });
     }
+    // Counting and opening under one lock: two announcements at once cannot both take the
+    // last place of a quota.
+    let _gate = st.session_gate.lock().await;
     let open_now = st.with_catalog(|c| c.sessions()).await?;
     let existing = open_now.iter().find(|s| s.snapshot_id == id).cloned();
-    if existing.is_none() && open_now.len() >= st.limits.max_open_uploads as usize {
-        return Err(AppError::Unavailable(
-            "too many uploads in progress; retry later".into(),
-        ));
+    if let Some(s) = &existing {
+        // Before anything is discarded: a re-announcement must come from the session's host.
+        caller.require_host(&s.host_id)?;
+    }
+    let host = caller.host().unwrap_or("").to_owned();
+    if existing.is_none() && check_quota(&st, &open_now, &host).is_err() {
+        // Sessions past their expiry hold places until retention runs: free them now.
+        crate::retention::expire_uploads(&st).await?;
+        let open_now = st.with_catalog(|c| c.sessions()).await?;
+        check_quota(&st, &open_now, &host)?;
     }
     let path = staging_path(&st, &id);
-    let host = caller.host().unwrap_or("").to_owned();
     let mut session = match existing {
         // Same file announced again: resume.
         Some(s) if s.size == req.size && s.sha256 == sha => s,
@@ -198,12 +216,7 @@ async fn open(
         let offset = on_disk.min(session.offset);
         let p = path.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&p)?;
-            f.set_len(offset)
+            open_staging(&p)?.set_len(offset)
         })
         .await?
         .map_err(AppError::internal)?;
@@ -217,6 +230,37 @@ async fn open(
         size: session.size,
         max_chunk: st.limits.max_chunk_bytes,
     }))
+}
+
+/// Refuses a new session past the global limit or the host's share of it.
+fn check_quota(st: &AppState, open_now: &[Session], host: &str) -> Result<(), AppError> {
+    if open_now.len() >= st.limits.max_open_uploads as usize {
+        st.metrics.reject("too_many_uploads");
+        return Err(AppError::Unavailable(
+            "too many uploads in progress; retry later".into(),
+        ));
+    }
+    // Admins (host "") are trusted with the whole global limit; recorder tokens get a share.
+    let mine = open_now.iter().filter(|s| s.host_id == host).count();
+    if !host.is_empty() && mine >= st.limits.max_open_uploads_per_host as usize {
+        st.metrics.reject("host_quota");
+        return Err(AppError::Unavailable(format!(
+            "this host already has {mine} uploads in progress, its limit; finish one or let \
+             it expire, then retry"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens (creating it 0640 whatever the umask) a staging file for writing.
+fn open_staging(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o640)
+        .open(path)
 }
 
 async fn state_of(
@@ -249,17 +293,13 @@ fn header_u64(h: &HeaderMap, name: &str) -> Result<u64, AppError> {
 
 async fn session_for(st: &AppState, caller: &Caller, id: &str) -> Result<Session, AppError> {
     let id2 = id.to_owned();
-    let Some(s) = st.with_catalog(move |c| c.session(&id2)).await? else {
-        return Err(AppError::NotFound("upload session"));
-    };
-    if let Some(h) = caller.host()
-        && h != s.host_id
-    {
-        return Err(AppError::Forbidden("write another host's upload"));
-    }
     if *caller == Caller::Reader {
         return Err(AppError::Forbidden("upload"));
     }
+    let Some(s) = st.with_catalog(move |c| c.session(&id2)).await? else {
+        return Err(AppError::NotFound("upload session"));
+    };
+    caller.require_host(&s.host_id)?;
     Ok(s)
 }
 
@@ -307,11 +347,7 @@ async fn chunk(
     }
     let path = staging_path(&st, &id);
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
+        let mut f = open_staging(&path)?;
         // Drops bytes past the recorded offset that a crash may have left.
         f.set_len(at)?;
         f.seek(SeekFrom::Start(at))?;
@@ -374,6 +410,17 @@ pub enum Rejection {
         /// The limit.
         limit: u64,
     },
+    /// A record is of no event kind this collector knows (analysis and export could not read
+    /// it).
+    #[error("record {index} of the stream of CPU {cpu} has kind {kind}, which is no known event")]
+    UnknownKind {
+        /// CPU of the stream.
+        cpu: u32,
+        /// Index of the record in its stream, from 0.
+        index: u64,
+        /// The kind found.
+        kind: u16,
+    },
     /// Reading the staging file failed (our side).
     #[error("reading the staging file: {0}")]
     Io(#[from] std::io::Error),
@@ -391,6 +438,7 @@ impl Rejection {
             Rejection::WrongId(_) => "wrong_id",
             Rejection::WrongHost(_) => "wrong_host",
             Rejection::Bomb { .. } => "decompression_bomb",
+            Rejection::UnknownKind { .. } => "unknown_kind",
             Rejection::Io(_) => "io",
         }
     }
@@ -474,8 +522,18 @@ fn decode_all(path: &Path, session: &Session, limits: &Limits) -> Result<Verifie
     let mut records = 0u64;
     for info in &snap.streams {
         let reader = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
-        for rec in Snapshot::stream(info, reader).map_err(format_rejection)? {
-            rec.map_err(format_rejection)?;
+        for (index, rec) in Snapshot::stream(info, reader)
+            .map_err(format_rejection)?
+            .enumerate()
+        {
+            let rec = rec.map_err(format_rejection)?;
+            if schemas::event::Event::decode(&rec).is_err() {
+                return Err(Rejection::UnknownKind {
+                    cpu: info.cpu,
+                    index: index as u64,
+                    kind: rec.kind,
+                });
+            }
             records += 1;
         }
     }
@@ -560,7 +618,9 @@ async fn complete(
     let _guard = lock.lock().await;
     let id2 = id.clone();
     if let Some(e) = st.with_catalog(move |c| c.get(&id2)).await? {
-        // A retry after an acknowledgement the recorder did not see.
+        // A retry after an acknowledgement the recorder did not see; only its own host (or
+        // an admin) may read the entry this way.
+        caller.require_host(&e.host_id)?;
         return Ok(Json(Completed {
             status: UploadStage::Complete,
             entry: e,

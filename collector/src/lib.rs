@@ -11,12 +11,16 @@ pub mod auth;
 pub mod browse;
 pub mod catalog;
 pub mod config;
+pub mod derived;
 pub mod error;
 pub mod groups;
 pub mod ingest;
 pub mod metrics;
 pub mod retention;
+pub mod serve;
 pub mod ui;
+
+pub use serve::serve;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -74,15 +78,80 @@ pub struct AppState {
     pub cache: Arc<PathBuf>,
     /// One lock per upload session: chunks of one snapshot are written one at a time.
     pub upload_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Held while a new session is counted against the quotas and opened.
+    pub session_gate: Arc<tokio::sync::Mutex<()>>,
     /// Recorders registered in groups.
     pub groups: Arc<groups::Registry>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Exports and analyses being computed, for single-flight.
+    pub derive_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Derived documents refused for their size, with the answer given (computed once).
+    pub too_large: Arc<Mutex<HashMap<String, String>>>,
+    /// The file of the admin token generated because no token is configured.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// Name of the generated admin token's file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Creates `path` and its missing parents 0750 whatever the umask: the data directory holds
+/// snapshots (syscall arguments, command lines) and tokens.
+pub fn private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(path)
+}
+
+/// Creates `path` (which must not exist) 0600 whatever the umask and writes `bytes` to it.
+pub fn private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The admin token in `data_dir/admin.token`, generated (0600) on the first start.
+fn admin_token(data: &std::path::Path) -> Result<(String, PathBuf), StartError> {
+    let path = data.join(ADMIN_TOKEN_FILE);
+    let err = |what: &str, source| StartError::Io {
+        what: format!("{what} {}", path.display()),
+        source,
+    };
+    if !path.exists() {
+        let token = format!(
+            "{}{}",
+            schemas::clock::random_id(),
+            schemas::clock::random_id()
+        );
+        match private_file(&path, format!("{token}\n").as_bytes()) {
+            Ok(()) => {}
+            // Another start raced us to it: read theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err("writing the admin token to", e)),
+        }
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| err("reading", e))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.len() < 16 || !config::valid_token(&token) {
+        return Err(StartError::Config(config::ConfigError::Invalid(format!(
+            "{} does not hold a valid token; delete it to have a new one generated",
+            path.display()
+        ))));
+    }
+    Ok((token, path))
 }
 
 impl AppState {
     /// Opens the catalog, archive and directories the configuration names.
-    pub fn open(config: Config) -> Result<AppState, StartError> {
+    pub fn open(mut config: Config) -> Result<AppState, StartError> {
         config.check()?;
         // rustls is built without a default crypto provider (no C toolchain for aws-lc): name
         // ring once per process, before the S3 client or the TLS server needs one.
@@ -90,7 +159,7 @@ impl AppState {
         let data = &config.storage.data_dir;
         let dir = |name: &str| -> Result<PathBuf, StartError> {
             let p = data.join(name);
-            std::fs::create_dir_all(&p).map_err(|source| StartError::Io {
+            private_dir(&p).map_err(|source| StartError::Io {
                 what: format!("creating {}", p.display()),
                 source,
             })?;
@@ -99,6 +168,12 @@ impl AppState {
         let staging = dir("staging")?;
         let cache = dir("cache")?;
         let catalog = SqliteCatalog::open(&data.join("catalog.sqlite"))?;
+        let mut admin_token_file = None;
+        if !config.has_tokens() && !config.auth.open {
+            let (token, path) = admin_token(data)?;
+            config.auth.admins.push(token);
+            admin_token_file = Some(path);
+        }
         let archive = Archive::open(&config)?;
         Ok(AppState {
             limits: config.limits()?,
@@ -108,8 +183,12 @@ impl AppState {
             staging: Arc::new(staging),
             cache: Arc::new(cache),
             upload_locks: Default::default(),
+            session_gate: Default::default(),
             groups: Default::default(),
             metrics: Default::default(),
+            derive_locks: Default::default(),
+            too_large: Default::default(),
+            admin_token_file,
         })
     }
 
@@ -157,80 +236,6 @@ async fn metrics(State(st): State<AppState>) -> Result<String, error::AppError> 
             members,
         ),
     ]))
-}
-
-/// Loads the TLS certificate and key named in the configuration.
-fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, StartError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(&config.server.tls_cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            StartError::Tls(format!("reading {}: {e}", config.server.tls_cert.display()))
-        })?;
-    let key = PrivateKeyDer::from_pem_file(&config.server.tls_key).map_err(|e| {
-        StartError::Tls(format!("reading {}: {e}", config.server.tls_key.display()))
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| StartError::Tls(e.to_string()))?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(tls))
-}
-
-/// Serves `state` on `listener` (plain HTTP or HTTPS as configured) with retention running,
-/// until `shutdown` resolves.
-pub async fn serve(
-    state: AppState,
-    listener: std::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    let io = |what: &str| {
-        let what = what.to_owned();
-        move |source| StartError::Io { what, source }
-    };
-    listener
-        .set_nonblocking(true)
-        .map_err(io("configuring the listener"))?;
-    let retention = tokio::spawn(retention::run(state.clone()));
-    let tls = state
-        .config
-        .tls_enabled()
-        .then(|| tls_config(&state.config))
-        .transpose()?;
-    let router = app(state);
-    let res = match tls {
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-            });
-            axum_server::from_tcp_rustls(
-                listener,
-                axum_server::tls_rustls::RustlsConfig::from_config(tls),
-            )
-            .handle(handle)
-            .serve(router.into_make_service())
-            .await
-            .map_err(io("serving HTTPS"))
-        }
-        None => {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).map_err(io("adopting the listener"))?;
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(io("serving HTTP"))
-        }
-    };
-    retention.abort();
-    res
 }
 
 /// `CLOCK_REALTIME` now, ns.

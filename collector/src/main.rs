@@ -20,8 +20,9 @@ struct Cli {
 enum Command {
     /// Run the collector in the foreground.
     ///
-    /// Without --config it runs on the embedded defaults: loopback port 7480, no tokens,
-    /// archive and catalog in /var/lib/flightrec-collector.
+    /// Without --config it runs on the embedded defaults: loopback port 7480, archive and
+    /// catalog in /var/lib/flightrec-collector, and an admin token generated on the first
+    /// start into DATA_DIR/admin.token (mode 0600).
     Serve(ServeArgs),
 }
 
@@ -36,7 +37,8 @@ struct ServeArgs {
     /// Data directory (overrides storage.data_dir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Check the configuration strictly, print the effective settings and exit.
+    /// Check the configuration strictly, print the effective settings (tokens and secrets
+    /// redacted) and exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -70,7 +72,8 @@ fn run(cli: Cli) -> Result<()> {
     }
     config.check()?;
     if args.check_config {
-        println!("{}", toml::to_string_pretty(&config)?);
+        // Tokens and the S3 secret stay out of terminals and logs.
+        println!("{}", toml::to_string_pretty(&config.redacted())?);
         eprintln!("flightrec-collector: configuration is valid");
         return Ok(());
     }
@@ -95,6 +98,13 @@ fn run(cli: Cli) -> Result<()> {
             state.archive.description,
             config.storage.data_dir.display()
         );
+        if let Some(path) = &state.admin_token_file {
+            eprintln!(
+                "flightrec-collector: no token is configured in [auth]: the admin token is in {} \
+                 (readable by its owner only)",
+                path.display()
+            );
+        }
         let shutdown = async {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).expect("signal handler");

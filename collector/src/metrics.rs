@@ -22,6 +22,12 @@ pub struct Metrics {
     pub group_triggers_sent: AtomicU64,
     /// Snapshots deleted by retention.
     pub retention_deleted: AtomicU64,
+    /// Exports computed (not served from the cache or a computation already running).
+    pub exports_computed: AtomicU64,
+    /// Exports and analyses refused for their size.
+    pub derived_too_large: AtomicU64,
+    /// Connections: open, refused, evicted, idled out.
+    pub connections: std::sync::Arc<crate::serve::ConnStats>,
 }
 
 impl Metrics {
@@ -84,6 +90,35 @@ impl Metrics {
             "Snapshots deleted by retention.",
             l(&self.retention_deleted),
         );
+        counter(
+            "collector_exports_computed_total",
+            "Exports written (cache misses).",
+            l(&self.exports_computed),
+        );
+        counter(
+            "collector_derived_too_large_total",
+            "Exports and analyses refused for going over their size limit.",
+            l(&self.derived_too_large),
+        );
+        let c = &self.connections;
+        counter(
+            "collector_connections_refused_total",
+            "Connections closed at once: at the cap with every connection busy.",
+            l(&c.refused),
+        );
+        counter(
+            "collector_connections_evicted_total",
+            "Idle connections closed to make room for a new one.",
+            l(&c.evicted),
+        );
+        counter(
+            "collector_connections_idle_closed_total",
+            "Connections closed for idling past server.idle_timeout.",
+            l(&c.idle_closed),
+        );
+        let _ = writeln!(out, "# HELP collector_connections_open Connections open.");
+        let _ = writeln!(out, "# TYPE collector_connections_open gauge");
+        let _ = writeln!(out, "collector_connections_open {}", l(&c.open));
         let _ = writeln!(
             out,
             "# HELP collector_uploads_rejected_total Uploads or chunks refused, by reason."

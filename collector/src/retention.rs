@@ -9,10 +9,6 @@ use crate::catalog::Entry;
 use crate::error::AppError;
 use crate::{AppState, now_realtime_ns};
 
-/// Upload sessions older than this are abandoned: their recorder dropped the snapshot (spool
-/// cap) or was replaced, and their staging bytes would otherwise stay forever.
-pub const ABANDONED_UPLOAD_NS: u64 = 7 * 86_400 * 1_000_000_000;
-
 /// What one pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -20,7 +16,7 @@ pub struct Outcome {
     pub expired: u64,
     /// Deleted to get under the size cap.
     pub over_size: u64,
-    /// Upload sessions abandoned for more than a week.
+    /// Upload sessions that received nothing for `limits.upload_expiry`.
     pub abandoned_uploads: u64,
 }
 
@@ -31,6 +27,10 @@ async fn delete(st: &AppState, e: Entry) -> Result<(), AppError> {
         for kind in ["analysis", "timeline"] {
             let _ = tokio::fs::remove_file(st.cache.join(format!("{}.{kind}.json", e.snapshot_id)))
                 .await;
+        }
+        for ext in ["perfetto-trace", "dat"] {
+            let file = crate::derived::export_file(&e.snapshot_id, ext);
+            let _ = tokio::fs::remove_file(st.cache.join(file)).await;
         }
         st.metrics.retention_deleted.fetch_add(1, Ordering::Relaxed);
     }
@@ -57,17 +57,7 @@ pub async fn run_once(st: &AppState) -> Result<Outcome, AppError> {
             }
         }
     }
-    let stale = now_realtime_ns().saturating_sub(ABANDONED_UPLOAD_NS);
-    for s in st.with_catalog(|c| c.sessions()).await? {
-        if s.created_realtime_ns < stale {
-            tracing::info!(snapshot = %s.snapshot_id, host = %s.host_id, "retention: abandoned upload");
-            let id = s.snapshot_id.clone();
-            st.with_catalog(move |c| c.close_session(&id)).await?;
-            let staged = st.staging.join(format!("{}.part", s.snapshot_id));
-            let _ = tokio::fs::remove_file(staged).await;
-            out.abandoned_uploads += 1;
-        }
-    }
+    out.abandoned_uploads = expire_uploads(st).await?;
     if let Some(cap) = st
         .config
         .retention_max_bytes()
@@ -94,6 +84,33 @@ pub async fn run_once(st: &AppState) -> Result<Outcome, AppError> {
         }
     }
     Ok(out)
+}
+
+/// Abandons upload sessions that received nothing for `limits.upload_expiry`: their recorder
+/// dropped the snapshot (spool cap) or was replaced, and they would otherwise hold staging
+/// bytes and a place in the session quotas forever. The last activity is the staging file's
+/// modification time (every chunk writes it), or the session's creation before any chunk.
+pub async fn expire_uploads(st: &AppState) -> Result<u64, AppError> {
+    let expiry = st.limits.upload_expiry.as_nanos() as u64;
+    let stale = now_realtime_ns().saturating_sub(expiry);
+    let mut n = 0;
+    for s in st.with_catalog(|c| c.sessions()).await? {
+        let staged = st.staging.join(format!("{}.part", s.snapshot_id));
+        let written = tokio::fs::metadata(&staged)
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        if s.created_realtime_ns.max(written) < stale {
+            tracing::info!(snapshot = %s.snapshot_id, host = %s.host_id, "retention: abandoned upload");
+            let id = s.snapshot_id.clone();
+            st.with_catalog(move |c| c.close_session(&id)).await?;
+            let _ = tokio::fs::remove_file(staged).await;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Runs retention every `retention.interval`, forever.

@@ -89,6 +89,12 @@ pub struct RecorderConfig {
     pub host_id: String,
     /// zstd level for snapshot streams (1 fastest .. 19 smallest).
     pub compression_level: i32,
+    /// User (name or uid) who may use the control socket besides root (empty: root only).
+    pub control_owner: String,
+    /// Group (name or gid) whose members may use the control socket (empty: none).
+    pub control_group: String,
+    /// Existing directories besides `spool_dir` that `snapshot record -o` may write into.
+    pub snapshot_dirs: Vec<PathBuf>,
 }
 
 impl Default for RecorderConfig {
@@ -100,6 +106,9 @@ impl Default for RecorderConfig {
             spool_dir: PathBuf::from("/var/lib/flightrec/spool"),
             host_id: String::new(),
             compression_level: 3,
+            control_owner: String::new(),
+            control_group: String::new(),
+            snapshot_dirs: Vec::new(),
         }
     }
 }
@@ -213,6 +222,18 @@ impl Config {
                     "filter.comms entry {comm:?} must be 1 to 15 bytes (the kernel keeps 15)"
                 )));
             }
+        }
+        crate::daemon::Access::from_config(&self.recorder)?;
+        if let Some(d) = self
+            .recorder
+            .snapshot_dirs
+            .iter()
+            .find(|d| !d.is_absolute())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "recorder.snapshot_dirs entry {} must be an absolute path",
+                d.display()
+            )));
         }
         self.hook.check()?;
         self.governor.check()?;

@@ -59,6 +59,18 @@ pub enum SetupError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// The kernel's verifier (or its BTF check) refused what was loaded. The log it wrote is
+    /// saved in a file rather than printed: it runs to thousands of lines.
+    #[error("the kernel refused {what}; {log}")]
+    Verifier {
+        /// What was refused (`eBPF program sys_enter`, `the programs' BTF`).
+        what: String,
+        /// Where the verifier's log was saved, as a clause (`its verifier log is in FILE`).
+        log: String,
+        /// The error of the load syscall.
+        #[source]
+        source: std::io::Error,
+    },
     /// A BTF tracepoint could not be attached: this kernel lacks it.
     #[error("kernel feature missing: BTF tracepoint {program} cannot be attached")]
     MissingTracepoint {
@@ -127,6 +139,9 @@ pub enum SnapshotError {
     /// The name is not usable as a file name.
     #[error("invalid snapshot name {0:?}: use letters, digits, '.', '_' and '-'")]
     BadName(String),
+    /// The client named a directory the daemon may not write into.
+    #[error(transparent)]
+    Refused(#[from] crate::daemon::DirRefused),
 }
 
 #[cfg(test)]

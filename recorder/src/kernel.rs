@@ -26,7 +26,95 @@ pub fn probe_features() -> Result<(), SetupError> {
                 .into(),
         ));
     }
+    probe_atomic_fetch()?;
     ensure_bpffs(Path::new("/sys/fs/bpf"))
+}
+
+/// The oldest kernel whose verifier accepts `BPF_ATOMIC` with `BPF_FETCH` (fetch-add,
+/// compare-and-exchange): Linux 5.12, commit 5ca419f2864a ("bpf: Add BPF_FETCH field").
+pub const ATOMIC_FETCH_SINCE: &str = "5.12";
+
+/// Refuses kernels whose verifier lacks the atomic fetch-add and compare-and-exchange the
+/// programs reserve ring slots and take the freeze lock with (Linux 5.10 and 5.11 reject them
+/// with a verifier dump). A fallback without them would need a per-CPU slot reservation that
+/// stays correct when an irq, softirq or NMI program nests inside another on the same CPU, which
+/// a plain add cannot give: refusing in one sentence is the honest answer on those kernels.
+///
+/// The probe loads a six-instruction socket filter doing both on a stack slot. Only `EINVAL`
+/// (the verifier's "reserved fields" refusal) counts as missing: any other failure is left to
+/// the real load, which reports it with its verifier log.
+pub fn probe_atomic_fetch() -> Result<(), SetupError> {
+    if atomic_fetch_supported() == Some(false) {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        return Err(SetupError::MissingFeature(format!(
+            "the BPF atomic fetch-add and compare-and-exchange instructions (BPF_ATOMIC with \
+             BPF_FETCH), which Linux {ATOMIC_FETCH_SINCE} added; this kernel is {}",
+            release.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the verifier accepts `BPF_ATOMIC | BPF_FETCH`: `None` when the probe itself could
+/// not be run (no privileges, seccomp...).
+fn atomic_fetch_supported() -> Option<bool> {
+    // One eBPF instruction: code, dst and src registers (4 bits each), offset, immediate.
+    const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+        (code as u64)
+            | ((dst as u64 | ((src as u64) << 4)) << 8)
+            | ((off as u16 as u64) << 16)
+            | ((imm as u32 as u64) << 32)
+    }
+    const MOV64_IMM: u8 = 0x07 | 0xb0; // BPF_ALU64 | BPF_MOV | BPF_K
+    const STX_DW: u8 = 0x03 | 0x60 | 0x18; // BPF_STX | BPF_MEM | BPF_DW
+    const ATOMIC_DW: u8 = 0x03 | 0xc0 | 0x18; // BPF_STX | BPF_ATOMIC | BPF_DW
+    const FETCH_ADD: i32 = 0x01; // BPF_ADD | BPF_FETCH
+    const CMPXCHG: i32 = 0xf1; // BPF_CMPXCHG (includes BPF_FETCH)
+    let prog: [u64; 7] = [
+        insn(MOV64_IMM, 1, 0, 0, 0),           // r1 = 0
+        insn(STX_DW, 10, 1, -8, 0),            // *(u64 *)(r10 - 8) = r1
+        insn(MOV64_IMM, 1, 0, 0, 1),           // r1 = 1
+        insn(ATOMIC_DW, 10, 1, -8, FETCH_ADD), // r1 = atomic_fetch_add(r10 - 8, r1)
+        insn(MOV64_IMM, 0, 0, 0, 0),           // r0 = 0
+        insn(ATOMIC_DW, 10, 1, -8, CMPXCHG),   // r0 = cmpxchg(r10 - 8, r0, r1)
+        0x95,                                  // exit
+    ];
+    // The head of `union bpf_attr` for BPF_PROG_LOAD; the kernel requires the rest zero.
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        rest: [u64; 14],
+    }
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt: prog.len() as u32,
+        insns: prog.as_ptr() as u64,
+        license: c"GPL".as_ptr() as u64,
+        rest: [0; 14],
+    };
+    // SAFETY: bpf(2) reads `attr` (valid for its size) and the instructions it points to.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoad,
+            size_of::<ProgLoad>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the fd was just returned to us and nothing else owns it.
+        unsafe { libc::close(fd as libc::c_int) };
+        return Some(true);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EINVAL) => Some(false),
+        _ => None,
+    }
 }
 
 /// Mounts bpffs at `dir` unless one is already there.

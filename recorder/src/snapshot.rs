@@ -96,7 +96,7 @@ pub fn write_with_id(
         let path = path.to_owned();
         move |source| SnapshotError::Write { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(werr(dir))?;
+    flightrec_uplink::private::create_dir(dir).map_err(werr(dir))?;
     let file_name = format!(
         "{name}-{}-{}.{EXTENSION}",
         utc_stamp(frozen.frozen_realtime_ns),
@@ -105,7 +105,8 @@ pub fn write_with_id(
     let path = dir.join(&file_name);
     let tmp = dir.join(format!(".{file_name}.tmp"));
     let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(werr(&tmp))?;
+        // Private from the first byte: the statedump holds command lines, which may hold secrets.
+        let file = flightrec_uplink::private::create_file(&tmp).map_err(werr(&tmp))?;
         let mut w = SnapshotWriter::new(
             BufWriter::new(file),
             &manifest,
@@ -154,5 +155,37 @@ mod tests {
         assert!(!valid_name(".hidden"));
         assert!(!valid_name(""));
         assert!(!valid_name("a b"));
+    }
+
+    /// Probe 5a: with umask 000 a snapshot was 0666 in a 0777 directory, and another user read
+    /// the statedump's command lines (a `--db-password=...` among them).
+    #[test]
+    fn snapshot_files_are_not_world_readable_whatever_the_umask() {
+        use std::os::unix::fs::MetadataExt;
+        let base = std::env::temp_dir().join(format!("flightrec-snapmode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let frozen = Frozen {
+            cpus: vec![Vec::new()],
+            coverage: vec![Default::default()],
+            frozen_monotonic_ns: 1,
+            frozen_realtime_ns: 1_700_000_000_000_000_000,
+            kernel_frozen: false,
+        };
+        let trigger = TriggerInfo {
+            source: "test".into(),
+            reason: "modes".into(),
+            fields: Default::default(),
+        };
+        let dir = base.join("spool");
+        // SAFETY: umask has no preconditions; it is put back at once.
+        let old = unsafe { libc::umask(0) };
+        let w = write(&frozen, &Config::default(), &dir, Some("modes"), trigger);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        let w = w.unwrap();
+        let file = std::fs::metadata(&w.path).unwrap().mode() & 0o777;
+        let dirm = std::fs::metadata(&dir).unwrap().mode() & 0o777;
+        assert_eq!((file, dirm), (0o640, 0o750), "{}", w.path.display());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod bucket;
 pub mod group;
+pub mod private;
 pub mod spool;
 
 use std::path::{Path, PathBuf};

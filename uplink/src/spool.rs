@@ -354,7 +354,7 @@ impl Uploader {
                     | Err(UploadError::Format(schemas::file::FormatError::Corrupt(why))) => {
                         // Retrying cannot help; keep the file aside for a person to look at.
                         let aside = self.dir.join("rejected");
-                        let _ = std::fs::create_dir_all(&aside);
+                        let _ = crate::private::create_dir(&aside);
                         if let Some(name) = f.path.file_name() {
                             let _ = std::fs::rename(&f.path, aside.join(name));
                         }

@@ -71,6 +71,21 @@ impl SqliteCatalog {
                 source,
             })?;
         }
+        // Created 0600 before SQLite opens it, whatever the umask: SQLite keeps an existing
+        // file's mode and gives its -wal and -shm files the same.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|source| CatalogError::Open {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        }
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

@@ -66,6 +66,7 @@ async fn browse_api_serves_what_the_library_computes() {
             .map(|h| RecorderToken {
                 host_id: h.to_string(),
                 token: format!("write-token-{h}-xxxx"),
+                ..Default::default()
             })
             .collect();
         c.auth.readers = vec![READER.into()];

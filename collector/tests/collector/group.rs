@@ -65,6 +65,8 @@ async fn group_trigger_reaches_every_recorder_within_50_ms_and_links_the_snapsho
             .map(|(h, t)| RecorderToken {
                 host_id: h.to_string(),
                 token: t.to_string(),
+                // The batch host may join its own group only; the others any.
+                groups: vec![if *h == "batch-1" { "nightly" } else { "*" }.into()],
             })
             .collect();
         c.auth.admins = vec![ADMIN.into()];

@@ -164,7 +164,8 @@ async fn kill_9_mid_upload_then_restart_resumes_and_archives_the_identical_file(
     std::fs::write(
         &cfg_path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = \"{}\"\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = \"{}\"\n\
+             [auth]\nopen = true\n",
             dir.path().join("data").display()
         ),
     )
@@ -268,7 +269,11 @@ async fn raw_upload(url: &str, token: &str, sid: &str, bytes: &[u8]) -> (u16, St
 /// A snapshot of `n` all-zero records on one CPU: megabytes decoded from a few hundred bytes.
 fn zeros(sid: &str, host: &str, n: usize) -> Vec<u8> {
     let mut w = SnapshotWriter::new(Vec::new(), &manifest(sid, host), 19).unwrap();
-    w.write_stream(0, &vec![Record::ZERO; n]).unwrap();
+    // Kind 1 (a syscall entry with a zero payload): a known event, so only the size checks
+    // can refuse it.
+    let mut r = Record::ZERO;
+    r.kind = 1;
+    w.write_stream(0, &vec![r; n]).unwrap();
     w.finish().unwrap()
 }
 
@@ -293,6 +298,7 @@ async fn hostile_uploads_are_rejected_and_leave_nothing_behind() {
         c.auth.recorders = vec![RecorderToken {
             host_id: "web-1".into(),
             token: "token-of-web-1-0123".into(),
+            ..Default::default()
         }];
     })
     .await;

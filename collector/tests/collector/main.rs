@@ -5,6 +5,7 @@ mod util;
 
 pub mod browse;
 mod group;
+mod hardening;
 mod ingest;
 mod rate;
 mod s3;

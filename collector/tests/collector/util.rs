@@ -37,6 +37,9 @@ impl Server {
         config.storage.data_dir = dir.path().to_owned();
         config.server.listen = "127.0.0.1:0".into();
         edit(&mut config);
+        // Tests that configure no token run the collector open, as on a developer's machine;
+        // the generated admin token has its own tests.
+        config.auth.open = !config.has_tokens();
         Server::start_in(dir, config).await
     }
 

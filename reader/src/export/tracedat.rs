@@ -39,6 +39,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use schemas::event::Event;
 use schemas::file::{Snapshot, StreamInfo};
@@ -66,6 +67,16 @@ const OPTION_UNAME: u16 = 5;
 /// Writes the snapshot at `input` to `output` as a trace.dat file. The file appears only when
 /// complete: it is written under a temporary name beside `output` and renamed.
 pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
+    let budget = super::Budget::new(super::DEFAULT_MAX_OUTPUT_BYTES);
+    write_with(input, output, &budget).map_err(|e| budget.explain(e))
+}
+
+/// [`write`] against `budget`.
+pub(crate) fn write_with(
+    input: &Path,
+    output: &Path,
+    budget: &Arc<super::Budget>,
+) -> Result<ExportStats, ExportError> {
     if output.exists() {
         return Err(ExportError::OutputExists(output.to_path_buf()));
     }
@@ -78,7 +89,7 @@ pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
                 path: tmp.to_path_buf(),
                 source,
             })?;
-        write_file(input, file, tmp)
+        write_file(input, budget.wrap(file), tmp)
     })?;
     let bytes = std::fs::metadata(output)
         .map_err(|source| ExportError::Write {
@@ -240,7 +251,7 @@ fn header(manifest: &Manifest, cmdlines: &str, ncpu: u32) -> Vec<u8> {
     h.0
 }
 
-fn write_file(input: &Path, file: File, path: &Path) -> Result<u64, ExportError> {
+fn write_file(input: &Path, file: super::Capped<File>, path: &Path) -> Result<u64, ExportError> {
     let werr = |source: std::io::Error| ExportError::Write {
         path: path.to_path_buf(),
         source,
@@ -322,6 +333,6 @@ fn write_file(input: &Path, file: File, path: &Path) -> Result<u64, ExportError>
         t.extend_from_slice(&size.to_le_bytes());
     }
     file.write_all(&t).map_err(werr)?;
-    file.sync_all().map_err(werr)?;
+    file.get_ref().sync_all().map_err(werr)?;
     Ok(events)
 }

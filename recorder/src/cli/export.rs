@@ -19,17 +19,34 @@ pub(crate) struct ExportArgs {
     /// Output path: a directory for ctf, a file otherwise. It must not exist yet.
     #[arg(long, short = 'o', value_name = "PATH")]
     output: PathBuf,
+    /// Most bytes the export may write (all files): a small crafted snapshot can otherwise
+    /// expand to fill the disk. Sizes as in the configs: "16GiB", "512MiB".
+    #[arg(long, value_name = "SIZE", default_value = "16GiB", value_parser = parse_size)]
+    max_output_size: u64,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    match schemas::units::parse_size(text) {
+        Ok(0) => Err("the limit must be above 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub(crate) fn run(args: ExportArgs) -> Result<ExitCode> {
-    let stats = flightrec_reader::export::export(&args.file, args.format, &args.output)
-        .with_context(|| {
-            format!(
-                "exporting {} to {}",
-                args.file.display(),
-                args.output.display()
-            )
-        })?;
+    let stats = flightrec_reader::export::export_limited(
+        &args.file,
+        args.format,
+        &args.output,
+        args.max_output_size,
+    )
+    .with_context(|| {
+        format!(
+            "exporting {} to {}",
+            args.file.display(),
+            args.output.display()
+        )
+    })?;
     eprintln!(
         "flightrec: exported {} events ({}) to {}",
         stats.events,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use flightrec::daemon;
 
@@ -68,8 +68,7 @@ pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
             rings.pin_dir().display(),
             socket.display()
         );
-    })
-    .context("recorder daemon")?;
+    })?;
     eprintln!(
         "flightrec: daemon stopped; recording continues in the kernel \
          (`flightrec teardown` stops it)"

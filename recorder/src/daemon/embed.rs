@@ -33,6 +33,18 @@ pub enum DaemonError {
         "another flightrec daemon is listening on {0} (stop it, or set recorder.control_socket)"
     )]
     SocketInUse(PathBuf),
+    /// Something that is not a socket is where the control socket goes.
+    #[error(
+        "{0} exists and is not a socket: refusing to replace it (only a stale control socket \
+         is replaced); set recorder.control_socket or --socket to another path"
+    )]
+    NotASocket(PathBuf),
+    /// Every user may write into the socket's directory.
+    #[error(
+        "the control socket's directory {0} is writable by every user without the sticky bit: \
+         another user could replace the socket"
+    )]
+    SocketDirUnsafe(PathBuf),
     /// The control socket could not be made.
     #[error("control socket {path}: {what}")]
     Socket {
@@ -143,7 +155,16 @@ pub fn run_until(
         .map_err(DaemonError::Runtime)?;
     rt.block_on(async move {
         let rules = triggers::rules::check_rules(&config.rules)?;
-        let listener = bind_socket(&listener_path)?;
+        let access = super::Access::from_config(&config.recorder)?;
+        let bound = bind_socket(&listener_path, &access)?;
+        bound
+            .listener
+            .set_nonblocking(true)
+            .map_err(DaemonError::Runtime)?;
+        let listener = tokio::net::UnixListener::from_std(
+            bound.listener.try_clone().map_err(DaemonError::Runtime)?,
+        )
+        .map_err(DaemonError::Runtime)?;
         let hook = bind_hook(&config).await?;
         let mut rings = Rings::start(&config)?;
         ready(&rings);
@@ -166,6 +187,7 @@ pub fn run_until(
         let shared = Arc::new(Shared {
             rings: Mutex::new(rings),
             config,
+            access,
             started: Instant::now(),
             rates: Mutex::new(Vec::new()),
             taken: Default::default(),
@@ -243,7 +265,7 @@ pub fn run_until(
             }
         }
         let _ = stop_hook.send(());
-        let _ = std::fs::remove_file(&listener_path);
+        bound.remove();
         Ok(())
     })
 }

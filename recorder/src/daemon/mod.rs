@@ -2,6 +2,7 @@
 //! through, and the bridges to the hook, the kernel rules and the collector.
 //!
 //! - [`protocol`]: the control socket's requests and answers, and its client ([`request`]);
+//! - `access`: who may use the socket, and where `snapshot` may write;
 //! - `control`: the socket's server side;
 //! - `snapshots`: writing snapshots and the table of their states;
 //! - `rule_hits`: kernel rule hits, read from the `RULE_HITS` ring buffer;
@@ -14,6 +15,7 @@
 //! collector — goes through the one [`Governor`], and every decision is logged on stderr and
 //! counted (`status` shows the counters).
 
+mod access;
 mod control;
 mod embed;
 pub mod protocol;
@@ -32,6 +34,7 @@ use triggers::hook::{Accepted, Refused, SnapshotInfo, SnapshotService, SnapshotS
 use triggers::rules::Rule;
 use triggers::{Scope, Source, Trigger};
 
+pub use access::{Access, DirRefused};
 pub use embed::{DaemonError, Handle, run, run_until, spawn};
 pub use protocol::{ControlError, Request, Response, Status, Suppressed, request};
 
@@ -42,6 +45,8 @@ use snapshots::{States, take_triggered};
 struct Shared {
     rings: Mutex<Rings>,
     config: Config,
+    /// Who may use the control socket.
+    access: access::Access,
     started: Instant,
     rates: Mutex<Vec<f64>>,
     taken: AtomicU64,

@@ -148,6 +148,15 @@ pub enum ControlError {
         /// Why connecting failed.
         source: std::io::Error,
     },
+    /// The socket's mode keeps this user out.
+    #[error(
+        "permission denied on {socket}: only root, recorder.control_owner and members of \
+         recorder.control_group may use the control socket"
+    )]
+    Denied {
+        /// The control socket.
+        socket: PathBuf,
+    },
     /// The exchange broke off.
     #[error("talking to the daemon on {socket}")]
     Io {
@@ -168,12 +177,16 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ControlError> {
         socket: socket.to_owned(),
         source,
     };
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|source| {
-        ControlError::NoDaemon {
-            socket: socket.to_owned(),
-            source,
-        }
-    })?;
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).map_err(|source| match source.kind() {
+            std::io::ErrorKind::PermissionDenied => ControlError::Denied {
+                socket: socket.to_owned(),
+            },
+            _ => ControlError::NoDaemon {
+                socket: socket.to_owned(),
+                source,
+            },
+        })?;
     let mut line = serde_json::to_vec(req).expect("serialisable");
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;

@@ -50,11 +50,15 @@ pub(super) fn take_snapshot(
     name: Option<String>,
     trigger: TriggerInfo,
 ) -> Result<Written, SnapshotError> {
+    // Checked before freezing: a refused request costs the rings nothing.
+    let dir = match dir {
+        Some(d) => super::access::approved_dir(&shared.config.recorder, &d)?,
+        None => shared.config.recorder.spool_dir.clone(),
+    };
     let frozen = {
         let rings = shared.rings.lock().unwrap_or_else(|e| e.into_inner());
         rings.freeze()
     };
-    let dir = dir.unwrap_or_else(|| shared.config.recorder.spool_dir.clone());
     shared
         .governor
         .lock()

@@ -6,9 +6,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use aya::maps::{Array, Map, MapData, MapError, RingBuf};
-use aya::programs::BtfTracePoint;
 use aya::programs::links::FdLink;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, ProgramError};
+use aya::{BtfError, Ebpf, EbpfError, EbpfLoader};
 use memmap2::{MmapMut, MmapOptions};
 use schemas::{RECORD_SIZE, ctrl, meta};
 
@@ -271,7 +271,7 @@ impl Rings {
             .map_max_entries("RING", ring_entries)
             .map_max_entries("HEADS", n_rings)
             .load(EBPF_OBJECT)
-            .map_err(|source| SetupError::Load { source })?;
+            .map_err(load_error)?;
 
         std::fs::create_dir_all(dir).map_err(pin_dir_err(dir, "creating the directory"))?;
         // Filters before anything is attached, so no unfiltered event slips in.
@@ -332,6 +332,45 @@ impl Rings {
     }
 }
 
+/// A load failure of the whole object as a sentence: a verifier or BTF refusal keeps its log
+/// in a file instead of in the message.
+fn load_error(source: EbpfError) -> SetupError {
+    match source {
+        EbpfError::BtfError(BtfError::LoadError {
+            io_error,
+            verifier_log,
+        }) => verifier_error("the programs' BTF", "btf", io_error, &verifier_log),
+        EbpfError::ProgramError(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => verifier_error("an eBPF program", "object", io_error, &verifier_log),
+        source => SetupError::Load { source },
+    }
+}
+
+/// Saves `log` to `flightrec-verifier-<file>.log` in the temporary directory and names it in
+/// the error (or says why it could not be saved).
+fn verifier_error(
+    what: &str,
+    file: &str,
+    source: std::io::Error,
+    log: &impl std::fmt::Display,
+) -> SetupError {
+    let path = std::env::temp_dir().join(format!("flightrec-verifier-{file}.log"));
+    let log = match std::fs::write(&path, format!("{log}\n")) {
+        Ok(()) => format!("its verifier log is in {}", path.display()),
+        Err(e) => format!(
+            "its verifier log could not be saved to {}: {e}",
+            path.display()
+        ),
+    };
+    SetupError::Verifier {
+        what: what.into(),
+        log,
+        source,
+    }
+}
+
 /// Loads and attaches the programs of the enabled event classes, and pins their links in `dir`.
 fn attach(ebpf: &mut Ebpf, config: &Config, dir: &Path, btf: &aya::Btf) -> Result<(), SetupError> {
     let enabled = config.events.enabled();
@@ -347,9 +386,20 @@ fn attach(ebpf: &mut Ebpf, config: &Config, dir: &Path, btf: &aya::Btf) -> Resul
                 what: format!("program {name}"),
                 source,
             })?;
-        prog.load(name, btf).map_err(|source| SetupError::Program {
-            what: format!("loading {name} (verifier or missing tracepoint)"),
-            source,
+        prog.load(name, btf).map_err(|source| match source {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => verifier_error(
+                &format!("eBPF program {name}"),
+                name,
+                io_error,
+                &verifier_log,
+            ),
+            source => SetupError::Program {
+                what: format!("loading {name} (verifier or missing tracepoint)"),
+                source,
+            },
         })?;
         let id = prog
             .attach()

@@ -55,6 +55,16 @@ pub const KERNEL_DIR: &str = "kernel";
 
 /// Writes the snapshot at `input` as a CTF trace directory at `output` (which must not exist).
 pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
+    let budget = super::Budget::new(super::DEFAULT_MAX_OUTPUT_BYTES);
+    write_with(input, output, &budget).map_err(|e| budget.explain(e))
+}
+
+/// [`write`] against `budget` (all files of the trace together).
+pub(crate) fn write_with(
+    input: &Path,
+    output: &Path,
+    budget: &std::sync::Arc<super::Budget>,
+) -> Result<ExportStats, ExportError> {
     if output.symlink_metadata().is_ok() {
         return Err(ExportError::OutputExists(output.to_path_buf()));
     }
@@ -64,7 +74,7 @@ pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
             path: tmp.to_path_buf(),
             source,
         })?;
-        write_trace(input, &snap, &tmp.join(KERNEL_DIR))
+        write_trace(input, &snap, &tmp.join(KERNEL_DIR), budget)
     })
 }
 
@@ -100,7 +110,12 @@ fn clock_uuid(m: &Manifest) -> [u8; 16] {
         .unwrap_or_else(|| derived_uuid(&["flightrec-clock", &m.host.host_id, &m.host.boot_id]))
 }
 
-fn write_trace(input: &Path, snap: &Snapshot, dir: &Path) -> Result<ExportStats, ExportError> {
+fn write_trace(
+    input: &Path,
+    snap: &Snapshot,
+    dir: &Path,
+    budget: &std::sync::Arc<super::Budget>,
+) -> Result<ExportStats, ExportError> {
     let m = &snap.manifest;
     let uuid = trace_uuid(m);
     let open = || -> Result<BufReader<File>, ExportError> {
@@ -137,7 +152,8 @@ fn write_trace(input: &Path, snap: &Snapshot, dir: &Path) -> Result<ExportStats,
             path: path.clone(),
             source,
         };
-        let file = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(werr)?);
+        let file =
+            BufWriter::with_capacity(1 << 20, budget.wrap(File::create(&path).map_err(werr)?));
         let discarded = m
             .coverage
             .iter()

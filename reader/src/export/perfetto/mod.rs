@@ -80,13 +80,23 @@ const DATA_SEQUENCE: u64 = 2;
 /// Writes the snapshot at `input` as a Perfetto trace at `output`. Refuses to overwrite an
 /// existing output; on error no output (and no temporary file) is left.
 pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
+    let budget = super::Budget::new(super::DEFAULT_MAX_OUTPUT_BYTES);
+    write_with(input, output, &budget).map_err(|e| budget.explain(e))
+}
+
+/// [`write`] against `budget`.
+pub(crate) fn write_with(
+    input: &Path,
+    output: &Path,
+    budget: &std::sync::Arc<super::Budget>,
+) -> Result<ExportStats, ExportError> {
     if output.exists() {
         return Err(ExportError::OutputExists(output.to_path_buf()));
     }
     let (manifest, events) = crate::dump::open(input)?;
     super::write_then_rename(output, |tmp| {
         let file = File::create(tmp).map_err(|e| write_error(output, e))?;
-        let mut exporter = Exporter::new(BufWriter::new(file), &manifest, output);
+        let mut exporter = Exporter::new(BufWriter::new(budget.wrap(file)), &manifest, output);
         exporter.preamble()?;
         for ev in events {
             exporter.event(&ev.map_err(|e| ExportError::Decode(e.to_string()))?)?;
@@ -95,7 +105,9 @@ pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
         let file = out
             .into_inner()
             .map_err(|e| write_error(output, e.into_error()))?;
-        file.sync_all().map_err(|e| write_error(output, e))?;
+        file.get_ref()
+            .sync_all()
+            .map_err(|e| write_error(output, e))?;
         Ok(stats)
     })
 }
