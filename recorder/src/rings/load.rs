@@ -348,7 +348,8 @@ fn load_error(source: EbpfError) -> SetupError {
     }
 }
 
-/// Saves `log` to `flightrec-verifier-<file>.log` in the temporary directory and names it in
+/// Saves `log` to a new `flightrec-verifier-<file>-<pid>-<id>.log` (0600) in the temporary
+/// directory and names it in
 /// the error (or says why it could not be saved).
 fn verifier_error(
     what: &str,
@@ -356,8 +357,25 @@ fn verifier_error(
     source: std::io::Error,
     log: &impl std::fmt::Display,
 ) -> SetupError {
-    let path = std::env::temp_dir().join(format!("flightrec-verifier-{file}.log"));
-    let log = match std::fs::write(&path, format!("{log}\n")) {
+    // A new file of our own, never an existing one or a link a local user planted in the
+    // shared temporary directory.
+    let path = std::env::temp_dir().join(format!(
+        "flightrec-verifier-{file}-{}-{}.log",
+        std::process::id(),
+        schemas::clock::random_id()
+    ));
+    let written = {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{log}"))
+    };
+    let log = match written {
         Ok(()) => format!("its verifier log is in {}", path.display()),
         Err(e) => format!(
             "its verifier log could not be saved to {}: {e}",
