@@ -85,16 +85,22 @@ fn daemon_snapshot_record_and_dump() {
     let sock = tmp.join("control.sock");
     let pins = "/sys/fs/bpf/flightrec-test-cli";
     let _ = flightrec().args(["teardown", "--pin-dir", pins]).output();
+    // The daemon writes snapshots only where root allows: this test's directory.
+    let config = tmp.join("recorder.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[recorder]\nsnapshot_dirs = [{:?}]\n",
+            tmp.display().to_string()
+        ),
+    )
+    .unwrap();
 
     let mut daemon = flightrec()
-        .args([
-            "record",
-            "--ring-size",
-            "2MiB",
-            "--pin-dir",
-            pins,
-            "--socket",
-        ])
+        .arg("record")
+        .arg("--config")
+        .arg(&config)
+        .args(["--ring-size", "2MiB", "--pin-dir", pins, "--socket"])
         .arg(&sock)
         .stderr(Stdio::piped())
         .spawn()
@@ -221,8 +227,14 @@ fn cli_prints_tables_and_json_and_rejects_bad_input() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    // Findings come first, before the tables they summarise.
-    assert!(out.stdout.starts_with(b"{\n  \"findings\": ["));
+    // The story (none here: no request is named, no connection served) and the findings come
+    // first, before the tables they summarise.
+    assert!(
+        out.stdout
+            .starts_with(b"{\n  \"story\": null,\n  \"findings\": ["),
+        "{}",
+        String::from_utf8_lossy(&out.stdout[..200.min(out.stdout.len())])
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "flightrec-analyze/1");
     assert_eq!(v["findings"][0]["evidence"]["syscall"], "fdatasync");
