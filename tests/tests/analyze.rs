@@ -355,10 +355,14 @@ fn lttng_analyses_agree_with_analyze() {
             .unwrap()
             .trim_matches(['(', ')'])
             .replace(',', ":");
+        // lttng names disks major:minor; analyze by their kernel name when the statedump has it.
+        let kernel_name = std::fs::read_link(format!("/sys/dev/block/{name}"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
         let dev = block
             .devices
             .iter()
-            .find(|d| d.dev == name)
+            .find(|d| d.dev == name || Some(&d.dev) == kernel_name.as_ref())
             .expect("device");
         same(&format!("disk {name}"), row, &dev.latency);
     }

@@ -242,7 +242,8 @@ fn collector_group_trigger_and_spool_survive_real_daemons() {
     std::fs::write(
         &ccfg,
         format!(
-            "[server]\nlisten = \"{addr}\"\n[storage]\ndata_dir = \"{}\"\n",
+            // An open collector on loopback: the test's recorders carry no tokens.
+            "[server]\nlisten = \"{addr}\"\n[storage]\ndata_dir = \"{}\"\n[auth]\nopen = true\n",
             dir.join("collector").display()
         ),
     )
