@@ -67,8 +67,7 @@ const OPTION_UNAME: u16 = 5;
 /// Writes the snapshot at `input` to `output` as a trace.dat file. The file appears only when
 /// complete: it is written under a temporary name beside `output` and renamed.
 pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
-    let budget = super::Budget::new(super::DEFAULT_MAX_OUTPUT_BYTES);
-    write_with(input, output, &budget).map_err(|e| budget.explain(e))
+    super::export(input, super::Format::Tracedat, output)
 }
 
 /// [`write`] against `budget`.

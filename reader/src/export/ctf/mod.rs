@@ -55,8 +55,7 @@ pub const KERNEL_DIR: &str = "kernel";
 
 /// Writes the snapshot at `input` as a CTF trace directory at `output` (which must not exist).
 pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
-    let budget = super::Budget::new(super::DEFAULT_MAX_OUTPUT_BYTES);
-    write_with(input, output, &budget).map_err(|e| budget.explain(e))
+    super::export(input, super::Format::Ctf, output)
 }
 
 /// [`write`] against `budget` (all files of the trace together).

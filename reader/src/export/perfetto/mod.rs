@@ -80,8 +80,7 @@ const DATA_SEQUENCE: u64 = 2;
 /// Writes the snapshot at `input` as a Perfetto trace at `output`. Refuses to overwrite an
 /// existing output; on error no output (and no temporary file) is left.
 pub fn write(input: &Path, output: &Path) -> Result<ExportStats, ExportError> {
-    let budget = super::Budget::new(super::DEFAULT_MAX_OUTPUT_BYTES);
-    write_with(input, output, &budget).map_err(|e| budget.explain(e))
+    super::export(input, super::Format::Perfetto, output)
 }
 
 /// [`write`] against `budget`.
