@@ -386,6 +386,7 @@ pub fn analyze(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
             &subject,
             &manifest,
             &pass.tasks,
+            &pass.disks,
             pass.period_count,
         ));
     }
@@ -409,16 +410,15 @@ fn tell(
     subject: &Subject,
     manifest: &Manifest,
     tasks: &Tasks,
+    disks: &Disks,
     periods: u64,
 ) -> Story {
-    let disks = Disks::new(manifest);
-    let disk = |dev: u32| disks.name(dev);
     story::build(
         tracker,
         subject,
         &story::build::Inputs {
             tasks,
-            disk: &disk,
+            disks,
             realtime_minus_monotonic_ns: manifest.clocks.realtime_minus_monotonic_ns,
             periods,
         },
@@ -453,6 +453,7 @@ struct Pass {
     report: Report,
     work: HashMap<(u32, u64), syscalls::WorkAcc>,
     tasks: Tasks,
+    disks: Disks,
     periods: Vec<story::periods::Period>,
     period_count: u64,
 }
@@ -638,7 +639,7 @@ fn analyze_pass(
     let story = match (tracker.as_mut(), subject.as_ref()) {
         (Some(t), Some(s)) => {
             t.finish();
-            Some(tell(t, s, manifest, &tasks, period_count))
+            Some(tell(t, s, manifest, &tasks, &ctx.disks, period_count))
         }
         _ => None,
     };
@@ -690,6 +691,7 @@ fn analyze_pass(
         report,
         work,
         tasks,
+        disks: ctx.disks,
         periods: periods.map(|p| p.slowest()).unwrap_or_default(),
         period_count,
     })

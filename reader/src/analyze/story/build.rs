@@ -10,9 +10,9 @@ use super::{
     Blocked, CallTime, IoSummary, Link, RanInstead, Segment, Span, Stolen, Story, Subject, Who,
     WokenBy,
 };
-use crate::analyze::Tasks;
 use crate::analyze::irq::SOFTIRQ_NAMES;
 use crate::analyze::text::fmt_ns;
+use crate::analyze::{Disks, Tasks};
 
 /// Most timeline stretches kept.
 pub const MAX_SEGMENTS: usize = 2000;
@@ -79,7 +79,7 @@ fn pct(part: u64, whole: u64) -> u64 {
 /// What the story needs besides the tracker.
 pub(crate) struct Inputs<'a> {
     pub tasks: &'a Tasks,
-    pub disk: &'a dyn Fn(u32) -> String,
+    pub disks: &'a Disks,
     pub realtime_minus_monotonic_ns: i64,
     pub periods: u64,
 }
@@ -115,27 +115,30 @@ fn io_summary(
     t: &Tracker,
     a: u64,
     b: u64,
-    disk: &dyn Fn(u32) -> String,
+    disks: &Disks,
     keep: impl Fn(u32) -> bool,
 ) -> Option<IoSummary> {
-    let mut per_dev: HashMap<u32, IoSummary> = HashMap::new();
-    let mut spans: HashMap<u32, (u64, u64)> = HashMap::new();
+    // Per device: the summary, and the first issue and last completion.
+    let mut per_dev: HashMap<u32, (IoSummary, u64, u64)> = HashMap::new();
     for io in &t.ios {
         if !keep(io.tid) || io.complete_ns < a || io.issue_ns > b {
             continue;
         }
-        let s = per_dev.entry(io.dev).or_default();
+        let (s, first, last) =
+            per_dev
+                .entry(io.dev)
+                .or_insert((IoSummary::default(), io.issue_ns, io.complete_ns));
         s.requests += 1;
         s.bytes += u64::from(io.bytes);
         s.max_ns = s.max_ns.max(io.complete_ns - io.issue_ns);
-        let sp = spans.entry(io.dev).or_insert((io.issue_ns, io.complete_ns));
-        sp.0 = sp.0.min(io.issue_ns);
-        sp.1 = sp.1.max(io.complete_ns);
+        *first = (*first).min(io.issue_ns);
+        *last = (*last).max(io.complete_ns);
     }
-    let (dev, mut s) = per_dev.into_iter().max_by_key(|(d, s)| (s.max_ns, *d))?;
-    let (x, y) = spans[&dev];
-    s.busy_ns = y - x;
-    s.device = disk(dev);
+    let (dev, (mut s, first, last)) = per_dev
+        .into_iter()
+        .max_by_key(|(d, (s, _, _))| (s.max_ns, *d))?;
+    s.busy_ns = last - first;
+    s.device = disks.name(dev);
     Some(s)
 }
 
@@ -190,7 +193,7 @@ fn chain(
             // from a context the trace does not show): nothing more to tell.
             break;
         }
-        let io = io_summary(t, begin, end, inp.disk, |x| x == tid);
+        let io = io_summary(t, begin, end, inp.disks, |x| x == tid);
         out.push(Link {
             who: who(inp.tasks, tid),
             begin_ns: begin,
@@ -308,8 +311,8 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
                 ret,
                 timed_out,
                 woken_by: woken_by(t, inp.tasks, iv.waker),
-                own_io: io_summary(t, from, iv.end, inp.disk, |x| x == subject.tid),
-                disk: io_summary(t, iv.start, iv.end, inp.disk, |_| true),
+                own_io: io_summary(t, from, iv.end, inp.disks, |x| x == subject.tid),
+                disk: io_summary(t, iv.start, iv.end, inp.disks, |_| true),
                 chain: chain(t, &by_tid, inp, subject.tid, iv.waker, iv.start, iv.end),
             }
         })
@@ -390,13 +393,13 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
         timeline_truncated: mine.len() > MAX_SEGMENTS,
         periods: inp.periods,
     };
-    story.verdict = verdict(&story, t);
+    story.verdict = verdict(&story);
     story
 }
 
 /// What took the time, in one sentence: the largest of on-CPU work, interrupts, waiting to
 /// run, and being blocked (in the syscall of the longest stretch).
-fn verdict(s: &Story, t: &Tracker) -> String {
+fn verdict(s: &Story) -> String {
     let total = s.duration_ns;
     let who = format!("{} ({})", s.who.comm, s.who.tid);
     let head = format!("{} took {} on {who}", s.what, fmt_ns(total));
@@ -451,7 +454,6 @@ fn verdict(s: &Story, t: &Tracker) -> String {
         ));
     }
     parts.sort_by_key(|(ns, _)| std::cmp::Reverse(*ns));
-    let _ = t;
     let body: Vec<String> = parts.into_iter().map(|(_, p)| p).collect();
     if body.is_empty() {
         return format!("{head}: its thread has no events in the span");

@@ -159,8 +159,6 @@ pub(crate) struct Tracker {
     pub ios: Vec<Io>,
     /// Processes the subject forked inside the span.
     pub forks: u64,
-    /// Processes the subject's children exec'd inside the span.
-    pub children: Vec<u32>,
     /// Last event seen.
     pub last_ns: u64,
     /// Hard interrupt handler names by line.
@@ -179,7 +177,6 @@ impl Tracker {
             calls: Vec::new(),
             ios: Vec::new(),
             forks: 0,
-            children: Vec::new(),
             last_ns: 0,
             irq_names: HashMap::new(),
         }
@@ -361,7 +358,6 @@ impl Tracker {
             EventData::ProcessFork(f) => {
                 if f.parent_tid == self.subject && self.span.contains(ts) {
                     self.forks += 1;
-                    self.children.push(f.child_pid);
                 }
             }
             EventData::ProcessExec(_) => {}
