@@ -269,3 +269,64 @@ fn cli_prints_tables_and_json_and_rejects_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("analysing"));
 }
+
+#[test]
+fn dump_filters_by_thread_and_time_and_warns_when_nothing_matches() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dump-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cli.frs");
+    fixtures::syscall_snapshot().write(&path).unwrap();
+    let all = flightrec()
+        .args(["dump", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(all.status.success());
+    let lines = |o: &[u8]| String::from_utf8_lossy(o).lines().count();
+    let out = flightrec()
+        .args([
+            "dump",
+            "--json",
+            "--comm",
+            "app",
+            "--begin=+0s",
+            "--end=-0s",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (n, total) = (lines(&out.stdout), lines(&all.stdout));
+    // app (pid 100, named in the statedump) made 5 calls: 10 of the file's events.
+    assert_eq!(n, 10, "{n} of {total}");
+    assert!(total > n);
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["pid"], 100, "{l}");
+    }
+
+    let out = flightrec()
+        .args(["dump", "--tid", "424242"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no event of the snapshot matches"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = flightrec()
+        .args(["dump", "--begin", "soon"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad time"));
+    let out = flightrec()
+        .args(["dump", "--summary", "--pid", "1"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--summary takes no filter");
+}

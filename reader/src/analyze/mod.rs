@@ -95,6 +95,17 @@ impl std::str::FromStr for TimeSpec {
     }
 }
 
+impl TimeSpec {
+    /// This point as CLOCK_MONOTONIC ns, for a snapshot whose events run from `first` to `last`.
+    pub fn resolve(self, first: u64, last: u64) -> u64 {
+        match self {
+            TimeSpec::Absolute(ns) => ns,
+            TimeSpec::FromStart(d) => first.saturating_add(d),
+            TimeSpec::BeforeEnd(d) => last.saturating_sub(d),
+        }
+    }
+}
+
 /// An offset of `--begin`/`--end` in the duration grammar of every flightrec setting
 /// ([`schemas::units`]: `1.5s`, `200ms`, `50us`); a bare number is seconds, as `+2` reads.
 /// Units above seconds are refused: a snapshot covers seconds, so `+1h` is a mistake.
@@ -475,22 +486,8 @@ fn analyze_pass(
     events: impl Iterator<Item = Result<Event, AnalyzeError>>,
     opts: &Options,
 ) -> Result<Pass, AnalyzeError> {
-    let oldest = manifest
-        .coverage
-        .iter()
-        .filter_map(|c| c.oldest_ts_ns)
-        .min();
-    let newest = manifest
-        .coverage
-        .iter()
-        .filter_map(|c| c.newest_ts_ns)
-        .max();
-    let (first, last) = (oldest.unwrap_or(0), newest.unwrap_or(0));
-    let resolve = |t: TimeSpec| match t {
-        TimeSpec::Absolute(ns) => ns,
-        TimeSpec::FromStart(d) => first.saturating_add(d),
-        TimeSpec::BeforeEnd(d) => last.saturating_sub(d),
-    };
+    let (first, last) = crate::dump::coverage_span(manifest);
+    let resolve = |t: TimeSpec| t.resolve(first, last);
     let begin = opts.begin.map(resolve).unwrap_or(first).max(first);
     let end = opts.end.map(resolve).unwrap_or(last).min(last);
     if begin > end && (opts.begin.is_some() || opts.end.is_some()) {

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
+use flightrec_reader::analyze::TimeSpec;
+use flightrec_reader::dump::DumpFilter;
 
 #[derive(Args)]
 pub(crate) struct DumpArgs {
@@ -16,6 +18,35 @@ pub(crate) struct DumpArgs {
     /// Print a summary instead: coverage, event counts by name, busiest threads.
     #[arg(long)]
     summary: bool,
+    /// Only events of this process id, and the switches, wakeups and forks that name its
+    /// threads (repeatable).
+    #[arg(long, value_name = "PID", conflicts_with = "summary")]
+    pid: Vec<u32>,
+    /// Only events of this thread id, and the switches, wakeups and forks that name it
+    /// (repeatable).
+    #[arg(long, value_name = "TID", conflicts_with = "summary")]
+    tid: Vec<u32>,
+    /// Only threads that had this exact name (before or after an exec; repeatable). Given
+    /// with --pid or --tid, a thread must match all of them.
+    #[arg(long, value_name = "COMM", conflicts_with = "summary")]
+    comm: Vec<String>,
+    /// First event time: CLOCK_MONOTONIC ns (as `dump --json` prints), +DURATION after the
+    /// first event, or -DURATION before the last (e.g. --begin=-200ms).
+    #[arg(
+        long,
+        value_name = "TIME",
+        allow_hyphen_values = true,
+        conflicts_with = "summary"
+    )]
+    begin: Option<TimeSpec>,
+    /// Last event time, in the same forms as --begin.
+    #[arg(
+        long,
+        value_name = "TIME",
+        allow_hyphen_values = true,
+        conflicts_with = "summary"
+    )]
+    end: Option<TimeSpec>,
 }
 
 pub(crate) fn run(args: DumpArgs) -> Result<ExitCode> {
@@ -24,7 +55,18 @@ pub(crate) fn run(args: DumpArgs) -> Result<ExitCode> {
     let res = if args.summary {
         flightrec_reader::dump::summary(&args.file, &mut out)
     } else {
-        flightrec_reader::dump::dump(&args.file, args.json, &mut out)
+        let filter = DumpFilter {
+            pids: args.pid,
+            tids: args.tid,
+            comms: args.comm,
+            begin: args.begin,
+            end: args.end,
+        };
+        flightrec_reader::dump::dump(&args.file, args.json, &filter, &mut out).inspect(|&n| {
+            if n == 0 && filter != DumpFilter::default() {
+                eprintln!("flightrec: warning: no event of the snapshot matches the filters");
+            }
+        })
     };
     match res {
         Ok(_) => Ok(ExitCode::SUCCESS),

@@ -1,0 +1,134 @@
+//! `dump`'s filters on a hand-built snapshot: threads by id, process and name (names learnt
+//! from the statedump and the events, an exec's new name included), the switches, wakeups and
+//! forks that name a chosen thread, and time bounds in every form `--begin`/`--end` take.
+
+use std::path::PathBuf;
+
+use flightrec_reader::analyze::TimeSpec;
+use flightrec_reader::dump::{DumpFilter, dump};
+use flightrec_reader::synth::{SnapshotBuilder, Task};
+
+const APP: Task = (10, 10, "app");
+const WORKER: Task = (10, 11, "app-worker");
+const SHELL: Task = (20, 20, "sh");
+const CHILD: Task = (21, 21, "sh");
+const IDLE: Task = (0, 0, "swapper/0");
+
+fn sys(name: &str) -> u64 {
+    schemas::event::syscall_id(name).unwrap()
+}
+
+/// app runs on CPU 0, reads, wakes its worker and leaves; on CPU 1 the shell writes, forks a
+/// child that execs grep and opens a file.
+fn snapshot() -> PathBuf {
+    let mut b = SnapshotBuilder::new(2);
+    b.switch(1000, 0, IDLE, 0, APP)
+        .syscall(0, APP, sys("read"), 3, 10, 2000, 3000)
+        .syscall(1, SHELL, sys("write"), 1, 5, 2500, 2600)
+        .wakeup(4000, 0, APP, WORKER, 1)
+        .fork(5000, 1, SHELL, CHILD)
+        .exec(6000, 1, CHILD, "/usr/bin/grep")
+        .syscall(1, CHILD, sys("openat"), 0, 3, 7000, 8000)
+        .switch(9000, 0, APP, 1, IDLE);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dump-filter");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("filters.frs");
+    b.write(&path).unwrap();
+    path
+}
+
+/// The timestamps of the events `filter` lets through, from the JSON lines.
+fn times(filter: &DumpFilter) -> Vec<u64> {
+    let mut out = Vec::new();
+    let n = dump(&snapshot(), true, filter, &mut out).unwrap();
+    let ts: Vec<u64> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["ts_ns"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(n as usize, ts.len());
+    ts
+}
+
+fn comms(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn no_filter_prints_every_event() {
+    assert_eq!(
+        times(&DumpFilter::default()),
+        [
+            1000, 2000, 2500, 2600, 3000, 4000, 5000, 6000, 7000, 8000, 9000
+        ]
+    );
+}
+
+#[test]
+fn a_thread_brings_the_events_that_name_it() {
+    // The worker did nothing itself: only its wakeup names it.
+    let worker = DumpFilter {
+        tids: vec![11],
+        ..Default::default()
+    };
+    assert_eq!(times(&worker), [4000]);
+    // The process: the switch into app, its read, the wakeup it raised, its switch out.
+    let app = DumpFilter {
+        pids: vec![10],
+        ..Default::default()
+    };
+    assert_eq!(times(&app), [1000, 2000, 3000, 4000, 9000]);
+    // Every kind must match: pid 10 and a tid of another process choose nothing.
+    let none = DumpFilter {
+        pids: vec![10],
+        tids: vec![20],
+        ..Default::default()
+    };
+    assert!(times(&none).is_empty());
+}
+
+#[test]
+fn a_name_matches_before_and_after_an_exec() {
+    // The child was "sh" when forked and "grep" after its exec: both names choose it, so the
+    // fork that names it comes too; the shell is never "grep".
+    let grep = DumpFilter {
+        comms: comms(&["grep"]),
+        ..Default::default()
+    };
+    assert_eq!(times(&grep), [5000, 6000, 7000, 8000]);
+    let sh = DumpFilter {
+        comms: comms(&["sh"]),
+        ..Default::default()
+    };
+    assert_eq!(times(&sh), [2500, 2600, 5000, 6000, 7000, 8000]);
+    let nobody = DumpFilter {
+        comms: comms(&["nginx"]),
+        ..Default::default()
+    };
+    assert!(times(&nobody).is_empty());
+}
+
+#[test]
+fn time_bounds_take_absolute_and_relative_forms() {
+    let absolute = DumpFilter {
+        begin: Some(TimeSpec::Absolute(2500)),
+        end: Some(TimeSpec::Absolute(6000)),
+        ..Default::default()
+    };
+    assert_eq!(times(&absolute), [2500, 2600, 3000, 4000, 5000, 6000]);
+    // 6 us before the last event (9000) is 3000; 1.5 us after the first (1000) is 2500.
+    let app_tail = DumpFilter {
+        pids: vec![10],
+        begin: Some("-6us".parse().unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(times(&app_tail), [3000, 4000, 9000]);
+    let head = DumpFilter {
+        end: Some("+1.5us".parse().unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(times(&head), [1000, 2000, 2500]);
+}
