@@ -135,10 +135,14 @@ struct Thread {
     waker: Option<Waker>,
     preempted: bool,
     irq_at_since: IrqTime,
+    /// Its last event in its own context.
+    seen_ns: u64,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Cpu {
+    /// The thread believed on this CPU (0: none known).
+    current: u32,
     cum: IrqTime,
     hard: Option<(u32, u64)>,
     soft: Option<(u32, u64, u64)>,
@@ -249,6 +253,7 @@ impl Tracker {
                 } else {
                     None
                 };
+                let seen_ns = self.threads.get(&tid).map_or(ts, |t| t.seen_ns);
                 let t = Thread {
                     state,
                     since: ts,
@@ -257,8 +262,12 @@ impl Tracker {
                     waker,
                     preempted: false,
                     irq_at_since: irq_now,
+                    seen_ns,
                 };
                 self.threads.insert(tid, t);
+                if state == State::Running {
+                    self.cpu(cpu).current = tid;
+                }
             }
             None => {
                 self.threads.remove(&tid);
@@ -281,10 +290,32 @@ impl Tracker {
         }
     }
 
+    /// Forgets the thread believed on `cpu` unless it is `tid`: the CPU runs `tid`, so the
+    /// other was switched out unseen (before the scheduler's events were recorded, or by a
+    /// lost record). It ran until its last event; from then on its state is unknown, rather
+    /// than "running" to the end of the span.
+    fn not_on(&mut self, cpu: u32, tid: u32) {
+        let cur = self.cpu(cpu).current;
+        if cur == 0 || cur == tid {
+            return;
+        }
+        self.cpu(cpu).current = 0;
+        if let Some(t) = self.threads.get(&cur)
+            && t.state == State::Running
+            && t.cpu == cpu
+        {
+            let seen = t.seen_ns.max(t.since);
+            self.set(cur, seen, None, None);
+        }
+    }
+
     /// Feeds one event (time-ordered, from the first of the snapshot).
     pub fn event(&mut self, ev: &Event) {
         let ts = ev.ts_ns;
         self.last_ns = ts;
+        if ev.tid != 0 {
+            self.not_on(ev.cpu, ev.tid);
+        }
         // A thread seen doing something runs: its state is known from its first event.
         if ev.tid != 0 && !self.threads.contains_key(&ev.tid) {
             let irq = self.irq_now(ev.cpu);
@@ -298,8 +329,13 @@ impl Tracker {
                     waker: None,
                     preempted: false,
                     irq_at_since: irq,
+                    seen_ns: ts,
                 },
             );
+            self.cpu(ev.cpu).current = ev.tid;
+        }
+        if let Some(t) = self.threads.get_mut(&ev.tid) {
+            t.seen_ns = ts;
         }
         match ev.data {
             EventData::SyscallEntry(s) => {
