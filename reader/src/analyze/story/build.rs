@@ -7,8 +7,8 @@ use schemas::event::syscall_name;
 
 use super::track::{IrqTime, State, Tracker, Waker};
 use super::{
-    Blocked, CallTime, IoSummary, Link, RanInstead, Segment, Span, Stolen, Story, Subject, Who,
-    WokenBy,
+    Blocked, CallTime, IoSummary, Link, RanInstead, RanInsteadGroup, Segment, Span, Stolen, Story,
+    Subject, Who, WokenBy,
 };
 use crate::analyze::irq::SOFTIRQ_NAMES;
 use crate::analyze::text::fmt_ns;
@@ -230,6 +230,7 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
     let mine: Vec<usize> = by_tid.get(&subject.tid).cloned().unwrap_or_default();
     let (mut running, mut runnable, mut blocked) = (0u64, 0u64, 0u64);
     let mut irq = IrqTime::default();
+    let mut waited_irq = IrqTime::default();
     let mut timeline = Vec::new();
     let mut instead: HashMap<u32, u64> = HashMap::new();
     for (k, &i) in mine.iter().enumerate() {
@@ -257,6 +258,8 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
                     .overlap(o.start, o.end);
                     if ov > 0 && o.tid != subject.tid {
                         *instead.entry(o.tid).or_default() += ov;
+                        // The interrupts in that thread's run, pro rata of the overlap.
+                        waited_irq.add_share(&o.irq, ov, o.end - o.start);
                     }
                 }
             }
@@ -318,6 +321,7 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
         })
         .collect();
 
+    let ran_instead_groups = groups(t, inp.tasks, subject.tid, &instead);
     let mut ran_instead: Vec<RanInstead> = instead
         .into_iter()
         .map(|(tid, ns)| RanInstead {
@@ -329,6 +333,8 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
     ran_instead.truncate(5);
 
     let mut stolen = Vec::new();
+    let waited_interrupts_ns = waited_irq.total();
+    irq.add(&waited_irq);
     if irq.hard_ns > 0 {
         let names: Vec<&str> = t.irq_names.values().map(String::as_str).collect();
         stolen.push(Stolen {
@@ -380,12 +386,14 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
         end_ns: span.end,
         duration_ns: span.len(),
         running_ns: running,
-        interrupted_ns: irq.total(),
+        interrupted_ns: irq.total() - waited_interrupts_ns,
+        waited_interrupts_ns,
         runnable_ns: runnable,
         blocked_ns: blocked,
         unknown_ns: span.len().saturating_sub(seen),
         blocked: blocked_list,
         ran_instead,
+        ran_instead_groups,
         stolen,
         calls,
         forks: t.forks,
@@ -395,6 +403,89 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
     };
     story.verdict = verdict(&story);
     story
+}
+
+/// Who ran instead of `subject`, by group: the cgroups other than the subject's, and the
+/// parents of processes started during the span. Many threads of one neighbour, or many
+/// short-lived commands of one parent, each run a little; together they are the cause.
+fn groups(
+    t: &Tracker,
+    tasks: &Tasks,
+    subject: u32,
+    instead: &HashMap<u32, u64>,
+) -> Vec<RanInsteadGroup> {
+    let own = tasks.cgroup_of(tasks.pid_of(subject));
+    let mut acc: HashMap<(&'static str, String), (u64, u64)> = HashMap::new();
+    for (&tid, &ns) in instead {
+        let pid = tasks.pid_of(tid);
+        if let Some(cg) = tasks.cgroup_of(pid)
+            && Some(cg) != own
+        {
+            let e = acc.entry(("cgroup", cg.to_owned())).or_default();
+            e.0 += 1;
+            e.1 += ns;
+        }
+        if let Some(&parent) = t.born.get(&pid) {
+            let name = format!("{}[{parent}]", tasks.proc_comm(parent));
+            let e = acc.entry(("children", name)).or_default();
+            e.0 += 1;
+            e.1 += ns;
+        }
+    }
+    let mut out: Vec<RanInsteadGroup> = acc
+        .into_iter()
+        .map(|((kind, name), (threads, ns))| RanInsteadGroup {
+            kind,
+            name,
+            threads,
+            ns,
+        })
+        .collect();
+    out.sort_by(|a, b| b.ns.cmp(&a.ns).then(a.name.cmp(&b.name)));
+    out.truncate(5);
+    out
+}
+
+/// Who the subject waited behind, in words: the group of threads that ran the most instead
+/// of it when several of them together ran longer than any one thread, else that thread.
+fn behind(s: &Story) -> String {
+    let Some(top) = s.ran_instead.first() else {
+        return String::new();
+    };
+    if let Some(g) = s
+        .ran_instead_groups
+        .iter()
+        .find(|g| g.threads >= 2 && g.ns > top.ns)
+    {
+        return match g.kind {
+            "cgroup" => format!(
+                ", behind {} threads of cgroup {} for {} (the most {} ({}) {})",
+                g.threads,
+                g.name,
+                fmt_ns(g.ns),
+                top.who.comm,
+                top.who.tid,
+                fmt_ns(top.ns)
+            ),
+            _ => format!(
+                ", behind {} processes that {} started during it, for {}",
+                g.threads,
+                g.name,
+                fmt_ns(g.ns)
+            ),
+        };
+    }
+    let cg = top
+        .who
+        .cgroup
+        .as_deref()
+        .map_or(String::new(), |c| format!(" in cgroup {c}"));
+    format!(
+        ", behind {} ({}){cg} for {}",
+        top.who.comm,
+        top.who.tid,
+        fmt_ns(top.ns)
+    )
 }
 
 /// What took the time, in one sentence: the largest of on-CPU work, interrupts, waiting to
@@ -409,19 +500,7 @@ fn verdict(s: &Story) -> String {
         parts.push((s.blocked_ns, blocked_words(s, b)));
     }
     if s.runnable_ns > 0 {
-        let behind = s.ran_instead.first().map_or(String::new(), |r| {
-            let cg = r
-                .who
-                .cgroup
-                .as_deref()
-                .map_or(String::new(), |c| format!(" in cgroup {c}"));
-            format!(
-                ", behind {} ({}){cg} for {}",
-                r.who.comm,
-                r.who.tid,
-                fmt_ns(r.ns)
-            )
-        });
+        let behind = behind(s);
         parts.push((
             s.runnable_ns,
             format!(
@@ -431,14 +510,23 @@ fn verdict(s: &Story) -> String {
             ),
         ));
     }
-    if s.interrupted_ns > 0 {
+    let lost = s.interrupted_ns + s.waited_interrupts_ns;
+    if lost > 0 {
         let what = s.stolen.first().map_or("interrupts", |x| x.name.as_str());
-        parts.push((
-            s.interrupted_ns,
+        let waiting = if s.waited_interrupts_ns > 0 {
             format!(
-                "lost {} ({}%) of its CPU time to interrupts, most to {what}",
-                fmt_ns(s.interrupted_ns),
-                pct(s.interrupted_ns, total)
+                " ({} of it while it waited to run)",
+                fmt_ns(s.waited_interrupts_ns)
+            )
+        } else {
+            String::new()
+        };
+        parts.push((
+            lost,
+            format!(
+                "lost {} ({}%) of its CPU to interrupts{waiting}, most to {what}",
+                fmt_ns(lost),
+                pct(lost, total)
             ),
         ));
     }

@@ -254,6 +254,20 @@ pub struct RanInstead {
     pub ns: u64,
 }
 
+/// Threads that ran while the subject was runnable, together: those of another cgroup, or
+/// the processes one parent started during the span (a burst of short-lived commands).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RanInsteadGroup {
+    /// `cgroup` or `children`.
+    pub kind: &'static str,
+    /// The cgroup's path, or the parent as `comm[pid]`.
+    pub name: String,
+    /// Threads of the group that ran.
+    pub threads: u64,
+    /// ns they ran while the subject waited.
+    pub ns: u64,
+}
+
 /// Interrupt time taken out of the subject's time on a CPU.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Stolen {
@@ -315,6 +329,9 @@ pub struct Story {
     pub running_ns: u64,
     /// Of which interrupts.
     pub interrupted_ns: u64,
+    /// Interrupt time on its CPU while it waited there to run: handlers and softirqs, in
+    /// `ksoftirqd` or in whichever thread ran instead of it.
+    pub waited_interrupts_ns: u64,
     /// Runnable, waiting for a CPU.
     pub runnable_ns: u64,
     /// Blocked.
@@ -325,7 +342,10 @@ pub struct Story {
     pub blocked: Vec<Blocked>,
     /// Who ran while it was runnable, most first.
     pub ran_instead: Vec<RanInstead>,
-    /// Interrupt time while it ran, most first.
+    /// The same, by another cgroup than the subject's and by the parent of processes started
+    /// during the span, most first.
+    pub ran_instead_groups: Vec<RanInsteadGroup>,
+    /// Interrupt time while it ran or waited to run on that CPU, most first.
     pub stolen: Vec<Stolen>,
     /// Its syscalls, most time first.
     pub calls: Vec<CallTime>,

@@ -36,10 +36,11 @@ pub fn render(s: &Story, begin: u64, out: &mut impl Write) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "  ran {} (interrupts {}), runnable {}, blocked {}, not seen {}",
+        "  ran {} (interrupts {}), runnable {} (interrupts meanwhile {}), blocked {}, not seen {}",
         fmt_ns(s.running_ns),
         fmt_ns(s.interrupted_ns),
         fmt_ns(s.runnable_ns),
+        fmt_ns(s.waited_interrupts_ns),
         fmt_ns(s.blocked_ns),
         fmt_ns(s.unknown_ns)
     )?;
@@ -87,6 +88,18 @@ pub fn render(s: &Story, begin: u64, out: &mut impl Write) -> io::Result<()> {
                     .map_or(String::new(), |s| format!(" mostly in {s}")),
             )?;
         }
+    }
+    for g in s
+        .ran_instead_groups
+        .iter()
+        .filter(|g| g.threads >= 2)
+        .take(2)
+    {
+        let what = match g.kind {
+            "cgroup" => format!("{} threads of cgroup {}", g.threads, g.name),
+            _ => format!("{} processes started by {}", g.threads, g.name),
+        };
+        writeln!(out, "  ran instead: {what} {}", fmt_ns(g.ns))?;
     }
     for r in s.ran_instead.iter().take(3) {
         let cg = r

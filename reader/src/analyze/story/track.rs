@@ -67,6 +67,18 @@ impl IrqTime {
         self.hard_ns + self.soft_ns.iter().sum::<u64>()
     }
 
+    /// Adds the share `part / whole` of `o`.
+    pub fn add_share(&mut self, o: &IrqTime, part: u64, whole: u64) {
+        if whole == 0 {
+            return;
+        }
+        let share = |ns: u64| (u128::from(ns) * u128::from(part) / u128::from(whole)) as u64;
+        self.hard_ns += share(o.hard_ns);
+        for (i, s) in self.soft_ns.iter_mut().enumerate() {
+            *s += share(o.soft_ns[i]);
+        }
+    }
+
     /// Adds `o`.
     pub fn add(&mut self, o: &IrqTime) {
         self.hard_ns += o.hard_ns;
@@ -163,6 +175,8 @@ pub(crate) struct Tracker {
     pub ios: Vec<Io>,
     /// Processes the subject forked inside the span.
     pub forks: u64,
+    /// Processes forked inside the span, whoever forked them: child pid to parent pid.
+    pub born: HashMap<u32, u32>,
     /// Last event seen.
     pub last_ns: u64,
     /// Hard interrupt handler names by line.
@@ -181,6 +195,7 @@ impl Tracker {
             calls: Vec::new(),
             ios: Vec::new(),
             forks: 0,
+            born: HashMap::new(),
             last_ns: 0,
             irq_names: HashMap::new(),
         }
@@ -394,6 +409,9 @@ impl Tracker {
             EventData::ProcessFork(f) => {
                 if f.parent_tid == self.subject && self.span.contains(ts) {
                     self.forks += 1;
+                }
+                if self.span.contains(ts) && f.child_pid != f.parent_pid {
+                    self.born.insert(f.child_pid, f.parent_pid);
                 }
             }
             EventData::ProcessExec(_) => {}
