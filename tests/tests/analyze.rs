@@ -15,13 +15,14 @@ fn run(rec: &TestRecorder, name: &str) -> (PathBuf, Report) {
 }
 
 /// A fresh cgroup v2 group, removed on drop (after its members are gone).
-struct Group {
+pub(crate) struct Group {
     path: PathBuf,
-    name: String,
+    /// Its path below the cgroup2 mount, as analyze names it (`/name`).
+    pub name: String,
 }
 
 impl Group {
-    fn new(name: &str) -> Group {
+    pub fn new(name: &str) -> Group {
         let root = flightrec::statedump::cgroup2_mount().expect("a cgroup2 mount");
         let path = root.join(name);
         if path.exists() {
@@ -42,8 +43,13 @@ impl Group {
 
     /// Starts the workload with `args` inside this group (moved there before it execs).
     fn spawn(&self, args: &[&str]) -> Child {
+        self.spawn_bin(env!("CARGO_BIN_EXE_workload"), args)
+    }
+
+    /// Starts `bin` with `args` inside this group.
+    pub fn spawn_bin(&self, bin: &str, args: &[&str]) -> Child {
         let procs = self.path.join("cgroup.procs");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_workload"));
+        let mut cmd = Command::new(bin);
         cmd.args(args);
         // SAFETY: the closure only writes a file.
         unsafe {
