@@ -57,6 +57,29 @@ const FD_FIRST: &[&str] = &[
     "getdents64",
 ];
 
+/// Syscalls that read from the fd in their first argument.
+const READS: &[&str] = &[
+    "read", "readv", "pread64", "preadv", "preadv2", "recvfrom", "recvmsg", "recvmmsg",
+];
+
+/// What a readiness wait that ended at `end` waited for: the fd the subject read from next,
+/// and whether it had connected that fd itself earlier in the span.
+fn ready(t: &Tracker, end: u64) -> (Option<i64>, bool) {
+    let fd = t
+        .calls
+        .iter()
+        .filter(|c| c.entry_ns >= end)
+        .min_by_key(|c| c.entry_ns)
+        .filter(|c| READS.contains(&name_of(c.nr).as_str()))
+        .map(|c| c.arg0 as i64);
+    let connected = fd.is_some_and(|fd| {
+        t.calls
+            .iter()
+            .any(|c| c.entry_ns < end && c.arg0 as i64 == fd && name_of(c.nr) == "connect")
+    });
+    (fd, connected)
+}
+
 /// Readiness waits that return 0 on a timeout.
 const TIMEOUT_ZERO: &[&str] = &[
     "poll",
@@ -306,6 +329,11 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
                 _ => None,
             };
             let from = iv.call.map_or(iv.start, |c| c.entry_ns);
+            let readiness = name.as_deref().is_some_and(|n| TIMEOUT_ZERO.contains(&n));
+            let (ready_fd, ready_fd_connected) = match ret {
+                Some(n) if readiness && n > 0 => ready(t, iv.end),
+                _ => (None, false),
+            };
             Blocked {
                 begin_ns: iv.start,
                 duration_ns: iv.end - iv.start,
@@ -316,6 +344,8 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
                 woken_by: woken_by(t, inp.tasks, iv.waker),
                 own_io: io_summary(t, from, iv.end, inp.disks, |x| x == subject.tid),
                 disk: io_summary(t, iv.start, iv.end, inp.disks, |_| true),
+                ready_fd,
+                ready_fd_connected,
                 chain: chain(t, &by_tid, inp, subject.tid, iv.waker, iv.start, iv.end),
             }
         })
@@ -562,6 +592,13 @@ fn blocked_words(s: &Story, b: &Blocked) -> String {
     w.push_str(&format!(", the longest {} in {sys}", fmt_ns(b.duration_ns)));
     if let Some(fd) = b.fd {
         w.push_str(&format!(" on fd {fd}"));
+    }
+    match (b.ready_fd, b.ready_fd_connected) {
+        (Some(fd), true) => w.push_str(&format!(
+            " until the answer on fd {fd}, a connection it had opened (connect) in its span"
+        )),
+        (Some(fd), false) => w.push_str(&format!(" until fd {fd} had data")),
+        _ => {}
     }
     if b.timed_out {
         w.push_str(" until its timeout: nothing answered");

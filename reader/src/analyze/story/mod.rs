@@ -78,6 +78,9 @@ pub enum StoryChoice {
     Off,
 }
 
+/// How much later than start + duration a request reported by a hook may have ended.
+const HOOK_RESOLUTION_NS: u64 = 2_000_000;
+
 fn field_u64(m: &Manifest, key: &str) -> Option<u64> {
     let v = m.trigger.fields.get(key)?;
     v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))
@@ -97,7 +100,10 @@ pub fn from_trigger(m: &Manifest) -> Option<Subject> {
             let start_rt = field_u64(m, "start_realtime_ns")?;
             let dur_ms = m.trigger.fields.get("duration_ms")?.as_f64()?;
             let begin = start_rt.saturating_add_signed(-m.clocks.realtime_minus_monotonic_ns);
-            let end = begin.saturating_add((dur_ms * 1e6) as u64);
+            // Webservers report whole milliseconds (nginx's cached clock, $request_time):
+            // the request may have ended up to that much later, and the wait that ended it
+            // must end inside the span to name who ended it.
+            let end = begin.saturating_add((dur_ms * 1e6) as u64 + HOOK_RESOLUTION_NS);
             let mut what = match (field_str(m, "method"), field_str(m, "url")) {
                 (Some(method), Some(url)) => format!("{method} {url}"),
                 (None, Some(url)) => url.to_owned(),
@@ -241,6 +247,13 @@ pub struct Blocked {
     /// The busiest disk's requests meanwhile, whoever issued them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<IoSummary>,
+    /// For a readiness wait (`epoll_wait`, `poll`, `select`...) that returned something: the
+    /// fd it read from next, i.e. what it was waiting for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_fd: Option<i64>,
+    /// `ready_fd` is a connection the subject opened with `connect` earlier in its span: an
+    /// upstream, a database, a resolver, rather than its client.
+    pub ready_fd_connected: bool,
     /// The wakeup chain back from the waker (the lock holder first).
     pub chain: Vec<Link>,
 }

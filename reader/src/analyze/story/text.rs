@@ -46,11 +46,19 @@ pub fn render(s: &Story, begin: u64, out: &mut impl Write) -> io::Result<()> {
     )?;
     for b in &s.blocked {
         let fd = b.fd.map_or(String::new(), |fd| format!(" fd {fd}"));
-        let how = if b.timed_out {
+        let mut how = if b.timed_out {
             "timed out, nothing answered".to_owned()
         } else {
             woke(&b.woken_by)
         };
+        if let Some(fd) = b.ready_fd {
+            let conn = if b.ready_fd_connected {
+                ", a connection it opened"
+            } else {
+                ""
+            };
+            how.push_str(&format!("; then read fd {fd}{conn}"));
+        }
         let io = b.own_io.as_ref().map_or(String::new(), |io| {
             format!(
                 "; {} requests on {}, up to {}",
