@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use flightrec_reader::analyze::{Options, Report, analyze, render};
 use schemas::manifest::TriggerInfo;
 
-use crate::analyze::Group;
+use crate::analyze::{CpuWeight, Group};
 use crate::util::{Privileged, TestRecorder, disk_dev_of, privileged, scratch_dir};
 
 const CAUSES: &str = env!("CARGO_BIN_EXE_causes");
@@ -227,38 +227,6 @@ fn a_request_behind_a_lock_names_the_holder_and_its_fsync() {
     let server = spawn(CAUSES, &["lock", &dir, "512", &c.out()]);
     let (r, text) = c.serve(server);
     c.expect(&r, &text, &["futex", "fsync", &disk, "meanwhile causes"]);
-}
-
-/// A group of the cgroup v1 `cpu` controller with a CPU weight, when the machine has one
-/// (hosts where cgroup v2 lacks the controller): the neighbour's weight, as a container
-/// runtime sets it, so that on a busy machine its hogs take the CPU rather than whatever else
-/// runs there. Removed on drop, after its members are gone.
-struct CpuWeight(Option<PathBuf>);
-
-impl CpuWeight {
-    fn new(name: &str, shares: u32) -> CpuWeight {
-        let dir = Path::new("/sys/fs/cgroup/cpu").join(name);
-        if !Path::new("/sys/fs/cgroup/cpu/cpu.shares").exists() {
-            return CpuWeight(None);
-        }
-        let _ = std::fs::create_dir(&dir);
-        std::fs::write(dir.join("cpu.shares"), shares.to_string()).expect("cpu.shares");
-        CpuWeight(Some(dir))
-    }
-
-    fn add(&self, pid: u32) {
-        if let Some(dir) = &self.0 {
-            std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("join cpu group");
-        }
-    }
-}
-
-impl Drop for CpuWeight {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
 }
 
 #[test]
