@@ -571,6 +571,18 @@ fn verdict(s: &Story) -> String {
             format!("ran {} ({}%){forks}", fmt_ns(work), pct(work, total)),
         ));
     }
+    // Time the snapshot does not cover (the rings overwrote it, or the thread had not
+    // started): said, so that a verdict on a tenth of the span does not pass for the whole.
+    if s.unknown_ns * 10 >= total && s.unknown_ns > 0 {
+        parts.push((
+            s.unknown_ns,
+            format!(
+                "was not seen for {} ({}%): the snapshot does not hold that part of the span",
+                fmt_ns(s.unknown_ns),
+                pct(s.unknown_ns, total)
+            ),
+        ));
+    }
     parts.sort_by_key(|(ns, _)| std::cmp::Reverse(*ns));
     let body: Vec<String> = parts.into_iter().map(|(_, p)| p).collect();
     if body.is_empty() {
