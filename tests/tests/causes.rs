@@ -157,13 +157,14 @@ struct Case {
 }
 
 impl Case {
-    /// Starts the noise and a recorder with rings of `ring` per CPU; `None` when the test
-    /// cannot run here.
-    fn start(test: &'static str, name: &'static str, ring: &str) -> Option<Case> {
+    /// Starts the noise and a recorder; `None` when the test cannot run here. The rings are
+    /// deep enough to keep the request's span whole on a machine whose other load (builds,
+    /// other recorders) fills them with tens of thousands of events a second.
+    fn start(test: &'static str, name: &'static str) -> Option<Case> {
         let p = privileged(test)?;
         let t0 = Instant::now();
         let noise = noise();
-        let rec = TestRecorder::start(name, |c| c.recorder.ring_size = ring.into());
+        let rec = TestRecorder::start(name, |c| c.recorder.ring_size = "32MiB".into());
         let dir = scratch_dir(&format!("{name}-data"));
         Some(Case {
             test,
@@ -201,11 +202,7 @@ impl Drop for Case {
 
 #[test]
 fn a_slow_fdatasync_is_named_with_its_disk() {
-    let Some(mut c) = Case::start(
-        "a_slow_fdatasync_is_named_with_its_disk",
-        "cause-flush",
-        "16MiB",
-    ) else {
+    let Some(mut c) = Case::start("a_slow_fdatasync_is_named_with_its_disk", "cause-flush") else {
         return;
     };
     let (disk, dir) = (disk_name(&c.dir), c.dir.to_string_lossy().into_owned());
@@ -219,7 +216,6 @@ fn a_request_behind_a_lock_names_the_holder_and_its_fsync() {
     let Some(mut c) = Case::start(
         "a_request_behind_a_lock_names_the_holder_and_its_fsync",
         "cause-lock",
-        "16MiB",
     ) else {
         return;
     };
@@ -231,11 +227,8 @@ fn a_request_behind_a_lock_names_the_holder_and_its_fsync() {
 
 #[test]
 fn cpu_hogs_in_another_cgroup_starve_a_request() {
-    let Some(mut c) = Case::start(
-        "cpu_hogs_in_another_cgroup_starve_a_request",
-        "cause-cpu",
-        "16MiB",
-    ) else {
+    let Some(mut c) = Case::start("cpu_hogs_in_another_cgroup_starve_a_request", "cause-cpu")
+    else {
         return;
     };
     let hogs = Group::new("flightrec-test-cause-hogs");
@@ -259,11 +252,7 @@ fn cpu_hogs_in_another_cgroup_starve_a_request() {
 
 #[test]
 fn a_query_nobody_answers_is_a_timed_out_poll() {
-    let Some(mut c) = Case::start(
-        "a_query_nobody_answers_is_a_timed_out_poll",
-        "cause-net",
-        "8MiB",
-    ) else {
+    let Some(mut c) = Case::start("a_query_nobody_answers_is_a_timed_out_poll", "cause-net") else {
         return;
     };
     let server = spawn(CAUSES, &["net", &c.out()]);
@@ -276,7 +265,6 @@ fn a_burst_of_short_lived_processes_delays_a_request() {
     let Some(mut c) = Case::start(
         "a_burst_of_short_lived_processes_delays_a_request",
         "cause-burst",
-        "16MiB",
     ) else {
         return;
     };
@@ -320,7 +308,7 @@ impl Drop for Steer {
 #[test]
 fn a_softirq_storm_on_the_requests_cpu_steals_its_time() {
     let test = "a_softirq_storm_on_the_requests_cpu_steals_its_time";
-    let Some(mut c) = Case::start(test, "cause-softirq", "32MiB") else {
+    let Some(mut c) = Case::start(test, "cause-softirq") else {
         return;
     };
     let Some(_steer) = Steer::to(1) else {
