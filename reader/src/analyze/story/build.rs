@@ -601,7 +601,23 @@ fn blocked_words(s: &Story, b: &Blocked) -> String {
     let Some(sys) = &b.syscall else {
         return w;
     };
-    w.push_str(&format!(", the longest {} in {sys}", fmt_ns(b.duration_ns)));
+    // A call blocks in several stretches (an fdatasync waits for each batch of writes): say
+    // how much of the blocked time the syscall of the longest took in all.
+    let in_sys: u64 = s
+        .timeline
+        .iter()
+        .filter(|g| g.state == "blocked" && g.syscall.as_deref() == Some(sys.as_str()))
+        .map(|g| g.end_ns - g.begin_ns)
+        .sum();
+    if in_sys > b.duration_ns {
+        w.push_str(&format!(
+            ", {} of it in {sys} (the longest stretch {})",
+            fmt_ns(in_sys),
+            fmt_ns(b.duration_ns)
+        ));
+    } else {
+        w.push_str(&format!(", the longest {} in {sys}", fmt_ns(b.duration_ns)));
+    }
     if let Some(fd) = b.fd {
         w.push_str(&format!(" on fd {fd}"));
     }
