@@ -609,7 +609,7 @@ fn blocked_words(s: &Story, b: &Blocked) -> String {
         .filter(|g| g.state == "blocked" && g.syscall.as_deref() == Some(sys.as_str()))
         .map(|g| g.end_ns - g.begin_ns)
         .sum();
-    if in_sys > b.duration_ns {
+    if in_sys > b.duration_ns + b.duration_ns / 10 {
         w.push_str(&format!(
             ", {} of it in {sys} (the longest stretch {})",
             fmt_ns(in_sys),
