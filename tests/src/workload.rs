@@ -21,21 +21,13 @@
 //! Every getppid passes `MAGIC + i` as its first argument (ignored by the kernel, recorded by
 //! flightrec), so tests can find each call and check order, gaps and duplicates.
 
+mod cpu;
+
+use cpu::pin_to_cpu;
 use std::ffi::CString;
 
 /// First argument of the i-th getppid is `MAGIC + i`.
 const MAGIC: u64 = 0xF11E_0000_0000;
-
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays in bounds for cpu < 1024.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            panic!("sched_setaffinity({cpu}) failed");
-        }
-    }
-}
 
 fn getppid_loop(n: u64) {
     for i in 0..n {

@@ -1,6 +1,6 @@
 //! Privileged end-to-end tests of `flightrec analyze` on real snapshots with planted behaviour.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use flightrec_reader::analyze::{Options, Report, analyze};
@@ -15,13 +15,14 @@ fn run(rec: &TestRecorder, name: &str) -> (PathBuf, Report) {
 }
 
 /// A fresh cgroup v2 group, removed on drop (after its members are gone).
-struct Group {
+pub(crate) struct Group {
     path: PathBuf,
-    name: String,
+    /// Its path below the cgroup2 mount, as analyze names it (`/name`).
+    pub name: String,
 }
 
 impl Group {
-    fn new(name: &str) -> Group {
+    pub fn new(name: &str) -> Group {
         let root = flightrec::statedump::cgroup2_mount().expect("a cgroup2 mount");
         let path = root.join(name);
         if path.exists() {
@@ -42,8 +43,13 @@ impl Group {
 
     /// Starts the workload with `args` inside this group (moved there before it execs).
     fn spawn(&self, args: &[&str]) -> Child {
+        self.spawn_bin(env!("CARGO_BIN_EXE_workload"), args)
+    }
+
+    /// Starts `bin` with `args` inside this group.
+    pub fn spawn_bin(&self, bin: &str, args: &[&str]) -> Child {
         let procs = self.path.join("cgroup.procs");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_workload"));
+        let mut cmd = Command::new(bin);
         cmd.args(args);
         // SAFETY: the closure only writes a file.
         unsafe {
@@ -57,6 +63,38 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A group of the cgroup v1 `cpu` controller with a CPU weight, when the machine has one
+/// (hosts where cgroup v2 lacks the controller): the neighbour's weight, as a container
+/// runtime sets it, so that on a busy machine its hogs take the CPU rather than whatever else
+/// runs there. Removed on drop, after its members are gone.
+pub(crate) struct CpuWeight(Option<PathBuf>);
+
+impl CpuWeight {
+    pub fn new(name: &str, shares: u32) -> CpuWeight {
+        let dir = Path::new("/sys/fs/cgroup/cpu").join(name);
+        if !Path::new("/sys/fs/cgroup/cpu/cpu.shares").exists() {
+            return CpuWeight(None);
+        }
+        let _ = std::fs::create_dir(&dir);
+        std::fs::write(dir.join("cpu.shares"), shares.to_string()).expect("cpu.shares");
+        CpuWeight(Some(dir))
+    }
+
+    pub fn add(&self, pid: u32) {
+        if let Some(dir) = &self.0 {
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("join cpu group");
+        }
+    }
+}
+
+impl Drop for CpuWeight {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -110,11 +148,16 @@ fn cpu_hogs_in_one_cgroup_delay_and_preempt_a_task_in_another() {
     };
     let hogs = Group::new("flightrec-test-hogs");
     let victims = Group::new("flightrec-test-victim");
+    // The hogs' group weighs more, so that on a busy machine they, not its other load, are
+    // what delays the victim.
+    let weight = CpuWeight::new("flightrec-test-hogs", 16 * 1024);
     let rec = TestRecorder::start("an-noisy", |c| c.recorder.ring_size = "16MiB".into());
     // Two hogs and a task that works 5 ms then sleeps 1 ms, all on CPU 0, for about a second.
     // All are still alive at the snapshot, so the statedump knows the cgroups they moved to.
     let mut hog_a = hogs.spawn(&["spin", "5000", "0"]);
     let mut hog_b = hogs.spawn(&["spin", "5000", "0"]);
+    weight.add(hog_a.id());
+    weight.add(hog_b.id());
     let mut victim = victims.spawn(&["spinsleep", "1000", "5", "1", "0"]);
     let vpid = victim.id();
     std::thread::sleep(std::time::Duration::from_millis(1000));
@@ -123,6 +166,7 @@ fn cpu_hogs_in_one_cgroup_delay_and_preempt_a_task_in_another() {
         let _ = h.kill();
         let _ = h.wait();
     }
+    drop(weight);
     let s = r.sched.ok().expect("sched recorded");
     let v = s
         .by_victim_cgroup

@@ -2,6 +2,7 @@
 //! They need root; elsewhere they print why they skip, and under `CI=true` a skip fails.
 
 mod analyze;
+mod causes;
 mod collector;
 mod export_ctf;
 mod export_perfetto;

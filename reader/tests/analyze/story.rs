@@ -122,15 +122,16 @@ fn lock_behind_io() -> SnapshotBuilder {
 fn a_request_blocked_on_a_lock_names_the_holder_and_its_disk_wait() {
     let r = run("story-lock", &lock_behind_io(), &Options::default());
     let s = r.story.as_ref().expect("a story for the hook's request");
+    // The hook's 50 ms, and the 2 ms a webserver's whole-millisecond clock may hide.
     assert_eq!(
         (s.source.as_str(), s.who.tid, s.duration_ns),
-        ("hook", 101, 50 * MS)
+        ("hook", 101, 52 * MS)
     );
     assert_eq!(s.what, "GET /orders?id=7");
     assert_eq!(s.blocked_ns, 40_600 * US, "{s:#?}");
     assert_eq!(
         s.running_ns + s.runnable_ns + s.blocked_ns + s.unknown_ns,
-        50 * MS
+        52 * MS
     );
     let b = &s.blocked[0];
     assert_eq!(b.syscall.as_deref(), Some("futex"));
@@ -230,4 +231,53 @@ fn a_connection_recognised_from_accept_to_close_shows_a_wait_that_timed_out() {
         ..Options::default()
     };
     assert!(run("story-off", &b, &opts).story.is_none());
+}
+
+// The request thread S (tid 401) is preempted on CPU 0 at +1 ms by P (tid 77), a thread whose
+// own events are never recorded (so its switch-out is missing either); Q (tid 402) has an
+// event on CPU 0 at +2 ms and runs until it switches S back in at +10 ms. P cannot have run
+// after +2 ms: Q did. It used to run, for the story, until the end of the span, and rank
+// first among those that ran instead of S.
+#[test]
+fn a_thread_never_switched_out_does_not_run_to_the_end_of_the_span() {
+    let s = (400, 401, "server");
+    let p = (1, 77, "tokio-rt-worker");
+    let q = (400, 402, "server");
+    let mut b = SnapshotBuilder::new(1);
+    b.switch(B - MS, 0, IDLE0, 0, s);
+    b.switch(B + MS, 0, s, 0, p);
+    call2(
+        &mut b,
+        0,
+        q,
+        "getpid",
+        [0, 0],
+        (B + 2 * MS, B + 2 * MS + 500),
+        400,
+    );
+    b.switch(B + 10 * MS, 0, q, 0, s);
+    call2(
+        &mut b,
+        0,
+        s,
+        "getpid",
+        [0, 0],
+        (B + 19 * MS, B + 19 * MS + 500),
+        400,
+    );
+    b.manifest.trigger.source = "hook".into();
+    let f = &mut b.manifest.trigger.fields;
+    f.insert("url".into(), "/x".into());
+    f.insert("duration_ms".into(), 18.0.into());
+    f.insert("tid".into(), 401.into());
+    f.insert("start_realtime_ns".into(), B.into());
+    let r = run("story-phantom", &b, &Options::default());
+    let st = r.story.as_ref().expect("a story");
+    assert_eq!(st.runnable_ns, 9 * MS, "{st:#?}");
+    let instead: Vec<(u32, u64)> = st.ran_instead.iter().map(|x| (x.who.tid, x.ns)).collect();
+    assert_eq!(instead[0], (402, 8 * MS), "{instead:?}");
+    assert!(
+        instead.iter().all(|&(tid, ns)| tid != 77 || ns <= MS),
+        "{instead:?}"
+    );
 }

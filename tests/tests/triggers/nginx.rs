@@ -214,6 +214,34 @@ fn nginx_slow_request_yields_one_snapshot() {
         "the upstream's answer write after the sleep"
     );
     assert!(calls.iter().all(|c| c.3 <= m.frozen_monotonic_ns));
+
+    // The request's story: the worker the hook named spent the request blocked waiting for
+    // the upstream's answer, and analyze says so first.
+    let r = flightrec_reader::analyze::analyze(&files[0], &Default::default()).expect("analyze");
+    let story = r
+        .story
+        .as_ref()
+        .expect("the hook names the worker and the request's start");
+    assert_eq!(story.source, "hook");
+    assert_eq!(u64::from(story.who.tid), f["tid"].as_u64().unwrap());
+    let wait = &story.blocked[0];
+    println!("nginx story: {}", story.verdict);
+    assert!(
+        wait.duration_ns >= 250_000_000,
+        "the longest wait is not the upstream's: {story:#?}"
+    );
+    assert_eq!(
+        (wait.syscall.as_deref(), wait.ready_fd_connected),
+        (Some("epoll_wait"), true),
+        "the wait did not end with the upstream connection's answer: {story:#?}"
+    );
+    assert_eq!(r.findings[0].text, story.verdict);
+    assert!(
+        story.verdict.contains("epoll_wait")
+            && story.verdict.contains("a connection it had opened"),
+        "{}",
+        story.verdict
+    );
 }
 
 /// A 240-byte URI with bytes that are not UTF-8 and a control character once decoded, and a

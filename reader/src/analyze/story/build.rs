@@ -7,8 +7,8 @@ use schemas::event::syscall_name;
 
 use super::track::{IrqTime, State, Tracker, Waker};
 use super::{
-    Blocked, CallTime, IoSummary, Link, RanInstead, Segment, Span, Stolen, Story, Subject, Who,
-    WokenBy,
+    Blocked, CallTime, IoSummary, Link, RanInstead, RanInsteadGroup, Segment, Span, Stolen, Story,
+    Subject, Who, WokenBy,
 };
 use crate::analyze::irq::SOFTIRQ_NAMES;
 use crate::analyze::text::fmt_ns;
@@ -56,6 +56,29 @@ const FD_FIRST: &[&str] = &[
     "sendfile",
     "getdents64",
 ];
+
+/// Syscalls that read from the fd in their first argument.
+const READS: &[&str] = &[
+    "read", "readv", "pread64", "preadv", "preadv2", "recvfrom", "recvmsg", "recvmmsg",
+];
+
+/// What a readiness wait that ended at `end` waited for: the fd the subject read from next,
+/// and whether it had connected that fd itself earlier in the span.
+fn ready(t: &Tracker, end: u64) -> (Option<i64>, bool) {
+    let fd = t
+        .calls
+        .iter()
+        .filter(|c| c.entry_ns >= end)
+        .min_by_key(|c| c.entry_ns)
+        .filter(|c| READS.contains(&name_of(c.nr).as_str()))
+        .map(|c| c.arg0 as i64);
+    let connected = fd.is_some_and(|fd| {
+        t.calls
+            .iter()
+            .any(|c| c.entry_ns < end && c.arg0 as i64 == fd && name_of(c.nr) == "connect")
+    });
+    (fd, connected)
+}
 
 /// Readiness waits that return 0 on a timeout.
 const TIMEOUT_ZERO: &[&str] = &[
@@ -230,6 +253,7 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
     let mine: Vec<usize> = by_tid.get(&subject.tid).cloned().unwrap_or_default();
     let (mut running, mut runnable, mut blocked) = (0u64, 0u64, 0u64);
     let mut irq = IrqTime::default();
+    let mut waited_irq = IrqTime::default();
     let mut timeline = Vec::new();
     let mut instead: HashMap<u32, u64> = HashMap::new();
     for (k, &i) in mine.iter().enumerate() {
@@ -257,6 +281,8 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
                     .overlap(o.start, o.end);
                     if ov > 0 && o.tid != subject.tid {
                         *instead.entry(o.tid).or_default() += ov;
+                        // The interrupts in that thread's run, pro rata of the overlap.
+                        waited_irq.add_share(&o.irq, ov, o.end - o.start);
                     }
                 }
             }
@@ -303,6 +329,11 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
                 _ => None,
             };
             let from = iv.call.map_or(iv.start, |c| c.entry_ns);
+            let readiness = name.as_deref().is_some_and(|n| TIMEOUT_ZERO.contains(&n));
+            let (ready_fd, ready_fd_connected) = match ret {
+                Some(n) if readiness && n > 0 => ready(t, iv.end),
+                _ => (None, false),
+            };
             Blocked {
                 begin_ns: iv.start,
                 duration_ns: iv.end - iv.start,
@@ -313,11 +344,14 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
                 woken_by: woken_by(t, inp.tasks, iv.waker),
                 own_io: io_summary(t, from, iv.end, inp.disks, |x| x == subject.tid),
                 disk: io_summary(t, iv.start, iv.end, inp.disks, |_| true),
+                ready_fd,
+                ready_fd_connected,
                 chain: chain(t, &by_tid, inp, subject.tid, iv.waker, iv.start, iv.end),
             }
         })
         .collect();
 
+    let ran_instead_groups = groups(t, inp.tasks, subject.tid, &instead);
     let mut ran_instead: Vec<RanInstead> = instead
         .into_iter()
         .map(|(tid, ns)| RanInstead {
@@ -329,6 +363,8 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
     ran_instead.truncate(5);
 
     let mut stolen = Vec::new();
+    let waited_interrupts_ns = waited_irq.total();
+    irq.add(&waited_irq);
     if irq.hard_ns > 0 {
         let names: Vec<&str> = t.irq_names.values().map(String::as_str).collect();
         stolen.push(Stolen {
@@ -380,12 +416,14 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
         end_ns: span.end,
         duration_ns: span.len(),
         running_ns: running,
-        interrupted_ns: irq.total(),
+        interrupted_ns: irq.total() - waited_interrupts_ns,
+        waited_interrupts_ns,
         runnable_ns: runnable,
         blocked_ns: blocked,
         unknown_ns: span.len().saturating_sub(seen),
         blocked: blocked_list,
         ran_instead,
+        ran_instead_groups,
         stolen,
         calls,
         forks: t.forks,
@@ -395,6 +433,89 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
     };
     story.verdict = verdict(&story);
     story
+}
+
+/// Who ran instead of `subject`, by group: the cgroups other than the subject's, and the
+/// parents of processes started during the span. Many threads of one neighbour, or many
+/// short-lived commands of one parent, each run a little; together they are the cause.
+fn groups(
+    t: &Tracker,
+    tasks: &Tasks,
+    subject: u32,
+    instead: &HashMap<u32, u64>,
+) -> Vec<RanInsteadGroup> {
+    let own = tasks.cgroup_of(tasks.pid_of(subject));
+    let mut acc: HashMap<(&'static str, String), (u64, u64)> = HashMap::new();
+    for (&tid, &ns) in instead {
+        let pid = tasks.pid_of(tid);
+        if let Some(cg) = tasks.cgroup_of(pid)
+            && Some(cg) != own
+        {
+            let e = acc.entry(("cgroup", cg.to_owned())).or_default();
+            e.0 += 1;
+            e.1 += ns;
+        }
+        if let Some(&parent) = t.born.get(&pid) {
+            let name = format!("{}[{parent}]", tasks.proc_comm(parent));
+            let e = acc.entry(("children", name)).or_default();
+            e.0 += 1;
+            e.1 += ns;
+        }
+    }
+    let mut out: Vec<RanInsteadGroup> = acc
+        .into_iter()
+        .map(|((kind, name), (threads, ns))| RanInsteadGroup {
+            kind,
+            name,
+            threads,
+            ns,
+        })
+        .collect();
+    out.sort_by(|a, b| b.ns.cmp(&a.ns).then(a.name.cmp(&b.name)));
+    out.truncate(5);
+    out
+}
+
+/// Who the subject waited behind, in words: the group of threads that ran the most instead
+/// of it when several of them together ran longer than any one thread, else that thread.
+fn behind(s: &Story) -> String {
+    let Some(top) = s.ran_instead.first() else {
+        return String::new();
+    };
+    if let Some(g) = s
+        .ran_instead_groups
+        .iter()
+        .find(|g| g.threads >= 2 && g.ns > top.ns)
+    {
+        return match g.kind {
+            "cgroup" => format!(
+                ", behind {} threads of cgroup {} for {} (the most {} ({}) {})",
+                g.threads,
+                g.name,
+                fmt_ns(g.ns),
+                top.who.comm,
+                top.who.tid,
+                fmt_ns(top.ns)
+            ),
+            _ => format!(
+                ", behind {} processes that {} started during it, for {}",
+                g.threads,
+                g.name,
+                fmt_ns(g.ns)
+            ),
+        };
+    }
+    let cg = top
+        .who
+        .cgroup
+        .as_deref()
+        .map_or(String::new(), |c| format!(" in cgroup {c}"));
+    format!(
+        ", behind {} ({}){cg} for {}",
+        top.who.comm,
+        top.who.tid,
+        fmt_ns(top.ns)
+    )
 }
 
 /// What took the time, in one sentence: the largest of on-CPU work, interrupts, waiting to
@@ -409,19 +530,7 @@ fn verdict(s: &Story) -> String {
         parts.push((s.blocked_ns, blocked_words(s, b)));
     }
     if s.runnable_ns > 0 {
-        let behind = s.ran_instead.first().map_or(String::new(), |r| {
-            let cg = r
-                .who
-                .cgroup
-                .as_deref()
-                .map_or(String::new(), |c| format!(" in cgroup {c}"));
-            format!(
-                ", behind {} ({}){cg} for {}",
-                r.who.comm,
-                r.who.tid,
-                fmt_ns(r.ns)
-            )
-        });
+        let behind = behind(s);
         parts.push((
             s.runnable_ns,
             format!(
@@ -431,14 +540,23 @@ fn verdict(s: &Story) -> String {
             ),
         ));
     }
-    if s.interrupted_ns > 0 {
+    let lost = s.interrupted_ns + s.waited_interrupts_ns;
+    if lost > 0 {
         let what = s.stolen.first().map_or("interrupts", |x| x.name.as_str());
-        parts.push((
-            s.interrupted_ns,
+        let waiting = if s.waited_interrupts_ns > 0 {
             format!(
-                "lost {} ({}%) of its CPU time to interrupts, most to {what}",
-                fmt_ns(s.interrupted_ns),
-                pct(s.interrupted_ns, total)
+                " ({} of it while it waited to run)",
+                fmt_ns(s.waited_interrupts_ns)
+            )
+        } else {
+            String::new()
+        };
+        parts.push((
+            lost,
+            format!(
+                "lost {} ({}%) of its CPU to interrupts{waiting}, most to {what}",
+                fmt_ns(lost),
+                pct(lost, total)
             ),
         ));
     }
@@ -451,6 +569,18 @@ fn verdict(s: &Story) -> String {
         parts.push((
             work,
             format!("ran {} ({}%){forks}", fmt_ns(work), pct(work, total)),
+        ));
+    }
+    // Time the snapshot does not cover (the rings overwrote it, or the thread had not
+    // started): said, so that a verdict on a tenth of the span does not pass for the whole.
+    if s.unknown_ns * 10 >= total && s.unknown_ns > 0 {
+        parts.push((
+            s.unknown_ns,
+            format!(
+                "was not seen for {} ({}%): the snapshot does not hold that part of the span",
+                fmt_ns(s.unknown_ns),
+                pct(s.unknown_ns, total)
+            ),
         ));
     }
     parts.sort_by_key(|(ns, _)| std::cmp::Reverse(*ns));
@@ -471,9 +601,32 @@ fn blocked_words(s: &Story, b: &Blocked) -> String {
     let Some(sys) = &b.syscall else {
         return w;
     };
-    w.push_str(&format!(", the longest {} in {sys}", fmt_ns(b.duration_ns)));
+    // A call blocks in several stretches (an fdatasync waits for each batch of writes): say
+    // how much of the blocked time the syscall of the longest took in all.
+    let in_sys: u64 = s
+        .timeline
+        .iter()
+        .filter(|g| g.state == "blocked" && g.syscall.as_deref() == Some(sys.as_str()))
+        .map(|g| g.end_ns - g.begin_ns)
+        .sum();
+    if in_sys > b.duration_ns + b.duration_ns / 10 {
+        w.push_str(&format!(
+            ", {} of it in {sys} (the longest stretch {})",
+            fmt_ns(in_sys),
+            fmt_ns(b.duration_ns)
+        ));
+    } else {
+        w.push_str(&format!(", the longest {} in {sys}", fmt_ns(b.duration_ns)));
+    }
     if let Some(fd) = b.fd {
         w.push_str(&format!(" on fd {fd}"));
+    }
+    match (b.ready_fd, b.ready_fd_connected) {
+        (Some(fd), true) => w.push_str(&format!(
+            " until the answer on fd {fd}, a connection it had opened (connect) in its span"
+        )),
+        (Some(fd), false) => w.push_str(&format!(" until fd {fd} had data")),
+        _ => {}
     }
     if b.timed_out {
         w.push_str(" until its timeout: nothing answered");

@@ -78,6 +78,9 @@ pub enum StoryChoice {
     Off,
 }
 
+/// How much later than start + duration a request reported by a hook may have ended.
+const HOOK_RESOLUTION_NS: u64 = 2_000_000;
+
 fn field_u64(m: &Manifest, key: &str) -> Option<u64> {
     let v = m.trigger.fields.get(key)?;
     v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))
@@ -97,7 +100,10 @@ pub fn from_trigger(m: &Manifest) -> Option<Subject> {
             let start_rt = field_u64(m, "start_realtime_ns")?;
             let dur_ms = m.trigger.fields.get("duration_ms")?.as_f64()?;
             let begin = start_rt.saturating_add_signed(-m.clocks.realtime_minus_monotonic_ns);
-            let end = begin.saturating_add((dur_ms * 1e6) as u64);
+            // Webservers report whole milliseconds (nginx's cached clock, $request_time):
+            // the request may have ended up to that much later, and the wait that ended it
+            // must end inside the span to name who ended it.
+            let end = begin.saturating_add((dur_ms * 1e6) as u64 + HOOK_RESOLUTION_NS);
             let mut what = match (field_str(m, "method"), field_str(m, "url")) {
                 (Some(method), Some(url)) => format!("{method} {url}"),
                 (None, Some(url)) => url.to_owned(),
@@ -241,6 +247,13 @@ pub struct Blocked {
     /// The busiest disk's requests meanwhile, whoever issued them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<IoSummary>,
+    /// For a readiness wait (`epoll_wait`, `poll`, `select`...) that returned something: the
+    /// fd it read from next, i.e. what it was waiting for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_fd: Option<i64>,
+    /// `ready_fd` is a connection the subject opened with `connect` earlier in its span: an
+    /// upstream, a database, a resolver, rather than its client.
+    pub ready_fd_connected: bool,
     /// The wakeup chain back from the waker (the lock holder first).
     pub chain: Vec<Link>,
 }
@@ -251,6 +264,20 @@ pub struct RanInstead {
     /// The thread.
     pub who: Who,
     /// ns it ran while the subject waited.
+    pub ns: u64,
+}
+
+/// Threads that ran while the subject was runnable, together: those of another cgroup, or
+/// the processes one parent started during the span (a burst of short-lived commands).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RanInsteadGroup {
+    /// `cgroup` or `children`.
+    pub kind: &'static str,
+    /// The cgroup's path, or the parent as `comm[pid]`.
+    pub name: String,
+    /// Threads of the group that ran.
+    pub threads: u64,
+    /// ns they ran while the subject waited.
     pub ns: u64,
 }
 
@@ -315,6 +342,9 @@ pub struct Story {
     pub running_ns: u64,
     /// Of which interrupts.
     pub interrupted_ns: u64,
+    /// Interrupt time on its CPU while it waited there to run: handlers and softirqs, in
+    /// `ksoftirqd` or in whichever thread ran instead of it.
+    pub waited_interrupts_ns: u64,
     /// Runnable, waiting for a CPU.
     pub runnable_ns: u64,
     /// Blocked.
@@ -325,7 +355,10 @@ pub struct Story {
     pub blocked: Vec<Blocked>,
     /// Who ran while it was runnable, most first.
     pub ran_instead: Vec<RanInstead>,
-    /// Interrupt time while it ran, most first.
+    /// The same, by another cgroup than the subject's and by the parent of processes started
+    /// during the span, most first.
+    pub ran_instead_groups: Vec<RanInsteadGroup>,
+    /// Interrupt time while it ran or waited to run on that CPU, most first.
     pub stolen: Vec<Stolen>,
     /// Its syscalls, most time first.
     pub calls: Vec<CallTime>,

@@ -36,20 +36,29 @@ pub fn render(s: &Story, begin: u64, out: &mut impl Write) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "  ran {} (interrupts {}), runnable {}, blocked {}, not seen {}",
+        "  ran {} (interrupts {}), runnable {} (interrupts meanwhile {}), blocked {}, not seen {}",
         fmt_ns(s.running_ns),
         fmt_ns(s.interrupted_ns),
         fmt_ns(s.runnable_ns),
+        fmt_ns(s.waited_interrupts_ns),
         fmt_ns(s.blocked_ns),
         fmt_ns(s.unknown_ns)
     )?;
     for b in &s.blocked {
         let fd = b.fd.map_or(String::new(), |fd| format!(" fd {fd}"));
-        let how = if b.timed_out {
+        let mut how = if b.timed_out {
             "timed out, nothing answered".to_owned()
         } else {
             woke(&b.woken_by)
         };
+        if let Some(fd) = b.ready_fd {
+            let conn = if b.ready_fd_connected {
+                ", a connection it opened"
+            } else {
+                ""
+            };
+            how.push_str(&format!("; then read fd {fd}{conn}"));
+        }
         let io = b.own_io.as_ref().map_or(String::new(), |io| {
             format!(
                 "; {} requests on {}, up to {}",
@@ -87,6 +96,18 @@ pub fn render(s: &Story, begin: u64, out: &mut impl Write) -> io::Result<()> {
                     .map_or(String::new(), |s| format!(" mostly in {s}")),
             )?;
         }
+    }
+    for g in s
+        .ran_instead_groups
+        .iter()
+        .filter(|g| g.threads >= 2)
+        .take(2)
+    {
+        let what = match g.kind {
+            "cgroup" => format!("{} threads of cgroup {}", g.threads, g.name),
+            _ => format!("{} processes started by {}", g.threads, g.name),
+        };
+        writeln!(out, "  ran instead: {what} {}", fmt_ns(g.ns))?;
     }
     for r in s.ran_instead.iter().take(3) {
         let cg = r

@@ -67,6 +67,18 @@ impl IrqTime {
         self.hard_ns + self.soft_ns.iter().sum::<u64>()
     }
 
+    /// Adds the share `part / whole` of `o`.
+    pub fn add_share(&mut self, o: &IrqTime, part: u64, whole: u64) {
+        if whole == 0 {
+            return;
+        }
+        let share = |ns: u64| (u128::from(ns) * u128::from(part) / u128::from(whole)) as u64;
+        self.hard_ns += share(o.hard_ns);
+        for (i, s) in self.soft_ns.iter_mut().enumerate() {
+            *s += share(o.soft_ns[i]);
+        }
+    }
+
     /// Adds `o`.
     pub fn add(&mut self, o: &IrqTime) {
         self.hard_ns += o.hard_ns;
@@ -135,10 +147,14 @@ struct Thread {
     waker: Option<Waker>,
     preempted: bool,
     irq_at_since: IrqTime,
+    /// Its last event in its own context.
+    seen_ns: u64,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Cpu {
+    /// The thread believed on this CPU (0: none known).
+    current: u32,
     cum: IrqTime,
     hard: Option<(u32, u64)>,
     soft: Option<(u32, u64, u64)>,
@@ -159,6 +175,8 @@ pub(crate) struct Tracker {
     pub ios: Vec<Io>,
     /// Processes the subject forked inside the span.
     pub forks: u64,
+    /// Processes forked inside the span, whoever forked them: child pid to parent pid.
+    pub born: HashMap<u32, u32>,
     /// Last event seen.
     pub last_ns: u64,
     /// Hard interrupt handler names by line.
@@ -177,6 +195,7 @@ impl Tracker {
             calls: Vec::new(),
             ios: Vec::new(),
             forks: 0,
+            born: HashMap::new(),
             last_ns: 0,
             irq_names: HashMap::new(),
         }
@@ -249,6 +268,7 @@ impl Tracker {
                 } else {
                     None
                 };
+                let seen_ns = self.threads.get(&tid).map_or(ts, |t| t.seen_ns);
                 let t = Thread {
                     state,
                     since: ts,
@@ -257,8 +277,12 @@ impl Tracker {
                     waker,
                     preempted: false,
                     irq_at_since: irq_now,
+                    seen_ns,
                 };
                 self.threads.insert(tid, t);
+                if state == State::Running {
+                    self.cpu(cpu).current = tid;
+                }
             }
             None => {
                 self.threads.remove(&tid);
@@ -281,10 +305,32 @@ impl Tracker {
         }
     }
 
+    /// Forgets the thread believed on `cpu` unless it is `tid`: the CPU runs `tid`, so the
+    /// other was switched out unseen (before the scheduler's events were recorded, or by a
+    /// lost record). It ran until its last event; from then on its state is unknown, rather
+    /// than "running" to the end of the span.
+    fn not_on(&mut self, cpu: u32, tid: u32) {
+        let cur = self.cpu(cpu).current;
+        if cur == 0 || cur == tid {
+            return;
+        }
+        self.cpu(cpu).current = 0;
+        if let Some(t) = self.threads.get(&cur)
+            && t.state == State::Running
+            && t.cpu == cpu
+        {
+            let seen = t.seen_ns.max(t.since);
+            self.set(cur, seen, None, None);
+        }
+    }
+
     /// Feeds one event (time-ordered, from the first of the snapshot).
     pub fn event(&mut self, ev: &Event) {
         let ts = ev.ts_ns;
         self.last_ns = ts;
+        if ev.tid != 0 {
+            self.not_on(ev.cpu, ev.tid);
+        }
         // A thread seen doing something runs: its state is known from its first event.
         if ev.tid != 0 && !self.threads.contains_key(&ev.tid) {
             let irq = self.irq_now(ev.cpu);
@@ -298,8 +344,13 @@ impl Tracker {
                     waker: None,
                     preempted: false,
                     irq_at_since: irq,
+                    seen_ns: ts,
                 },
             );
+            self.cpu(ev.cpu).current = ev.tid;
+        }
+        if let Some(t) = self.threads.get_mut(&ev.tid) {
+            t.seen_ns = ts;
         }
         match ev.data {
             EventData::SyscallEntry(s) => {
@@ -358,6 +409,9 @@ impl Tracker {
             EventData::ProcessFork(f) => {
                 if f.parent_tid == self.subject && self.span.contains(ts) {
                     self.forks += 1;
+                }
+                if self.span.contains(ts) && f.child_pid != f.parent_pid {
+                    self.born.insert(f.child_pid, f.parent_pid);
                 }
             }
             EventData::ProcessExec(_) => {}
