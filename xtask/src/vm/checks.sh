@@ -16,7 +16,8 @@ pins=/sys/fs/bpf/flightrec-vm-check
 sock="$WORK/control.sock"
 snaps="$WORK/snapshots"
 config="$WORK/recorder.toml"
-rm -rf "$snaps"
+# A scratch directory of an earlier run (the host's persists) holds outputs that must not exist.
+rm -rf "$snaps" "$WORK/ctf" "$WORK/trace.perfetto-trace" "$WORK/trace.dat"
 mkdir -p "$snaps"
 "$FLIGHTREC" teardown --pin-dir "$pins" >/dev/null 2>&1
 cat >"$config" <<EOF
@@ -85,7 +86,6 @@ calls=$(grep '"name":"syscall_entry_getppid"' "$WORK/dump.json" | grep -c "\"tid
 grep -q getppid "$WORK/analyze.txt" || fail "analyze does not show the getppid calls"
 "$FLIGHTREC" analyze --json "$path" >"$WORK/analyze.json" || fail "analyze --json failed"
 
-rm -rf "$WORK/ctf"
 "$FLIGHTREC" export "$path" --format ctf -o "$WORK/ctf" || fail "export ctf failed"
 head -c 200 "$WORK/ctf/kernel/metadata" | grep -q "CTF 1.8" || fail "the CTF export has no CTF 1.8 metadata"
 "$FLIGHTREC" export "$path" --format perfetto -o "$WORK/trace.perfetto-trace" ||

@@ -241,8 +241,9 @@ fn host(bins: &Binaries, logs: &Path) -> Result<String> {
     Ok(if status.success() && last.starts_with("PASS ") {
         format!("VM-VERDICT host {last} {tail}")
     } else {
+        let why = last.strip_prefix("FAIL ").unwrap_or(&last);
         format!(
-            "VM-VERDICT host FAIL {last}; log in {} {tail}",
+            "VM-VERDICT host FAIL {why}; log in {} {tail}",
             log_path.display()
         )
     })
