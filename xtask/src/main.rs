@@ -26,12 +26,15 @@ fn main() -> Result<()> {
             let check = args.iter().any(|a| a == "--check");
             build_ebpf(check)
         }
-        Some("vm-test") => {
-            if !vm::run(&args[1..], &workspace_root())? {
-                std::process::exit(1);
+        Some("vm-test") => match vm::run(&args[1..], &workspace_root()) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            // One sentence per layer, not anyhow's debug dump with a backtrace.
+            Err(e) => {
+                eprintln!("xtask vm-test: error: {e:#}");
+                std::process::exit(2);
             }
-            Ok(())
-        }
+        },
         _ => {
             eprintln!(
                 "usage: cargo xtask build-ebpf [--check]\n       {}\n\n\

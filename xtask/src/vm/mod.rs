@@ -61,6 +61,10 @@ fn parse(args: &[String]) -> Result<Args> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--keep" => keep = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             "--kernel" => {
                 let k = it.next().context("--kernel needs a value")?;
                 let known = k == "all" || k == "host" || KERNELS.iter().any(|x| x.name == k);
