@@ -46,13 +46,17 @@ pub const ATOMIC_FETCH_SINCE: &str = "5.12";
 pub fn probe_atomic_fetch() -> Result<(), SetupError> {
     if atomic_fetch_supported() == Some(false) {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        return Err(SetupError::MissingFeature(format!(
-            "the BPF atomic fetch-add and compare-and-exchange instructions (BPF_ATOMIC with \
-             BPF_FETCH), which Linux {ATOMIC_FETCH_SINCE} added; this kernel is {}",
-            release.trim()
-        )));
+        return Err(atomic_fetch_missing(release.trim()));
     }
     Ok(())
+}
+
+/// The refusal on a kernel (`release`) whose verifier lacks the atomic fetch instructions.
+fn atomic_fetch_missing(release: &str) -> SetupError {
+    SetupError::MissingFeature(format!(
+        "the BPF atomic fetch-add and compare-and-exchange instructions (BPF_ATOMIC with \
+         BPF_FETCH), which Linux {ATOMIC_FETCH_SINCE} added; this kernel is {release}"
+    ))
 }
 
 /// Whether the verifier accepts `BPF_ATOMIC | BPF_FETCH`: `None` when the probe itself could
@@ -302,6 +306,19 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_atomic_fetch_refusal_is_one_sentence_naming_feature_and_kernels() {
+        // `cargo xtask vm-test` checks this exact line on Debian's 5.10 kernel.
+        let msg = atomic_fetch_missing("5.10.0-32-cloud-amd64").to_string();
+        assert_eq!(
+            msg,
+            "kernel feature missing: the BPF atomic fetch-add and compare-and-exchange \
+             instructions (BPF_ATOMIC with BPF_FETCH), which Linux 5.12 added; this kernel is \
+             5.10.0-32-cloud-amd64"
+        );
+        assert!(!msg.contains('\n'));
+    }
 
     #[test]
     fn resolves_this_kernels_offsets() {

@@ -1,4 +1,5 @@
-//! Build tasks that need more than cargo: `cargo xtask build-ebpf [--check]`.
+//! Build tasks that need more than cargo: `cargo xtask build-ebpf [--check]` and
+//! `cargo xtask vm-test` (the kernel matrix, in [`vm`]).
 //!
 //! `build-ebpf` compiles `recorder-ebpf` for `bpfel-unknown-none` with the pinned nightly and
 //! `bpf-linker`, and copies the object to `recorder/ebpf/flightrec.bpf.o`, which is committed so
@@ -9,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+mod vm;
 
 /// The nightly whose LLVM (22) matches the bpf-linker that Debian 12's llvm-22-dev can build.
 const NIGHTLY: &str = "nightly-2026-05-19";
@@ -23,11 +26,22 @@ fn main() -> Result<()> {
             let check = args.iter().any(|a| a == "--check");
             build_ebpf(check)
         }
+        Some("vm-test") => match vm::run(&args[1..], &workspace_root()) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            // One sentence per layer, not anyhow's debug dump with a backtrace.
+            Err(e) => {
+                eprintln!("xtask vm-test: error: {e:#}");
+                std::process::exit(2);
+            }
+        },
         _ => {
             eprintln!(
-                "usage: cargo xtask build-ebpf [--check]\n\n\
-                 build-ebpf   rebuild {OBJECT} from recorder-ebpf/ with {NIGHTLY} and bpf-linker\n\
-                 --check      fail if the committed object differs from the fresh build"
+                "usage: cargo xtask build-ebpf [--check]\n       {}\n\n\
+                 build-ebpf  rebuild {OBJECT} from recorder-ebpf/ with {NIGHTLY} and bpf-linker\n\
+                 --check     fail if the committed object differs from the fresh build\n\n{}",
+                vm::USAGE.lines().next().unwrap_or_default(),
+                vm::USAGE.split_once("\n\n").map_or("", |(_, rest)| rest)
             );
             std::process::exit(2);
         }

@@ -11,6 +11,8 @@ use super::{Rings, monotonic_ns, realtime_ns};
 
 /// How long a freeze waits for writers that saw the old epoch.
 const GRACE: Duration = Duration::from_millis(2);
+/// How long a copy waits, past the grace period, for reserved slots still being written.
+const LATE_WRITER: Duration = Duration::from_millis(100);
 
 /// A frozen epoch copied out of the kernel.
 pub struct Frozen {
@@ -102,13 +104,28 @@ impl Rings {
         for cpu in 0..self.ncpu {
             let (start_window, start, end) = self.window(cur, cpu);
             let mut recs = Vec::with_capacity((end - start) as usize);
-            let mut lost = 0;
+            let mut unpublished = Vec::new();
             for idx in start..end {
                 match self.read_slot(cur, cpu, idx) {
                     Some(r) => recs.push(r),
-                    None => lost += 1,
+                    None => unpublished.push(idx),
                 }
             }
+            // A writer that reserved a slot may still be running: a virtual CPU can be
+            // descheduled by its host for longer than the grace period, between the reservation
+            // and the publication. Give such slots a bounded while before counting them lost.
+            let deadline = std::time::Instant::now() + LATE_WRITER;
+            while !unpublished.is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+                unpublished.retain(|&idx| match self.read_slot(cur, cpu, idx) {
+                    Some(r) => {
+                        recs.push(r);
+                        false
+                    }
+                    None => true,
+                });
+            }
+            let lost = unpublished.len() as u64;
             // Programs interrupted by other programs on the same CPU reserve out of time
             // order; the sort is stable and nearly free on almost-sorted input.
             recs.sort_by_key(|r| r.ts_ns);

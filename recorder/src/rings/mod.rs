@@ -10,7 +10,8 @@
 //! preemption off and take well under a microsecond), then copies the frozen rings. Recording
 //! never stops, and consecutive snapshots cover consecutive windows: every event lands in exactly
 //! one snapshot unless the ring wrapped (counted as overwritten) or it was still being written
-//! at the copy (counted as lost).
+//! at the copy (counted as lost). The copy waits up to 100 ms for slots reserved but not yet
+//! published: under virtualisation a CPU can stall mid-write for longer than the grace period.
 //!
 //! # Kernel freezes
 //!
