@@ -4,7 +4,8 @@
 //! With tokens configured, `/login` stores a reader token in a cookie.
 //!
 //! One module a page (`list`, `snapshot`, `group`, `login`); `page` holds the layout, escaping
-//! and formatting they share, `charts` the histograms and timelines.
+//! and formatting they share, `charts` the histograms and timelines, `story` the findings and the request's story that
+//! open a snapshot page.
 
 mod charts;
 mod group;
@@ -12,6 +13,7 @@ mod list;
 mod login;
 mod page;
 mod snapshot;
+mod story;
 
 use axum::Router;
 use axum::routing::get;

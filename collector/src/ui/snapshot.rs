@@ -1,5 +1,6 @@
-//! One snapshot (`/ui/snapshots/ID`): downloads, manifest, trigger, coverage per CPU, the
-//! timeline and a summary of the analyses.
+//! One snapshot (`/ui/snapshots/ID`): downloads, then what answers "why was it slow" (the
+//! findings and the request's story), then manifest, trigger, coverage per CPU, the timeline
+//! and a summary of the analyses.
 
 use std::fmt::Write as _;
 
@@ -9,6 +10,7 @@ use serde_json::Value;
 
 use super::charts::{histogram, timeline_svg};
 use super::page::{esc, kv_table, ms, page, size, ui_error, utc};
+use super::story::{self, Clock};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::browse::{entry, file_name, load_analysis, load_manifest, load_timeline};
@@ -44,6 +46,19 @@ async fn snapshot_inner(
         esc(&file_name(&e)),
         id = esc(&e.snapshot_id)
     );
+    let clock = Clock {
+        offset: e.realtime_minus_monotonic_ns,
+    };
+    let analysis = load_analysis(&st, &e).await;
+    match &analysis {
+        Ok(a) => {
+            b.push_str(&story::findings(a));
+            b.push_str(&story::request(a, clock));
+        }
+        Err(err) => {
+            tracing::warn!(snapshot = %e.snapshot_id, error = %err, "analysis failed");
+        }
+    }
     b.push_str("<h2>Snapshot</h2>");
     b.push_str(&kv_table(&[
         ("id", format!("<code>{}</code>", esc(&e.snapshot_id))),
@@ -135,12 +150,13 @@ async fn snapshot_inner(
         }
     }
     b.push_str("<h2>Summary</h2>");
-    match load_analysis(&st, &e).await {
-        Ok(a) => b.push_str(&summary(&a)),
-        Err(err) => {
-            tracing::warn!(snapshot = %e.snapshot_id, error = %err, "analysis failed");
-            b.push_str("<p>No analysis: the snapshot could not be read.</p>");
+    match &analysis {
+        Ok(a) => {
+            b.push_str(&summary(a));
+            b.push_str(&story::slowest(a, clock));
+            b.push_str(&histograms(a));
         }
+        Err(_) => b.push_str("<p>No analysis: the snapshot could not be read.</p>"),
     }
     Ok(page(&format!("{} on {}", e.name, e.host_id), &b).into_response())
 }
@@ -182,7 +198,14 @@ fn summary(a: &Value) -> String {
             );
         }
         b.push_str("</table>");
-        b.push_str(&histogram("Syscall latency", &sys["histogram"]));
+    }
+    b
+}
+
+fn histograms(a: &Value) -> String {
+    let mut b = String::new();
+    if a["syscalls"]["status"] == "ok" {
+        b.push_str(&histogram("Syscall latency", &a["syscalls"]["histogram"]));
     }
     if a["sched"]["status"] == "ok" {
         b.push_str(&histogram(

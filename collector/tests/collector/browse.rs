@@ -37,7 +37,22 @@ pub fn rich(dir: &Path, n: u64, host: &str, frozen_s: u64, source: &str, tags: &
     b.irq(1, db, 24, "eth0", 7_100_000, 7_150_000);
     b.switch(10_000_000, 1, db, 1, idle);
     // Realtime so that the freeze (the last event, 10 ms) lands at `frozen_s`.
-    b.manifest.clocks.realtime_minus_monotonic_ns = (frozen_s * 1_000_000_000 - 10_000_000) as i64;
+    let offset = (frozen_s * 1_000_000_000 - 10_000_000) as i64;
+    b.manifest.clocks.realtime_minus_monotonic_ns = offset;
+    if source == "hook" {
+        // The webserver's report of app's request, from 1 ms to 9.5 ms: its story is the
+        // fsync blocked behind db-worker's disk write.
+        let f = &mut b.manifest.trigger.fields;
+        f.insert("url".into(), "/checkout".into());
+        f.insert("method".into(), "POST".into());
+        f.insert("duration_ms".into(), 8.5.into());
+        f.insert("pid".into(), 100.into());
+        f.insert("tid".into(), 100.into());
+        f.insert(
+            "start_realtime_ns".into(),
+            (offset as u64 + 1_000_000).into(),
+        );
+    }
     let path = dir.join(format!("rich-{n}.frs"));
     b.write(&path).unwrap();
     path

@@ -113,7 +113,86 @@ async fn web_ui_in_headless_chromium() {
         seen["first_syscall"],
         serde_json::json!(["fsync", "1", "0", "7.500 ms", "7.500 ms"])
     );
-    assert_eq!(seen["trigger_fields"], serde_json::json!(["tags"]));
+    assert_eq!(
+        seen["trigger_fields"],
+        serde_json::json!([
+            "tags",
+            "url",
+            "method",
+            "duration_ms",
+            "pid",
+            "tid",
+            "start_realtime_ns"
+        ])
+    );
+    // The page opens with the findings and the request's story, before the snapshot's facts.
+    let h2: Vec<&str> = seen["first_h2"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(&h2[..3], ["Findings", "The request", "Snapshot"], "{h2:?}");
+    let findings = seen["findings"].as_array().unwrap();
+    let verdict = seen["verdict"].as_str().unwrap();
+    assert!(
+        findings[0] == verdict,
+        "the story's verdict is the first finding: {findings:?}"
+    );
+    assert!(
+        verdict.contains("fsync") && verdict.contains("db-worker"),
+        "{verdict}"
+    );
+    // app ran from 1 ms, blocked in fsync at 2 ms, was woken at 8.9 ms and ran again at 9 ms.
+    let states: Vec<&str> = seen["state_rects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        states
+            .windows(3)
+            .any(|w| w == ["running", "blocked", "runnable"]),
+        "{states:?}"
+    );
+    let titles = seen["state_titles"].as_array().unwrap();
+    assert!(
+        titles.iter().any(|t| {
+            let t = t.as_str().unwrap();
+            t.starts_with("blocked 6.900 ms") && t.contains("in fsync")
+        }),
+        "{titles:?}"
+    );
+    assert_eq!(seen["axis_ticks"], 5);
+    assert_eq!(seen["legend"].as_array().unwrap().len(), 3);
+    let blocked = seen["blocked"].as_array().unwrap();
+    assert_eq!(blocked[1], "6.900 ms", "{blocked:?}");
+    assert!(blocked[2].as_str().unwrap().starts_with("fsync on fd 3"));
+    assert!(
+        blocked[3]
+            .as_str()
+            .unwrap()
+            .starts_with("db-worker (pid 200, tid 201)")
+    );
+    // Wall-clock times: the stretch began 2 ms into the window, 8 ms before the freeze.
+    assert!(
+        blocked[0].as_str().unwrap().ends_with(".992"),
+        "{blocked:?}"
+    );
+    let work = seen["slowest_work"].as_array().unwrap();
+    assert_eq!(work[2], "fsync", "{work:?}");
+    assert!(seen["worst_wakeups"].as_u64().unwrap() >= 1);
+    // Log scale: a bucket of 1 call still gets a visible bar, and bars grow with the count.
+    let (widths, counts) = (
+        seen["hist_widths"].as_array().unwrap(),
+        seen["hist_counts"].as_array().unwrap(),
+    );
+    for (w, c) in widths.iter().zip(counts) {
+        if c.as_u64().unwrap() > 0 {
+            assert!(w.as_u64().unwrap() >= 20, "{widths:?} for {counts:?}");
+        }
+    }
     assert!(seen["timeline_rects"].as_u64().unwrap() >= 2);
     assert_eq!(
         seen["timeline_titles"],
@@ -125,11 +204,11 @@ async fn web_ui_in_headless_chromium() {
     assert_eq!(seen["download_bytes"], sizes[3]);
     assert_eq!(seen["group_hosts"], serde_json::json!(["db-1", "web-1"]));
     assert_eq!(seen["alignment_bars"], 2);
-    for name in ["list.png", "snapshot.png", "group.png"] {
+    for name in ["list.png", "snapshot.png", "story.png", "group.png"] {
         assert!(std::fs::metadata(shots.join(name)).unwrap().len() > 1000);
     }
     if let Ok(keep) = std::env::var("FLIGHTREC_UI_SCREENSHOTS") {
-        for name in ["list.png", "snapshot.png", "group.png"] {
+        for name in ["list.png", "snapshot.png", "story.png", "group.png"] {
             let _ = std::fs::copy(shots.join(name), Path::new(&keep).join(name));
         }
     }

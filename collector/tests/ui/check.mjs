@@ -30,6 +30,26 @@ out.timeline_rects = (await page.$$("svg.timeline rect")).length;
 out.timeline_titles = await page.$$eval("svg.timeline rect title", (els) =>
   [...new Set(els.map((e) => e.textContent))].sort());
 out.histograms = await cells("h3");
+// What opens the page: the findings, then the request's story.
+out.first_h2 = await cells("h2");
+out.findings = await cells("#findings li");
+out.verdict = (await page.textContent("#verdict")).trim();
+out.state_rects = await page.$$eval("svg.states rect.state", (els) =>
+  els.map((e) => e.getAttribute("class").split(" ")[1]));
+out.state_titles = await cells("svg.states rect.state title");
+out.axis_ticks = (await page.$$("svg.states line.tick")).length;
+out.legend = await cells("svg.states g.legend text");
+out.blocked = await cells("#blocked tr:nth-child(2) td");
+out.slowest_work = await cells("#slowest-work tr:nth-child(2) td");
+out.worst_wakeups = (await page.$$("#worst-wakeups tr")).length - 1;
+// Log-scale bars: the widths of the syscall histogram's bars.
+out.hist_widths = await page.$$eval("table.hist", (ts) =>
+  [...ts[0].querySelectorAll("rect.bar")].map((r) => Number(r.getAttribute("width"))));
+out.hist_counts = await page.$$eval("table.hist", (ts) =>
+  [...ts[0].querySelectorAll("td.num")].map((td) => Number(td.textContent)));
+// Hovering a stretch shows its details, as a person would see them.
+await page.hover("svg.states rect.state.blocked");
+await page.screenshot({ path: outDir + "/story.png", clip: { x: 0, y: 0, width: 1400, height: 1000 } });
 await page.screenshot({ path: outDir + "/snapshot.png", fullPage: true });
 // The download link serves the file.
 const href = await page.getAttribute("#downloads a", "href");
