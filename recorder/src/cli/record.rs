@@ -24,7 +24,8 @@ pub(crate) struct RecordArgs {
     /// serves only when hook.token or hook.token_file is set).
     #[arg(long, value_name = "ADDR")]
     hook_listen: Option<String>,
-    /// Check the configuration strictly, print the effective settings and exit.
+    /// Check the configuration strictly, print the effective settings (tokens redacted) and
+    /// exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -42,7 +43,7 @@ pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
     }
     config.check()?;
     if args.check_config {
-        println!("{}", toml::to_string_pretty(&config)?);
+        println!("{}", toml::to_string_pretty(&config.redacted())?);
         eprintln!(
             "flightrec: configuration is valid ({} records of {} bytes per ring)",
             config.ring_slots()?,

@@ -41,11 +41,13 @@ use crate::error::SetupError;
 
 mod freeze;
 mod load;
+mod pin_dir;
 mod status;
 mod tables;
 
 pub use freeze::Frozen;
 pub use load::{possible_cpus, teardown};
+pub use pin_dir::{PIN_DIR_MODE, PinDirRefused, PinLock};
 pub use schemas::clock::{monotonic_ns, realtime_ns};
 pub use status::CpuStatus;
 pub use tables::rule_specs;
@@ -61,6 +63,8 @@ pub struct Rings {
     adopted: bool,
     created_realtime_ns: u64,
     rule_hits: Option<RingBuf<MapData>>,
+    // The pin directory's lock, held while the rings live: one daemon per pin directory.
+    _lock: PinLock,
     // Keeps the programs loaded for the life of the process (links are pinned as well).
     _ebpf: Option<Ebpf>,
 }
