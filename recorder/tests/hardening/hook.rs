@@ -63,9 +63,10 @@ fn answer(r: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
     Ok(code)
 }
 
-/// `n` calls on kept-alive connections (reconnecting when the hook closes one); the number
-/// answered 202 or 429.
+/// `n` calls, on kept-alive connections for even `tag`s (reconnecting when the hook closes
+/// one) and on a new connection each for odd ones; the number answered 202 or 429.
 fn flood(addr: SocketAddr, tag: usize, n: usize) -> usize {
+    let close = tag % 2 == 1;
     let mut conn: Option<BufReader<TcpStream>> = None;
     let mut answered = 0;
     for i in 0..n {
@@ -76,10 +77,13 @@ fn flood(addr: SocketAddr, tag: usize, n: usize) -> usize {
                 s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 BufReader::new(s)
             });
-            let sent = r.get_mut().write_all(request(&body, false).as_bytes());
+            let sent = r.get_mut().write_all(request(&body, close).as_bytes());
             match sent.and_then(|()| answer(r)) {
                 Ok(code) => {
                     answered += usize::from(code == 202 || code == 429);
+                    if close {
+                        conn = None;
+                    }
                     break;
                 }
                 Err(_) => conn = None,
