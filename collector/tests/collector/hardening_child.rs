@@ -35,28 +35,26 @@ impl Child {
                 Ok(())
             })
         };
-        let child = cmd.spawn().unwrap();
+        let mut c = Child {
+            child: cmd.spawn().unwrap(),
+            url: String::new(),
+            data,
+            log: String::new(),
+            _tmp: tmp,
+        };
         for _ in 0..400 {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Some(url) = log.lines().find_map(|l| {
+            c.log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(url) = c.log.lines().find_map(|l| {
                 l.strip_prefix("flightrec-collector: listening on ")
                     .and_then(|r| r.split_whitespace().next())
-            }) && log.contains("admin token")
+            }) && c.log.contains("admin token")
             {
-                return Child {
-                    child,
-                    url: url.to_owned(),
-                    data,
-                    log,
-                    _tmp: tmp,
-                };
+                c.url = url.to_owned();
+                return c;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!(
-            "collector did not come up: {}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
+        panic!("collector did not come up: {}", c.log);
     }
 }
 

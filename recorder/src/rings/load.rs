@@ -175,12 +175,11 @@ impl Rings {
     fn new(
         ncpu: u32,
         slots: u64,
-        pin_dir: &Path,
+        pins: PinLock,
         [ring, heads, ctrl]: [MmapMut; 3],
         created_realtime_ns: u64,
         rule_hits: Option<RingBuf<MapData>>,
         ebpf: Option<Ebpf>,
-        lock: PinLock,
     ) -> Rings {
         Rings {
             ncpu,
@@ -188,11 +187,10 @@ impl Rings {
             ring,
             heads,
             ctrl,
-            pin_dir: pin_dir.to_owned(),
             adopted: ebpf.is_none(),
             created_realtime_ns,
             rule_hits,
-            _lock: lock,
+            pins,
             _ebpf: ebpf,
         }
     }
@@ -245,7 +243,7 @@ impl Rings {
         let mapped = mmap_rings(ncpu, slots, [&ring, &heads, &ctrl_map])?;
         let lock = lock.take().expect("held until adopted");
         Ok(Rings::new(
-            ncpu, slots, dir, mapped, created, rule_hits, None, lock,
+            ncpu, slots, lock, mapped, created, rule_hits, None,
         ))
     }
 
@@ -334,12 +332,11 @@ impl Rings {
         Ok(Rings::new(
             ncpu,
             slots,
-            dir,
+            lock,
             mapped,
             created,
             rule_hits,
             Some(ebpf),
-            lock,
         ))
     }
 }

@@ -25,7 +25,15 @@ pub const PIN_DIR_MODE: u32 = 0o700;
 /// An open, exclusively locked pin directory; the lock is released when this is dropped.
 #[derive(Debug)]
 pub struct PinLock {
-    _dir: File,
+    path: PathBuf,
+    dir: File,
+}
+
+impl PinLock {
+    /// The pin directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// Why the pin directory cannot be used.
@@ -134,7 +142,7 @@ pub fn acquire(dir: &Path) -> Result<PinLock, SetupError> {
     }
     let lock = lock(dir)?;
     let meta = lock
-        ._dir
+        .dir
         .metadata()
         .map_err(io_err(dir, "reading its owner"))?;
     if !trusted(&meta) {
@@ -147,7 +155,7 @@ pub fn acquire(dir: &Path) -> Result<PinLock, SetupError> {
         .into());
     }
     if meta.mode() & 0o077 != 0 {
-        lock._dir
+        lock.dir
             .set_permissions(std::fs::Permissions::from_mode(PIN_DIR_MODE))
             .map_err(io_err(dir, "making it private"))?;
     }
@@ -178,7 +186,10 @@ pub fn lock(dir: &Path) -> Result<PinLock, SetupError> {
         }
         return Err(io_err(dir, "locking the directory")(e));
     }
-    Ok(PinLock { _dir: file })
+    Ok(PinLock {
+        path: dir.to_owned(),
+        dir: file,
+    })
 }
 
 /// The pid `/proc/locks` gives for the `flock` on the file of `meta`.
