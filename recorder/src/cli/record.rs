@@ -17,7 +17,8 @@ pub(crate) struct RecordArgs {
     /// Ring size per CPU and epoch, e.g. 8MiB (overrides recorder.ring_size).
     #[arg(long, value_name = "SIZE")]
     ring_size: Option<String>,
-    /// bpffs directory for pins (overrides recorder.pin_dir).
+    /// bpffs directory for pins (overrides recorder.pin_dir). The daemon owns it (0700) and
+    /// locks it while it runs: one daemon per pin directory.
     #[arg(long, value_name = "DIR")]
     pin_dir: Option<PathBuf>,
     /// Address of the HTTP trigger hook, e.g. 127.0.0.1:7341 (overrides hook.listen; the hook
