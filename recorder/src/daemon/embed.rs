@@ -193,6 +193,10 @@ async fn sample_rates(sampler: Arc<Shared>) {
 }
 
 /// [`run`] until `shutdown` completes instead of a signal (for embedding and tests).
+///
+/// Once the programs are attached the calling thread drops its capabilities for good (the
+/// daemon's own threads are made after, and inherit the drop); other threads of the process
+/// keep theirs. [`spawn`] runs it on a thread of its own for that reason.
 pub fn run_until(
     config: Config,
     ready: impl FnOnce(&Rings),
