@@ -456,6 +456,11 @@ pub fn teardown(dir: &Path) -> Result<bool, SetupError> {
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(pin_dir_err(dir, "reading the directory")(e)),
+        Ok(m) if m.file_type().is_symlink() => {
+            // The link goes, never what it points at.
+            std::fs::remove_file(dir).map_err(pin_dir_err(dir, "removing the symbolic link"))?;
+            return Ok(true);
+        }
         Ok(_) => {}
     }
     let _lock = pin_dir::lock(dir)?;

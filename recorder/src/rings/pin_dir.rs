@@ -4,8 +4,8 @@
 //! already exist when the daemon starts, made by someone else. Such a directory is never
 //! trusted: pins in it could be anyone's. When it is empty it is replaced by a fresh `0700`
 //! directory of our own; when it holds anything it is refused with a sentence naming its owner
-//! and what to do. A trusted directory is owned by the daemon's user and writable by nobody
-//! else; it is tightened to `0700`.
+//! and what to do. A symbolic link there is replaced (never followed). A trusted directory is
+//! owned by the daemon's user and writable by nobody else; it is tightened to `0700`.
 //!
 //! The daemon holds an exclusive `flock` on the directory for as long as its rings live, so a
 //! second daemon on the same pin directory refuses to start, and `flightrec teardown` refuses to
@@ -111,7 +111,19 @@ pub fn acquire(dir: &Path) -> Result<PinLock, SetupError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io_err(dir, "creating the directory")(e)),
     }
-    let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir, "reading its owner"))?;
+    let mut meta = std::fs::symlink_metadata(dir).map_err(io_err(dir, "reading its owner"))?;
+    if meta.file_type().is_symlink() {
+        // Never followed: the link itself goes, whatever it points at stays as it is.
+        std::fs::remove_file(dir).map_err(io_err(dir, "removing the symbolic link there"))?;
+        make(dir).map_err(io_err(dir, "creating the directory"))?;
+        eprintln!(
+            "flightrec: replaced the symbolic link at {} made by {} with a pin directory of its \
+             own",
+            dir.display(),
+            owner_name(meta.uid())
+        );
+        meta = std::fs::symlink_metadata(dir).map_err(io_err(dir, "reading its owner"))?;
+    }
     if !meta.is_dir() {
         return Err(PinDirRefused::NotADirectory(dir.to_owned()).into());
     }
@@ -274,5 +286,15 @@ mod tests {
         assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
         drop(again);
         std::fs::remove_dir(&dir).unwrap();
+        // A symbolic link at the path is replaced, and what it points at is left alone.
+        let target = dir.with_extension("target");
+        std::fs::create_dir_all(target.join("keep")).unwrap();
+        std::os::unix::fs::symlink(&target, &dir).unwrap();
+        let l = acquire(&dir).unwrap();
+        assert!(std::fs::symlink_metadata(&dir).unwrap().is_dir());
+        assert!(target.join("keep").exists());
+        drop(l);
+        std::fs::remove_dir(&dir).unwrap();
+        std::fs::remove_dir_all(&target).unwrap();
     }
 }
