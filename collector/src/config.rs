@@ -237,8 +237,7 @@ impl RecorderToken {
     }
 }
 
-/// What `--check-config` prints in place of a secret.
-pub const REDACTED: &str = "<redacted>";
+pub use schemas::config::REDACTED;
 
 /// Limits in bytes and durations, parsed once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,11 +418,7 @@ impl Config {
     /// `--check-config`.
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
-        let hide = |t: &mut String| {
-            if !t.is_empty() {
-                *t = REDACTED.into();
-            }
-        };
+        let hide = schemas::config::redact;
         c.auth.recorders.iter_mut().for_each(|r| hide(&mut r.token));
         c.auth.readers.iter_mut().for_each(hide);
         c.auth.admins.iter_mut().for_each(hide);

@@ -201,6 +201,15 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration with the hook's and the collector's tokens replaced by
+    /// [`schemas::config::REDACTED`], for `--check-config`.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        schemas::config::redact(&mut c.hook.token);
+        schemas::config::redact(&mut c.collector.token);
+        c
+    }
+
     /// Checks values that the types alone do not constrain.
     pub fn check(&self) -> Result<(), ConfigError> {
         parse_size(&self.recorder.ring_size)?;

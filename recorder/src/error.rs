@@ -102,6 +102,9 @@ pub enum SetupError {
         #[source]
         source: std::io::Error,
     },
+    /// The pin directory is someone else's, or another daemon's.
+    #[error(transparent)]
+    PinDirRefused(#[from] crate::rings::PinDirRefused),
     /// Mapping the rings into memory failed.
     #[error("cannot mmap map {map}")]
     Mmap {

@@ -32,8 +32,8 @@ struct Cli {
 enum Command {
     /// Run the recorder daemon in the foreground (needs root).
     ///
-    /// Loads the eBPF programs, pins them under the config's pin_dir and serves the control
-    /// socket. Restarting keeps the recorded history: pinned rings made for the same
+    /// Loads the eBPF programs, pins them under the config's pin_dir, drops its capabilities
+    /// and serves the control socket. Restarting keeps the recorded history: pinned rings made for the same
     /// configuration are adopted. Recording continues in the kernel after the daemon exits;
     /// `flightrec teardown` stops it.
     Record(RecordArgs),
@@ -87,6 +87,9 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Export(ExportArgs),
     /// Detach the programs and remove the pinned rings (the recorded history is lost).
+    ///
+    /// Everything in the pin directory goes, subdirectories included. Refused while a daemon
+    /// runs on that directory: stop it first.
     Teardown(TeardownArgs),
 }
 

@@ -45,6 +45,16 @@ impl From<crate::units::UnitError> for ConfigError {
     }
 }
 
+/// What `--check-config` prints in place of a secret (tokens, keys).
+pub const REDACTED: &str = "<redacted>";
+
+/// Replaces `secret` with [`REDACTED`] unless it is empty.
+pub fn redact(secret: &mut String) {
+    if !secret.is_empty() {
+        *secret = REDACTED.into();
+    }
+}
+
 /// A key renamed in a configuration: `table` (`""` for the top level, `rules` for every entry
 /// of an array of tables), the old and the new key, and an example value.
 pub type Rename = (&'static str, &'static str, &'static str, &'static str);

@@ -6,6 +6,7 @@ mod util;
 pub mod browse;
 mod group;
 mod hardening;
+mod hardening_child;
 mod ingest;
 mod rate;
 mod s3;

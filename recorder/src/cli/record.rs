@@ -17,14 +17,16 @@ pub(crate) struct RecordArgs {
     /// Ring size per CPU and epoch, e.g. 8MiB (overrides recorder.ring_size).
     #[arg(long, value_name = "SIZE")]
     ring_size: Option<String>,
-    /// bpffs directory for pins (overrides recorder.pin_dir).
+    /// bpffs directory for pins (overrides recorder.pin_dir). The daemon owns it (0700) and
+    /// locks it while it runs: one daemon per pin directory.
     #[arg(long, value_name = "DIR")]
     pin_dir: Option<PathBuf>,
     /// Address of the HTTP trigger hook, e.g. 127.0.0.1:7341 (overrides hook.listen; the hook
     /// serves only when hook.token or hook.token_file is set).
     #[arg(long, value_name = "ADDR")]
     hook_listen: Option<String>,
-    /// Check the configuration strictly, print the effective settings and exit.
+    /// Check the configuration strictly, print the effective settings (tokens redacted) and
+    /// exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -42,7 +44,7 @@ pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
     }
     config.check()?;
     if args.check_config {
-        println!("{}", toml::to_string_pretty(&config)?);
+        println!("{}", toml::to_string_pretty(&config.redacted())?);
         eprintln!(
             "flightrec: configuration is valid ({} records of {} bytes per ring)",
             config.ring_slots()?,

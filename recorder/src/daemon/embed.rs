@@ -10,7 +10,8 @@ use schemas::config::ConfigError;
 use triggers::governor::Governor;
 use triggers::group::GroupForwarder;
 
-use super::control::{bind_socket, handle};
+use super::caps;
+use super::control::{Bound, bind_socket, handle};
 use super::rule_hits::read_rule_hits;
 use super::snapshots::States;
 use super::{CollectorGroup, HookService, Shared, group_trigger};
@@ -66,6 +67,9 @@ pub enum DaemonError {
     /// The collector link could not start (bad CA file...).
     #[error("starting the collector link")]
     Collector(#[from] flightrec_uplink::UploadError),
+    /// Dropping capabilities after attaching failed.
+    #[error("dropping capabilities after attaching the programs")]
+    Capabilities(#[source] std::io::Error),
     /// The async runtime or a socket address failed.
     #[error("the daemon's runtime")]
     Runtime(#[source] std::io::Error),
@@ -100,21 +104,68 @@ pub fn run(config: Config, ready: impl FnOnce(&Rings)) -> Result<(), DaemonError
 }
 
 /// Binds the hook's listener when a token is configured.
-async fn bind_hook(
-    config: &Config,
-) -> Result<Option<(tokio::net::TcpListener, String)>, DaemonError> {
+fn bind_hook(config: &Config) -> Result<Option<(std::net::TcpListener, String)>, DaemonError> {
     if !config.hook.enabled() {
         return Ok(None);
     }
     let token = config.hook.load_token()?;
     let addr = config.hook.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Hook {
-            addr: addr.to_string(),
-            source,
-        })?;
+    let hook_err = |source| DaemonError::Hook {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(hook_err)?;
+    listener.set_nonblocking(true).map_err(hook_err)?;
     Ok(Some((listener, token)))
+}
+
+/// What the privileged part of the start made.
+struct SetUp {
+    bound: Bound,
+    access: super::Access,
+    hook: Option<(std::net::TcpListener, String)>,
+    rings: Rings,
+}
+
+/// Everything that needs privilege, on the calling thread: the control socket, the hook's
+/// port, the rings; then the capabilities the daemon no longer needs are dropped.
+fn set_up(config: &Config) -> Result<SetUp, DaemonError> {
+    let access = super::Access::from_config(&config.recorder)?;
+    let bound = bind_socket(&config.recorder.control_socket, &access)?;
+    let rest = (|| {
+        bound
+            .listener
+            .set_nonblocking(true)
+            .map_err(DaemonError::Runtime)?;
+        let hook = bind_hook(config)?;
+        let rings = Rings::start(config)?;
+        let keep = caps::needed();
+        let codes: Vec<u32> = keep.iter().map(|(c, _)| *c).collect();
+        caps::drop_all_but(&codes).map_err(DaemonError::Capabilities)?;
+        let why: Vec<&str> = keep.iter().map(|(_, why)| *why).collect();
+        eprintln!(
+            "flightrec: programs attached; capabilities dropped (kept: {}{})",
+            caps::names(&keep),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", why.join("; "))
+            }
+        );
+        Ok((hook, rings))
+    })();
+    match rest {
+        Ok((hook, rings)) => Ok(SetUp {
+            bound,
+            access,
+            hook,
+            rings,
+        }),
+        Err(e) => {
+            bound.remove();
+            Err(e)
+        }
+    }
 }
 
 /// Samples every CPU's event count once a second, for the rates `status` shows.
@@ -142,32 +193,41 @@ async fn sample_rates(sampler: Arc<Shared>) {
 }
 
 /// [`run`] until `shutdown` completes instead of a signal (for embedding and tests).
+///
+/// Once the programs are attached the calling thread drops its capabilities for good (the
+/// daemon's own threads are made after, and inherit the drop); other threads of the process
+/// keep theirs. [`spawn`] runs it on a thread of its own for that reason.
 pub fn run_until(
     config: Config,
     ready: impl FnOnce(&Rings),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let listener_path = config.recorder.control_socket.clone();
+    let rules = triggers::rules::check_rules(&config.rules)?;
+    let SetUp {
+        bound,
+        access,
+        hook,
+        mut rings,
+    } = set_up(&config)?;
+    ready(&rings);
+    // Built after the drop, so its threads inherit it.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
     rt.block_on(async move {
-        let rules = triggers::rules::check_rules(&config.rules)?;
-        let access = super::Access::from_config(&config.recorder)?;
-        let bound = bind_socket(&listener_path, &access)?;
-        bound
-            .listener
-            .set_nonblocking(true)
-            .map_err(DaemonError::Runtime)?;
         let listener = tokio::net::UnixListener::from_std(
             bound.listener.try_clone().map_err(DaemonError::Runtime)?,
         )
         .map_err(DaemonError::Runtime)?;
-        let hook = bind_hook(&config).await?;
-        let mut rings = Rings::start(&config)?;
-        ready(&rings);
+        let hook = match hook {
+            Some((l, token)) => Some((
+                tokio::net::TcpListener::from_std(l).map_err(DaemonError::Runtime)?,
+                token,
+            )),
+            None => None,
+        };
         let hits = rings.take_rule_hits();
         let hook_listen = match &hook {
             Some((l, _)) => Some(l.local_addr().map_err(DaemonError::Runtime)?.to_string()),

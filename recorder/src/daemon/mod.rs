@@ -3,6 +3,7 @@
 //!
 //! - [`protocol`]: the control socket's requests and answers, and its client ([`request`]);
 //! - `access`: who may use the socket, and where `snapshot` may write;
+//! - `caps`: the capabilities dropped once the programs are attached;
 //! - `control`: the socket's server side;
 //! - `snapshots`: writing snapshots and the table of their states;
 //! - `rule_hits`: kernel rule hits, read from the `RULE_HITS` ring buffer;
@@ -16,6 +17,7 @@
 //! counted (`status` shows the counters).
 
 mod access;
+mod caps;
 mod control;
 mod embed;
 pub mod protocol;

@@ -189,10 +189,14 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ControlError> {
         })?;
     let mut line = serde_json::to_vec(req).expect("serialisable");
     line.push(b'\n');
-    stream.write_all(&line).map_err(io)?;
+    // A daemon that refuses this peer answers at once and closes, maybe before the request is
+    // written: its answer is read even when the write broke off.
+    let written = stream.write_all(&line);
     let mut resp = String::new();
-    std::io::BufReader::new(stream)
-        .read_line(&mut resp)
-        .map_err(io)?;
-    serde_json::from_str(&resp).map_err(ControlError::BadAnswer)
+    let read = std::io::BufReader::new(stream).read_line(&mut resp);
+    match (written, read) {
+        (_, Ok(n)) if n > 0 => serde_json::from_str(&resp).map_err(ControlError::BadAnswer),
+        (Err(e), _) | (Ok(()), Err(e)) => Err(io(e)),
+        (Ok(()), Ok(_)) => serde_json::from_str(&resp).map_err(ControlError::BadAnswer),
+    }
 }

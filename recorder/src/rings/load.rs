@@ -12,6 +12,7 @@ use aya::{BtfError, Ebpf, EbpfError, EbpfLoader};
 use memmap2::{MmapMut, MmapOptions};
 use schemas::{RECORD_SIZE, ctrl, meta};
 
+use super::pin_dir::{self, PinLock};
 use super::tables::{fill_array, filter_mode, rule_specs, write_filters, write_rules};
 use super::{Rings, realtime_ns};
 use crate::config::Config;
@@ -142,8 +143,13 @@ impl Rings {
         let ncpu = possible_cpus()?;
         let pin_dir = config.recorder.pin_dir.clone();
         let hash = config_hash(config, slots);
-        if pin_dir.exists() {
-            match Rings::adopt(&pin_dir, ncpu, slots, hash, config) {
+        let mut lock = Some(pin_dir::acquire(&pin_dir)?);
+        let empty = std::fs::read_dir(&pin_dir)
+            .map_err(pin_dir_err(&pin_dir, "listing the directory"))?
+            .next()
+            .is_none();
+        if !empty {
+            match Rings::adopt(&pin_dir, ncpu, slots, hash, config, &mut lock) {
                 Ok(r) => return Ok(r),
                 Err(reason) => {
                     let mut why = reason.to_string();
@@ -156,11 +162,12 @@ impl Rings {
                         "flightrec: replacing pinned state in {}: {why}",
                         pin_dir.display()
                     );
-                    teardown(&pin_dir)?;
+                    pin_dir::clear(&pin_dir)?;
                 }
             }
         }
-        Rings::create(config, &pin_dir, ncpu, slots, hash)
+        let lock = lock.expect("kept when adopting failed");
+        Rings::create(config, &pin_dir, ncpu, slots, hash, lock)
     }
 
     /// Rings over the mapped `[RING, HEADS, CTRL]`. Adopted rings have no `ebpf`: their
@@ -168,7 +175,7 @@ impl Rings {
     fn new(
         ncpu: u32,
         slots: u64,
-        pin_dir: &Path,
+        pins: PinLock,
         [ring, heads, ctrl]: [MmapMut; 3],
         created_realtime_ns: u64,
         rule_hits: Option<RingBuf<MapData>>,
@@ -180,10 +187,10 @@ impl Rings {
             ring,
             heads,
             ctrl,
-            pin_dir: pin_dir.to_owned(),
             adopted: ebpf.is_none(),
             created_realtime_ns,
             rule_hits,
+            pins,
             _ebpf: ebpf,
         }
     }
@@ -194,6 +201,7 @@ impl Rings {
         slots: u64,
         hash: u64,
         config: &Config,
+        lock: &mut Option<PinLock>,
     ) -> Result<Rings, NotAdoptable> {
         let open = |map: &'static str| {
             MapData::from_pin(dir.join(format!("map_{map}")))
@@ -233,8 +241,9 @@ impl Rings {
             Some(RingBuf::try_from(map).map_err(unreadable("RULE_HITS"))?)
         };
         let mapped = mmap_rings(ncpu, slots, [&ring, &heads, &ctrl_map])?;
+        let lock = lock.take().expect("held until adopted");
         Ok(Rings::new(
-            ncpu, slots, dir, mapped, created, rule_hits, None,
+            ncpu, slots, lock, mapped, created, rule_hits, None,
         ))
     }
 
@@ -244,6 +253,7 @@ impl Rings {
         ncpu: u32,
         slots: u64,
         hash: u64,
+        lock: PinLock,
     ) -> Result<Rings, SetupError> {
         let btf = kernel::vmlinux_btf()?;
         let offsets = kernel::resolve_offsets(&btf)?;
@@ -273,7 +283,6 @@ impl Rings {
             .load(EBPF_OBJECT)
             .map_err(load_error)?;
 
-        std::fs::create_dir_all(dir).map_err(pin_dir_err(dir, "creating the directory"))?;
         // Filters before anything is attached, so no unfiltered event slips in.
         write_filters(&mut ebpf, &config.filter)?;
         // Rules before anything is attached, too: the programs read the table on every match.
@@ -323,7 +332,7 @@ impl Rings {
         Ok(Rings::new(
             ncpu,
             slots,
-            dir,
+            lock,
             mapped,
             created,
             rule_hits,
@@ -440,22 +449,22 @@ fn attach(ebpf: &mut Ebpf, config: &Config, dir: &Path, btf: &aya::Btf) -> Resul
     Ok(())
 }
 
-/// Detaches the programs and removes every pin in `dir` (and the directory). Returns whether
-/// there was anything to remove.
+/// Detaches the programs and removes every pin in `dir` (subdirectories included) and the
+/// directory. Returns whether there was anything to remove. Refused while a daemon holds the
+/// directory.
 pub fn teardown(dir: &Path) -> Result<bool, SetupError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
+    match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(pin_dir_err(dir, "listing the directory")(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(pin_dir_err(dir, "listing the directory"))?;
-        // Unlinking a pinned link drops the last reference once no process holds it: the
-        // program detaches.
-        let path = entry.path();
-        std::fs::remove_file(&path)
-            .map_err(pin_dir_err(dir, format!("removing {}", path.display())))?;
+        Err(e) => return Err(pin_dir_err(dir, "reading the directory")(e)),
+        Ok(m) if m.file_type().is_symlink() => {
+            // The link goes, never what it points at.
+            std::fs::remove_file(dir).map_err(pin_dir_err(dir, "removing the symbolic link"))?;
+            return Ok(true);
+        }
+        Ok(_) => {}
     }
+    let _lock = pin_dir::lock(dir)?;
+    pin_dir::clear(dir)?;
     std::fs::remove_dir(dir).map_err(pin_dir_err(dir, "removing the directory"))?;
     Ok(true)
 }

@@ -30,7 +30,7 @@
 //! fill of the rings in `status`. This module holds what they share: the mapped memory and how
 //! to read it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::Ebpf;
@@ -42,11 +42,13 @@ use crate::error::SetupError;
 
 mod freeze;
 mod load;
+mod pin_dir;
 mod status;
 mod tables;
 
 pub use freeze::Frozen;
 pub use load::{possible_cpus, teardown};
+pub use pin_dir::{PIN_DIR_MODE, PinDirRefused, PinLock};
 pub use schemas::clock::{monotonic_ns, realtime_ns};
 pub use status::CpuStatus;
 pub use tables::rule_specs;
@@ -58,10 +60,11 @@ pub struct Rings {
     ring: MmapMut,
     heads: MmapMut,
     ctrl: MmapMut,
-    pin_dir: PathBuf,
     adopted: bool,
     created_realtime_ns: u64,
     rule_hits: Option<RingBuf<MapData>>,
+    // The pin directory, locked while the rings live: one daemon per pin directory.
+    pins: PinLock,
     // Keeps the programs loaded for the life of the process (links are pinned as well).
     _ebpf: Option<Ebpf>,
 }
@@ -100,7 +103,7 @@ impl Rings {
 
     /// The pin directory.
     pub fn pin_dir(&self) -> &Path {
-        &self.pin_dir
+        self.pins.path()
     }
 
     fn ctrl_word(&self, i: u32) -> &AtomicU64 {

@@ -31,7 +31,8 @@ pub struct HookConfig {
     /// Longest a connection may stay open (idle keep-alive connections included).
     #[serde(with = "schemas::units::duration")]
     pub connection_timeout: Duration,
-    /// Connections served at once; more are closed at once.
+    /// Connections served at once; past it a new one replaces the oldest with no request in
+    /// flight (a new one is closed only when all are busy).
     pub max_connections: usize,
 }
 

@@ -17,9 +17,11 @@
 //!
 //! The router is generic over [`SnapshotService`], which the daemon implements, so this crate
 //! does not depend on the recorder. [`serve`] runs it with the slow-loris guards: a header read
-//! timeout, a per-request deadline (body included), a connection lifetime and a connection cap.
+//! timeout, a per-request deadline (body included), a connection lifetime and a connection cap
+//! that evicts the oldest connection with no request in flight.
 
 mod config;
+mod conns;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -402,9 +404,9 @@ pub fn app(state: HookState) -> Router {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, with the connection limits of
-/// `config`. Each connection is HTTP/1.1 with a header read timeout; connections beyond
-/// `max_connections` are closed at once, so a flood of idle sockets cannot starve real clients
-/// of more than the cap.
+/// `config`. Each connection is HTTP/1.1 with a header read timeout and a lifetime; past
+/// `max_connections` a new connection replaces the oldest one with no request in flight (see
+/// `conns`), so slow or idle clients cannot lock legitimate callers out.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -412,11 +414,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
 
-    let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let table = Arc::new(conns::Table::default());
     let header_timeout = config.header_timeout;
     let lifetime = config.connection_timeout;
+    let cap = config.max_connections;
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -430,19 +432,38 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some((id, conn)) = table.admit(cap) else {
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let (app, table, c2) = (app.clone(), table.clone(), conn.clone());
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let busy = conns::Busy::new(c2.clone());
+                let app = app.clone();
+                async move {
+                    let resp = match tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        resp.map(|inner| conns::Tracked { inner, _busy: busy }),
+                    )
+                }
+            });
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
+            let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(lifetime, conn).await;
-            drop(permit);
+            tokio::select! {
+                _ = tokio::time::timeout(lifetime, served) => {}
+                () = conn.evicted.notified() => {}
+            }
+            table.remove(id);
         });
     }
 }

@@ -1,0 +1,232 @@
+//! Dropping capabilities once the programs are attached.
+//!
+//! Everything that needs privilege happens before: loading and attaching the programs, pinning
+//! them, mapping the rings and the rule-hit buffer, binding the control socket (and giving it
+//! its owner) and the hook's port. What the running daemon still does needs none of it:
+//!
+//! - freezes, epoch flips, the freeze lock and the rule-hit buffer are plain loads and stores
+//!   on memory mapped at start, never a `bpf()` call;
+//! - the statedump reads `/proc/PID/{status,comm,cmdline,cgroup,task}` of every process, files
+//!   every user may read; only on a `/proc` mounted with `hidepid` does root need
+//!   `CAP_SYS_PTRACE` to see other users' processes, and only then is it kept;
+//! - snapshots, the spool and uploads are root's own files in root's own directories, reached
+//!   through their modes (an approved `snapshot_dirs` directory must let root write through its
+//!   mode: no `CAP_DAC_OVERRIDE` is kept);
+//! - sockets are already bound; accepting and the collector link need no capability.
+//!
+//! The drop happens on the thread that set everything up, before the runtime's threads exist,
+//! so every thread of the daemon inherits it. The bounding set is emptied and the securebits
+//! lock root out of regaining capabilities through `execve`, so nothing the daemon could be
+//! made to run gets them back either.
+
+use std::io;
+
+/// `CAP_SETPCAP`: needed to shrink the bounding set and set securebits.
+const CAP_SETPCAP: u32 = 8;
+/// `CAP_SYS_PTRACE`: seeing other users' processes under `hidepid`.
+pub const CAP_SYS_PTRACE: u32 = 19;
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
+const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
+const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+const SECBIT_NO_SETUID_FIXUP_LOCKED: libc::c_ulong = 1 << 3;
+const SECBIT_KEEP_CAPS_LOCKED: libc::c_ulong = 1 << 5;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// A set of capabilities as a 64-bit mask.
+fn mask(caps: &[u32]) -> u64 {
+    caps.iter().fold(0, |m, &c| m | (1 << c))
+}
+
+/// The capabilities the running daemon keeps here, each with why.
+pub fn needed() -> Vec<(u32, &'static str)> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if proc_hides_pids(&mounts) {
+        vec![(
+            CAP_SYS_PTRACE,
+            "/proc is mounted with hidepid: the statedump reads other users' processes",
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether the `/proc` mount in `mounts` hides other users' processes.
+fn proc_hides_pids(mounts: &str) -> bool {
+    mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"/proc")
+            && f.get(2) == Some(&"proc")
+            && f.get(3).is_some_and(|opts| {
+                opts.split(',').any(|o| {
+                    o.strip_prefix("hidepid=")
+                        .is_some_and(|v| !matches!(v, "0" | "off"))
+                })
+            })
+    })
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn current() -> io::Result<[CapData; 2]> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget fills two CapData for version 3 headers.
+    check(unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) } as libc::c_int)?;
+    Ok(data)
+}
+
+fn effective(data: &[CapData; 2]) -> u64 {
+    data[0].effective as u64 | (data[1].effective as u64) << 32
+}
+
+/// Drops every capability of this thread (and of the threads it creates from now on) but
+/// `keep`, for good. Returns the effective set left, as a mask.
+pub fn drop_all_but(keep: &[u32]) -> io::Result<u64> {
+    let keep = mask(keep);
+    let before = current()?;
+    let permitted = before[0].permitted as u64 | (before[1].permitted as u64) << 32;
+    let keep = keep & permitted;
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    // SAFETY: prctl calls with integer arguments only.
+    unsafe {
+        check(libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ))?;
+        if effective(&before) & (1 << CAP_SETPCAP) != 0 {
+            for cap in (0..=last).filter(|c| keep & (1 << c) == 0) {
+                check(libc::prctl(
+                    libc::PR_CAPBSET_DROP,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ))?;
+            }
+            check(libc::prctl(
+                libc::PR_SET_SECUREBITS,
+                SECBIT_NOROOT
+                    | SECBIT_NOROOT_LOCKED
+                    | SECBIT_NO_SETUID_FIXUP
+                    | SECBIT_NO_SETUID_FIXUP_LOCKED
+                    | SECBIT_KEEP_CAPS_LOCKED,
+                0,
+                0,
+                0,
+            ))?;
+        }
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+    }
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let half = |shift: u32| CapData {
+        effective: (keep >> shift) as u32,
+        permitted: (keep >> shift) as u32,
+        inheritable: 0,
+    };
+    let data = [half(0), half(32)];
+    // SAFETY: capset reads two CapData for version 3 headers.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } as libc::c_int)?;
+    Ok(effective(&current()?))
+}
+
+/// Capability names for a log line (`none` for an empty set).
+pub fn names(caps: &[(u32, &str)]) -> String {
+    if caps.is_empty() {
+        return "none".into();
+    }
+    caps.iter()
+        .map(|(c, _)| match *c {
+            CAP_SYS_PTRACE => "CAP_SYS_PTRACE".to_owned(),
+            c => format!("capability {c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidepid_is_read_from_the_proc_mount() {
+        let plain = "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n";
+        assert!(!proc_hides_pids(plain));
+        let hidden = "sysfs /sys sysfs rw 0 0\nproc /proc proc rw,relatime,hidepid=invisible 0 0\n";
+        assert!(proc_hides_pids(hidden));
+        assert!(proc_hides_pids("proc /proc proc rw,hidepid=2 0 0"));
+        assert!(!proc_hides_pids("proc /proc proc rw,hidepid=0 0 0"));
+        assert!(!proc_hides_pids("proc /other proc rw,hidepid=2 0 0"));
+    }
+
+    /// Probe 5: the daemon kept every capability. On a thread of its own (the drop is per
+    /// thread), a drop leaves exactly what was kept, for good.
+    #[test]
+    fn dropped_capabilities_stay_dropped() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped dropped_capabilities_stay_dropped: needs root to hold capabilities");
+            return;
+        }
+        std::thread::spawn(|| {
+            let left = drop_all_but(&[CAP_SYS_PTRACE]).unwrap();
+            assert_eq!(left, 1 << CAP_SYS_PTRACE);
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            let eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+            assert_eq!(eff, "CapEff:\t0000000000080000");
+            let bnd = status.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+            assert_eq!(bnd, "CapBnd:\t0000000000080000");
+            assert!(drop_all_but(&[]).unwrap() == 0);
+            // A capability no longer permitted cannot be set again.
+            let mut hdr = CapHeader {
+                version: LINUX_CAPABILITY_VERSION_3,
+                pid: 0,
+            };
+            let data = [
+                CapData {
+                    effective: 1 << CAP_SETPCAP,
+                    permitted: 1 << CAP_SETPCAP,
+                    inheritable: 0,
+                },
+                CapData::default(),
+            ];
+            // SAFETY: capset reads two CapData for version 3 headers.
+            let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+            assert!(r < 0, "a dropped capability came back");
+        })
+        .join()
+        .unwrap();
+    }
+}
