@@ -30,9 +30,12 @@ fn snapshot() -> PathBuf {
         .exec(6000, 1, CHILD, "/usr/bin/grep")
         .syscall(1, CHILD, sys("openat"), 0, 3, 7000, 8000)
         .switch(9000, 0, APP, 1, IDLE);
+    // One file a call: the tests run in parallel and must not read a file another rewrites.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dump-filter");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("filters.frs");
+    let path = dir.join(format!("filters-{}-{n}.frs", std::process::id()));
     b.write(&path).unwrap();
     path
 }
