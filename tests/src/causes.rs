@@ -146,6 +146,10 @@ fn flush(dir: &str, mib: usize, out: &str) {
 }
 
 fn lock(dir: &str, mib: usize, out: &str) {
+    // Both threads on one CPU, so the holder's unlock wakes the request from the holder's own
+    // context: a wakeup sent to an idle CPU is queued there and its sched_wakeup fires in the
+    // idle task, which names no waker (docs/analyses.md).
+    pin_to_cpu(0);
     let m = Arc::new(Mutex::new(()));
     let held = Arc::new(Barrier::new(2));
     let holder = {
