@@ -83,20 +83,7 @@ impl MetricsConfig {
         if self.token_file.as_os_str().is_empty() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&self.token_file).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "metrics.token_file {}: {e}",
-                self.token_file.display()
-            ))
-        })?;
-        let token = text.lines().next().unwrap_or("").trim().to_owned();
-        if token.len() < 16 {
-            return Err(ConfigError::Invalid(format!(
-                "metrics.token_file {}: the token must be at least 16 characters",
-                self.token_file.display()
-            )));
-        }
-        Ok(Some(token))
+        schemas::config::read_token_file("metrics.token_file", &self.token_file).map(Some)
     }
 }
 

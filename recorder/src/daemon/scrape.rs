@@ -17,22 +17,9 @@ struct Scrape {
     token: Option<Arc<str>>,
 }
 
-/// Compares in time independent of where the first difference is.
-fn same_token(given: &[u8], want: &[u8]) -> bool {
-    let mut diff = given.len() ^ want.len();
-    for (i, w) in want.iter().enumerate() {
-        diff |= (given.get(i).copied().unwrap_or(0) ^ w) as usize;
-    }
-    diff == 0
-}
-
 async fn metrics(State(s): State<Scrape>, headers: HeaderMap) -> Response {
     if let Some(want) = &s.token {
-        let ok = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .is_some_and(|given| same_token(given, want.as_bytes()));
-        if !ok {
+        if !triggers::hook::authorized(&headers, want) {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],

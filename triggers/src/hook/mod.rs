@@ -361,7 +361,9 @@ fn same_token(given: &[u8], want: &[u8]) -> bool {
     diff == 0
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
+/// Whether `headers` carry `Authorization: Bearer TOKEN` with `token` (compared in constant
+/// time); shared by every endpoint that asks for a bearer token.
+pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
