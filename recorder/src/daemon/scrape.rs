@@ -18,15 +18,15 @@ struct Scrape {
 }
 
 async fn metrics(State(s): State<Scrape>, headers: HeaderMap) -> Response {
-    if let Some(want) = &s.token {
-        if !triggers::hook::authorized(&headers, want) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "missing or wrong bearer token (Authorization: Bearer TOKEN)\n",
-            )
-                .into_response();
-        }
+    if let Some(want) = &s.token
+        && !triggers::hook::authorized(&headers, want)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token (Authorization: Bearer TOKEN)\n",
+        )
+            .into_response();
     }
     // The status takes the rings' lock briefly; off the runtime's workers all the same.
     let shared = s.shared.clone();
