@@ -191,6 +191,7 @@ impl Rings {
             created_realtime_ns,
             rule_hits,
             pins,
+            copying: std::sync::Mutex::new(()),
             _ebpf: ebpf,
         }
     }
