@@ -38,6 +38,10 @@ static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 // values, so branches on `FILTER_MODE` cost nothing when filters are off.
 #[unsafe(no_mangle)]
 static FILTER_MODE: u32 = 0;
+/// Benchmark floors for the syscall programs (`schemas::floor`): record, return at once, or
+/// read the clock once and return. Only `flightrec record --bench-floor` sets it.
+#[unsafe(no_mangle)]
+static SYSCALL_FLOOR: u32 = schemas::floor::RECORD;
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets {
     task_pid: KernelOffsets::ABSENT,
@@ -175,9 +179,25 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Whether a syscall program stops here for a benchmark floor (see `SYSCALL_FLOOR`).
+#[inline(always)]
+fn at_floor() -> bool {
+    match konst!(SYSCALL_FLOOR) {
+        schemas::floor::RECORD => false,
+        schemas::floor::CLOCK => {
+            core::hint::black_box(now());
+            true
+        }
+        _ => true,
+    }
+}
+
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/syscalls.h: sys_enter(regs, id)
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    if at_floor() {
+        return 0;
+    }
     let _ = try_sys_enter(&ctx);
     0
 }
@@ -222,6 +242,9 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/syscalls.h: sys_exit(regs, ret)
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    if at_floor() {
+        return 0;
+    }
     let _ = try_sys_exit(&ctx);
     0
 }

@@ -84,8 +84,14 @@ enum NotAdoptable {
 
 /// Stable hash of what decides whether pinned programs match a config (FNV-1a over JSON).
 fn config_hash(config: &Config, slots: u64) -> u64 {
-    let text = serde_json::to_string(&(&config.events, &config.filter, &config.rules, slots))
-        .expect("serialisable");
+    let text = serde_json::to_string(&(
+        &config.events,
+        &config.filter,
+        &config.rules,
+        slots,
+        config.syscall_floor,
+    ))
+    .expect("serialisable");
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
@@ -279,6 +285,7 @@ impl Rings {
             .override_global("FILTER_MODE", &mode, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("RULE_KINDS", &kinds, true)
+            .override_global("SYSCALL_FLOOR", &config.syscall_floor, true)
             .map_max_entries("RING", ring_entries)
             .map_max_entries("HEADS", n_rings)
             .load(EBPF_OBJECT)
