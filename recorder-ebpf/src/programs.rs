@@ -80,6 +80,17 @@ fn kread<T: Copy + Default>(base: *const u8, off: u32) -> T {
         .unwrap_or_default()
 }
 
+/// Loads a `T` at `base + off`, where `base` is a pointer argument of the tracepoint: `tp_btf`
+/// arguments are BTF-typed, so this is a plain load that the verifier checks against the kernel's
+/// type and the JIT guards against faults, not a `bpf_probe_read_kernel` call. `off` must be a
+/// load-time constant (`OFFSETS`), which the verifier sees.
+#[inline(always)]
+fn bload<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: the verifier only accepts the load if it falls inside a field of `base`'s BTF type,
+    // and makes it a guarded load (a fault reads zero).
+    unsafe { read_volatile(base.wrapping_add(off as usize) as *const T) }
+}
+
 /// Reads a task's comm into `dst`.
 #[inline(always)]
 fn task_comm(task: *const u8, dst: &mut [u8; COMM_LEN]) {
@@ -221,19 +232,12 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let regs: *const u8 = ctx.arg(0);
     let slot = reserve(EventKind::SyscallEntry, ts, pid_tgid).ok_or(())?;
-    // One read of the block holding all six argument registers.
-    let block: [u64; 8] = kread(regs, konst!(OFFSETS.regs_args_base));
-    let rel = |i: usize| (konst!(OFFSETS.regs_args_rel[i]) >> 3) as usize & 7;
+    // Direct loads from the typed `regs`: no helper call per event.
+    let base = konst!(OFFSETS.regs_args_base);
+    let arg = |i: usize| bload::<u64>(regs, base + konst!(OFFSETS.regs_args_rel[i]));
     slot.payload(SyscallEntry {
         id: id as u64,
-        args: [
-            block[rel(0)],
-            block[rel(1)],
-            block[rel(2)],
-            block[rel(3)],
-            block[rel(4)],
-            block[rel(5)],
-        ],
+        args: [arg(0), arg(1), arg(2), arg(3), arg(4), arg(5)],
     });
     slot.publish();
     Ok(())
@@ -258,7 +262,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let id: u64 = kread(regs, konst!(OFFSETS.regs_orig_ax));
+    let id: u64 = bload(regs, konst!(OFFSETS.regs_orig_ax));
     if allowed && let Some(slot) = reserve(EventKind::SyscallExit, ts, pid_tgid) {
         slot.payload(SyscallExit { id, ret });
         slot.publish();
