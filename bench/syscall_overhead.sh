@@ -3,17 +3,23 @@
 #
 #   bash bench/syscall_overhead.sh            (as root, from anywhere)
 #
-# A getpid loop pinned to one CPU is timed in three configurations, interleaved round by round
-# so slow drift of the VM hits all three alike:
+# A getpid loop pinned to one CPU is timed in five configurations, interleaved round by round
+# so slow drift of the VM hits all of them alike:
 #   baseline   nothing attached
 #   flightrec  `flightrec record` with only the syscalls class (raw_syscalls enter + exit),
 #              8 MiB rings; started, measured, stopped and torn down in every round
 #   ftrace     a dedicated tracefs instance recording raw_syscalls, 8 MiB per CPU, overwrite on
-# and the median ns/call of each, the overhead over baseline, and the ratio of the two
-# overheads are printed. Nothing stays attached afterwards, also on error or Ctrl-C.
+#   empty      floor 1: the same daemon and attach points, programs that return at once
+#              (`flightrec record --bench-floor empty`)
+#   clock      floor 2: programs that read the clock once per event and return
+#              (`--bench-floor clock`): the least a timestamped recorder can cost
+# and the median ns/call of each, the overhead over baseline, and the ratios of flightrec's
+# overhead to ftrace's and to the clock floor are printed. Nothing stays attached afterwards,
+# also on error or Ctrl-C.
 #
 # Environment: CALLS (per repetition, default 2000000), REPS (rounds, default 7), CPU (the CPU
-# the loop runs on, default 1; everything else this script starts runs on another CPU).
+# the loop runs on, default 1; everything else this script starts runs on another CPU),
+# FLIGHTREC (a flightrec binary to measure instead of building target/release/flightrec).
 set -euo pipefail
 
 CALLS=${CALLS:-2000000}
@@ -29,7 +35,7 @@ INSTANCE=$TRACEFS/instances/flightrec-bench
 
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd -- "$script_dir/.." && pwd)
-bin=$root/target/release/flightrec
+bin=${FLIGHTREC:-$root/target/release/flightrec}
 
 die() {
     echo "syscall_overhead: $*" >&2
@@ -118,7 +124,7 @@ sources_newer() {
     [[ -n $(find "$root/Cargo.toml" "$root/Cargo.lock" "$root/rust-toolchain.toml" \
         "$root/recorder" "$root/schemas" -type f -newer "$bin" -print -quit 2>/dev/null) ]]
 }
-if [[ ! -x $bin ]] || sources_newer; then
+if [[ -z ${FLIGHTREC:-} ]] && { [[ ! -x $bin ]] || sources_newer; }; then
     # cargo decides what really changed (it leaves the binary alone when nothing did).
     note "building flightrec (cargo build --release -p flightrec)"
     (cd -- "$root" && cargo build --release -p flightrec) || die "cargo build failed"
@@ -171,7 +177,7 @@ if [[ -s $TRACEFS/set_event ]] && [[ $(cat "$TRACEFS/tracing_on") == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# The three configurations.
+# The configurations.
 
 measure() {
     "$tmp/getpid_loop" "$CPU" "$CALLS" 1
@@ -179,7 +185,7 @@ measure() {
 
 flightrec_on() {
     taskset -c "$house_cpu" "$bin" record --config "$tmp/flightrec.toml" --pin-dir "$PIN_DIR" \
-        --socket "$SOCKET" --ring-size "$RING_SIZE" >>"$tmp/daemon.log" 2>&1 &
+        --socket "$SOCKET" --ring-size "$RING_SIZE" "$@" >>"$tmp/daemon.log" 2>&1 &
     daemon_pid=$!
     local i
     for ((i = 0; i < 300; i++)); do
@@ -195,11 +201,19 @@ flightrec_on() {
 }
 
 flightrec_off() {
-    # Proof that the measured calls were recorded: records held in the measured CPU's ring.
+    # Proof that the measured calls were recorded (floors: that nothing was): records held in
+    # the measured CPU's ring.
     local held
-    held=$("$bin" status --socket "$SOCKET" | awk -v c="$CPU" '$1 == c { print $5 }') ||
+    held=$("$bin" status --socket "$SOCKET" | awk -v c="$CPU" '
+        $1 == "cpu" { h = $0; gsub(/at rate/, "at_rate", h); n = split(h, f, " ")
+                       for (i = 1; i <= n; i++) if (f[i] == "held") col = i }
+        col && $1 == c { print $col }') ||
         die "flightrec status failed after the measurement"
-    [[ ${held:-0} -gt 0 ]] || die "flightrec recorded nothing on CPU $CPU; the figure is void"
+    if [[ ${1:-record} == record ]]; then
+        [[ ${held:-0} -gt 0 ]] || die "flightrec recorded nothing on CPU $CPU; the figure is void"
+    else
+        [[ ${held:-0} -eq 0 ]] || die "the $1 floor recorded $held events on CPU $CPU; the figure is void"
+    fi
     stop_daemon
     "$bin" teardown --pin-dir "$PIN_DIR" >/dev/null 2>&1 || die "flightrec teardown failed"
     [[ ! -e $PIN_DIR ]] || die "$PIN_DIR still exists after teardown"
@@ -228,7 +242,7 @@ ftrace_off() {
 
 ftrace_setup
 
-declare -a base=() frec=() ftr=()
+declare -a base=() frec=() ftr=() empty=() clock=()
 run_one() {
     case $1 in
     baseline) base+=("$(measure)") ;;
@@ -242,19 +256,25 @@ run_one() {
         ftr+=("$(measure)")
         ftrace_off
         ;;
+    empty | clock)
+        flightrec_on --bench-floor "$1"
+        if [[ $1 == empty ]]; then empty+=("$(measure)"); else clock+=("$(measure)"); fi
+        flightrec_off "$1"
+        ;;
     esac
 }
 
-orders=("baseline flightrec ftrace" "flightrec ftrace baseline" "ftrace baseline flightrec")
+configs=(baseline flightrec ftrace empty clock)
 start_s=$SECONDS
 echo "syscall_overhead: $(date -u +%Y-%m-%dT%H:%M:%SZ), kernel $(uname -r), $ncpu CPUs," \
     "loop on CPU $CPU, $REPS rounds x $CALLS getpid calls per configuration"
 for ((r = 0; r < REPS; r++)); do
-    for cfg in ${orders[r % 3]}; do
-        run_one "$cfg"
+    # Each round starts one configuration later.
+    for ((k = 0; k < ${#configs[@]}; k++)); do
+        run_one "${configs[(r + k) % ${#configs[@]}]}"
     done
-    printf 'round %d/%d: baseline %s  flightrec %s  ftrace %s ns/call\n' \
-        $((r + 1)) "$REPS" "${base[r]}" "${frec[r]}" "${ftr[r]}"
+    printf 'round %d/%d: baseline %s  flightrec %s  ftrace %s  empty %s  clock %s ns/call\n' \
+        $((r + 1)) "$REPS" "${base[r]}" "${frec[r]}" "${ftr[r]}" "${empty[r]}" "${clock[r]}"
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -267,16 +287,28 @@ minimum() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { printf "%.1f", $1 }'; 
 m_base=$(median "${base[@]}")
 m_frec=$(median "${frec[@]}")
 m_ftr=$(median "${ftr[@]}")
-o_frec=$(awk -v a="$m_frec" -v b="$m_base" 'BEGIN { printf "%.1f", a - b }')
-o_ftr=$(awk -v a="$m_ftr" -v b="$m_base" 'BEGIN { printf "%.1f", a - b }')
+m_empty=$(median "${empty[@]}")
+m_clock=$(median "${clock[@]}")
+over() { awk -v a="$1" -v b="$m_base" 'BEGIN { printf "%.1f", a - b }'; }
+o_frec=$(over "$m_frec")
+o_ftr=$(over "$m_ftr")
+o_empty=$(over "$m_empty")
+o_clock=$(over "$m_clock")
 
 echo
 printf '%-12s %14s %10s %16s\n' configuration "ns/call (med)" "min" "overhead (ns)"
 printf '%-12s %14s %10s %16s\n' baseline "$m_base" "$(minimum "${base[@]}")" "-"
 printf '%-12s %14s %10s %16s\n' flightrec "$m_frec" "$(minimum "${frec[@]}")" "$o_frec"
 printf '%-12s %14s %10s %16s\n' ftrace "$m_ftr" "$(minimum "${ftr[@]}")" "$o_ftr"
+printf '%-12s %14s %10s %16s\n' "floor empty" "$m_empty" "$(minimum "${empty[@]}")" "$o_empty"
+printf '%-12s %14s %10s %16s\n' "floor clock" "$m_clock" "$(minimum "${clock[@]}")" "$o_clock"
 echo "($REPS rounds of $CALLS calls, medians; measuring took $((SECONDS - start_s)) s)"
 awk -v f="$o_frec" -v t="$o_ftr" 'BEGIN {
     if (t > 0) printf "ratio flightrec/ftrace overhead: %.2f (target <= 0.5)\n", f / t
     else print "ratio flightrec/ftrace overhead: n/a (ftrace overhead not positive) (target <= 0.5)"
+}'
+awk -v f="$o_frec" -v c="$o_clock" -v e="$o_empty" 'BEGIN {
+    if (c > 0) printf "ratio flightrec/clock floor overhead: %.2f (target <= 1.1); above the clock floor: %.1f ns/call\n", f / c, f - c
+    else print "ratio flightrec/clock floor overhead: n/a (clock floor overhead not positive)"
+    if (e > 0) printf "ratio flightrec/empty floor overhead: %.2f (target <= 1.3)\n", f / e
 }'

@@ -39,6 +39,10 @@ static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 // values, so branches on `FILTER_MODE` cost nothing when filters are off.
 #[unsafe(no_mangle)]
 static FILTER_MODE: u32 = 0;
+/// Benchmark floors for the syscall programs (`schemas::floor`): record, return at once, or
+/// read the clock once and return. Only `flightrec record --bench-floor` sets it.
+#[unsafe(no_mangle)]
+static SYSCALL_FLOOR: u32 = schemas::floor::RECORD;
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets {
     task_pid: KernelOffsets::ABSENT,
@@ -75,6 +79,17 @@ fn kread<T: Copy + Default>(base: *const u8, off: u32) -> T {
     // SAFETY: bpf_probe_read_kernel copes with any address and fails cleanly.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T) }
         .unwrap_or_default()
+}
+
+/// Loads a `T` at `base + off`, where `base` is a pointer argument of the tracepoint: `tp_btf`
+/// arguments are BTF-typed, so this is a plain load that the verifier checks against the kernel's
+/// type and the JIT guards against faults, not a `bpf_probe_read_kernel` call. `off` must be a
+/// load-time constant (`OFFSETS`), which the verifier sees.
+#[inline(always)]
+fn bload<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: the verifier only accepts the load if it falls inside a field of `base`'s BTF type,
+    // and makes it a guarded load (a fault reads zero).
+    unsafe { read_volatile(base.wrapping_add(off as usize) as *const T) }
 }
 
 /// Reads a task's comm into `dst`.
@@ -176,9 +191,25 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Whether a syscall program stops here for a benchmark floor (see `SYSCALL_FLOOR`).
+#[inline(always)]
+fn at_floor() -> bool {
+    match konst!(SYSCALL_FLOOR) {
+        schemas::floor::RECORD => false,
+        schemas::floor::CLOCK => {
+            core::hint::black_box(now());
+            true
+        }
+        _ => true,
+    }
+}
+
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/syscalls.h: sys_enter(regs, id)
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    if at_floor() {
+        return 0;
+    }
     let _ = try_sys_enter(&ctx);
     0
 }
@@ -201,25 +232,20 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let regs: *const u8 = ctx.arg(0);
-    // One read of the block holding all six argument registers.
-    let block: [u64; 8] = kread(regs, konst!(OFFSETS.regs_args_base));
-    let rel = |i: usize| (konst!(OFFSETS.regs_args_rel[i]) >> 3) as usize & 7;
+    // Direct loads from the typed `regs`: no helper call per event.
+    let base = konst!(OFFSETS.regs_args_base);
+    let arg = |i: usize| bload::<u64>(regs, base + konst!(OFFSETS.regs_args_rel[i]));
     // The file name an open-family call was given, in a record of its own just before the
     // entry, so readers can name the fd the call returns. Only these four syscalls pay for it.
-    if let Some(arg) = path_arg(id as u64) {
-        record_path(id as u64, block[rel(arg)] as *const u8, ts, pid_tgid);
+    if let Some(i) = path_arg(id as u64) {
+        // Constant indexes: the verifier needs each load's offset known.
+        let path = if i == 0 { arg(0) } else { arg(1) };
+        record_path(id as u64, path as *const u8, ts, pid_tgid);
     }
     let slot = reserve(EventKind::SyscallEntry, ts, pid_tgid).ok_or(())?;
     slot.payload(SyscallEntry {
         id: id as u64,
-        args: [
-            block[rel(0)],
-            block[rel(1)],
-            block[rel(2)],
-            block[rel(3)],
-            block[rel(4)],
-            block[rel(5)],
-        ],
+        args: [arg(0), arg(1), arg(2), arg(3), arg(4), arg(5)],
     });
     slot.publish();
     Ok(())
@@ -265,6 +291,9 @@ fn record_path(id: u64, user_path: *const u8, ts: u64, pid_tgid: u64) {
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/syscalls.h: sys_exit(regs, ret)
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    if at_floor() {
+        return 0;
+    }
     let _ = try_sys_exit(&ctx);
     0
 }
@@ -278,7 +307,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let id: u64 = kread(regs, konst!(OFFSETS.regs_orig_ax));
+    let id: u64 = bload(regs, konst!(OFFSETS.regs_orig_ax));
     if allowed && let Some(slot) = reserve(EventKind::SyscallExit, ts, pid_tgid) {
         slot.payload(SyscallExit { id, ret });
         slot.publish();

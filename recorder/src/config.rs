@@ -73,6 +73,10 @@ pub struct Config {
     pub collector: flightrec_uplink::CollectorConfig,
     /// `GET /metrics` for Prometheus.
     pub metrics: crate::metrics::MetricsConfig,
+    /// What the syscall programs do (`schemas::floor`): record, or a benchmark floor set by
+    /// the hidden `flightrec record --bench-floor`. Never read from a file.
+    #[serde(skip)]
+    pub syscall_floor: u32,
 }
 
 /// `[recorder]`.
@@ -301,11 +305,43 @@ impl Config {
         }
         Ok(slots)
     }
+
+    /// Says how `recorder.ring_size` was rounded, when it was: a ring holds a power-of-two
+    /// number of records (the programs index it with a mask), and the kernel maps it in whole
+    /// pages. `None` when the size is used as given.
+    pub fn ring_size_note(&self) -> Result<Option<String>, ConfigError> {
+        let asked = parse_size(&self.recorder.ring_size)?;
+        let slots = self.ring_slots()?;
+        let used = slots * schemas::RECORD_SIZE as u64;
+        Ok((used != asked).then(|| {
+            format!(
+                "recorder.ring_size {} ({asked} bytes) rounded down to {used} bytes: {slots} \
+                 records of {} bytes (rings hold a power-of-two number of records)",
+                self.recorder.ring_size,
+                schemas::RECORD_SIZE
+            )
+        }))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_sizes_say_how_they_were_rounded() {
+        let mut c = Config::default();
+        // 96 MiB is 2^20 records of 96 bytes: used as given.
+        c.recorder.ring_size = "96MiB".into();
+        assert_eq!(c.ring_size_note().unwrap(), None);
+        // 8 MiB is 87381 records: rounded down to 65536.
+        c.recorder.ring_size = "8MiB".into();
+        let note = c.ring_size_note().unwrap().expect("rounded");
+        assert!(
+            note.contains("rounded down to 6291456 bytes: 65536 records"),
+            "{note}"
+        );
+    }
 
     #[test]
     fn slots_round_down_to_power_of_two() {

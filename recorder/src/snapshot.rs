@@ -1,6 +1,12 @@
 //! Turning a frozen epoch into a snapshot file: manifest (with statedump) plus one compressed
 //! stream per CPU, written to a temporary name, synced, then renamed, so a reader never sees a
 //! partial file.
+//!
+//! The records go from the frozen rings into zstd CPU by CPU, in batches
+//! ([`FrozenRecords::records`]): the memory a snapshot takes is the compressor's and a batch's,
+//! whatever the ring size. The manifest is written first with the coverage validated at the
+//! freeze and rewritten in place (it is written with room to spare) in the rare case reading
+//! found a slot overwritten since.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +16,7 @@ use schemas::manifest::{FilterInfo, Manifest, RecorderInfo, TriggerInfo};
 
 use crate::config::Config;
 use crate::error::SnapshotError;
-use crate::rings::Frozen;
+use crate::rings::FrozenRecords;
 use crate::statedump;
 
 /// A written snapshot.
@@ -44,7 +50,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Writes `frozen` as a snapshot file in `dir`, named `NAME-YYYYmmddTHHMMSSZ-ID8.frs`.
 pub fn write(
-    frozen: &Frozen,
+    frozen: &impl FrozenRecords,
     config: &Config,
     dir: &Path,
     name: Option<&str>,
@@ -57,7 +63,7 @@ pub fn write(
 /// answered with, so the hook's `{snapshot_id}`, the file's manifest and the collector's catalog
 /// all name it the same way.
 pub fn write_with_id(
-    frozen: &Frozen,
+    frozen: &impl FrozenRecords,
     config: &Config,
     dir: &Path,
     name: Option<&str>,
@@ -68,12 +74,12 @@ pub fn write_with_id(
     if !valid_name(name) {
         return Err(SnapshotError::BadName(name.to_owned()));
     }
-    let ncpu = frozen.cpus.len() as u32;
-    let manifest = Manifest {
+    let ncpu = frozen.coverage().len() as u32;
+    let mut manifest = Manifest {
         snapshot_id: snapshot_id.clone(),
         name: name.to_owned(),
-        frozen_realtime_ns: frozen.frozen_realtime_ns,
-        frozen_monotonic_ns: frozen.frozen_monotonic_ns,
+        frozen_realtime_ns: frozen.frozen_realtime_ns(),
+        frozen_monotonic_ns: frozen.frozen_monotonic_ns(),
         host: statedump::host_info(&config.recorder.host_id, ncpu),
         clocks: statedump::clock_offsets(),
         recorder: RecorderInfo {
@@ -89,7 +95,7 @@ pub fn write_with_id(
             },
         },
         trigger,
-        coverage: frozen.coverage.clone(),
+        coverage: frozen.coverage().to_vec(),
         statedump: statedump::statedump(),
     };
     let werr = |path: &Path| {
@@ -99,7 +105,7 @@ pub fn write_with_id(
     flightrec_uplink::private::create_dir(dir).map_err(werr(dir))?;
     let file_name = format!(
         "{name}-{}-{}.{EXTENSION}",
-        utc_stamp(frozen.frozen_realtime_ns),
+        utc_stamp(frozen.frozen_realtime_ns()),
         &snapshot_id[..8]
     );
     let path = dir.join(&file_name);
@@ -107,13 +113,26 @@ pub fn write_with_id(
     let result = (|| {
         // Private from the first byte: the statedump holds command lines, which may hold secrets.
         let file = flightrec_uplink::private::create_file(&tmp).map_err(werr(&tmp))?;
-        let mut w = SnapshotWriter::new(
-            BufWriter::new(file),
+        // Room for the coverage to be rewritten with a few more digits per CPU.
+        let room = 64 + 64 * ncpu as usize;
+        let mut w = SnapshotWriter::with_room(
+            BufWriter::with_capacity(1 << 20, file),
             &manifest,
             config.recorder.compression_level,
+            room,
         )?;
-        for (cpu, recs) in frozen.cpus.iter().enumerate() {
-            w.write_stream(cpu as u32, recs)?;
+        let mut changed = false;
+        for cpu in 0..ncpu {
+            let mut stream = w.begin_stream(cpu)?;
+            let got = frozen.records(cpu, &mut |recs| stream.write(recs))?;
+            stream.finish()?;
+            let c = &mut manifest.coverage[cpu as usize];
+            let before = *c;
+            got.apply_to(c);
+            changed |= *c != before;
+        }
+        if changed {
+            w.rewrite_manifest(&manifest)?;
         }
         let mut buf = w.finish()?;
         buf.flush().map_err(werr(&tmp))?;
@@ -138,15 +157,20 @@ pub fn write_with_id(
         path,
         snapshot_id,
         bytes,
-        records: frozen.coverage.iter().map(|c| c.records_kept).sum(),
-        overwritten: frozen.coverage.iter().map(|c| c.records_overwritten).sum(),
-        lost: frozen.coverage.iter().map(|c| c.records_lost).sum(),
+        records: manifest.coverage.iter().map(|c| c.records_kept).sum(),
+        overwritten: manifest
+            .coverage
+            .iter()
+            .map(|c| c.records_overwritten)
+            .sum(),
+        lost: manifest.coverage.iter().map(|c| c.records_lost).sum(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rings::Frozen;
 
     #[test]
     fn names() {

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! header     magic "FLTRSNAP" (8) | version u32 = 1 | flags u32 = 0 | manifest_len u64
-//! manifest   manifest_len bytes of UTF-8 JSON (see `manifest::Manifest`), at most 64 MiB
+//! manifest   manifest_len bytes of UTF-8 JSON (see `manifest::Manifest`), at most 64 MiB; the
+//!            JSON may be followed by spaces (room a writer kept to rewrite it)
 //! section*   tag u32 = 1 | cpu u32 | record_count u64 | compressed_len u64 | uncompressed_len u64
 //!            followed by compressed_len bytes: one zstd frame (with content checksum) holding
 //!            record_count records of 96 bytes (`Record`), in time order;
@@ -89,22 +90,22 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// Writes a snapshot file: header and manifest first, then one section per CPU stream.
 pub struct SnapshotWriter<W: Write> {
     out: CountingWriter<W>,
+    book: Book,
+}
+
+/// What the trailer needs, kept apart from the output so a [`StreamWriter`] can borrow both.
+struct Book {
     sections: u32,
     level: i32,
+    /// Header and manifest (with its padding) as written: the start of the checksummed bytes.
+    head: Vec<u8>,
+    /// CRC-32 of the section headers, in file order.
+    sections_crc: crc32fast::Hasher,
 }
 
 struct CountingWriter<W> {
     inner: W,
     written: u64,
-    crc: crc32fast::Hasher,
-}
-
-impl<W: Write> CountingWriter<W> {
-    /// Writes bytes covered by the metadata checksum.
-    fn write_meta(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.crc.update(buf);
-        self.write_all(buf)
-    }
 }
 
 impl<W: Write> Write for CountingWriter<W> {
@@ -118,67 +119,188 @@ impl<W: Write> Write for CountingWriter<W> {
     }
 }
 
+impl<W: Write + Seek> CountingWriter<W> {
+    /// Overwrites `bytes` at `pos` (already written) and comes back to the end.
+    fn patch(&mut self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        self.inner.seek(SeekFrom::Start(pos))?;
+        self.inner.write_all(bytes)?;
+        self.inner.seek(SeekFrom::Start(self.written))?;
+        Ok(())
+    }
+}
+
+/// The bytes of `records`, as they are stored in a stream.
+fn records_as_bytes(records: &[Record]) -> &[u8] {
+    // SAFETY: `Record` is `repr(C)`, made of integers only, without padding (its size is checked
+    // against the sum of its fields by a const assert in the crate root), so every byte of a
+    // slice of records is initialised.
+    unsafe { std::slice::from_raw_parts(records.as_ptr() as *const u8, size_of_val(records)) }
+}
+
+fn section_header(
+    cpu: u32,
+    records: u64,
+    compressed_len: u64,
+) -> [u8; SECTION_HEADER_LEN as usize] {
+    let mut sh = [0u8; SECTION_HEADER_LEN as usize];
+    sh[0..4].copy_from_slice(&TAG_STREAM.to_le_bytes());
+    sh[4..8].copy_from_slice(&cpu.to_le_bytes());
+    sh[8..16].copy_from_slice(&records.to_le_bytes());
+    sh[16..24].copy_from_slice(&compressed_len.to_le_bytes());
+    sh[24..32].copy_from_slice(&(records * RECORD_SIZE as u64).to_le_bytes());
+    sh
+}
+
+fn manifest_json(manifest: &Manifest, room: usize) -> Result<Vec<u8>, FormatError> {
+    let mut json = serde_json::to_vec(manifest)?;
+    let len = json.len();
+    if (len + room) as u64 > MAX_MANIFEST_LEN {
+        return Err(FormatError::Corrupt(format!(
+            "manifest of {} bytes exceeds the {} byte limit",
+            len + room,
+            MAX_MANIFEST_LEN
+        )));
+    }
+    // JSON allows trailing whitespace: the padding is room for a rewrite of the same length.
+    json.resize(len + room, b' ');
+    Ok(json)
+}
+
 impl<W: Write> SnapshotWriter<W> {
     /// Starts a file with `manifest`, compressing streams at zstd `level`.
     pub fn new(inner: W, manifest: &Manifest, level: i32) -> Result<Self, FormatError> {
-        let json = serde_json::to_vec(manifest)?;
-        if json.len() as u64 > MAX_MANIFEST_LEN {
-            return Err(FormatError::Corrupt(format!(
-                "manifest of {} bytes exceeds the {} byte limit",
-                json.len(),
-                MAX_MANIFEST_LEN
-            )));
-        }
-        let mut out = CountingWriter {
-            inner,
-            written: 0,
-            crc: crc32fast::Hasher::new(),
-        };
-        out.write_meta(&MAGIC)?;
-        out.write_meta(&FORMAT_VERSION.to_le_bytes())?;
-        out.write_meta(&0u32.to_le_bytes())?;
-        out.write_meta(&(json.len() as u64).to_le_bytes())?;
-        out.write_meta(&json)?;
+        Self::with_room(inner, manifest, level, 0)
+    }
+
+    /// Like [`SnapshotWriter::new`], with `room` bytes of whitespace after the manifest's JSON
+    /// so that [`SnapshotWriter::rewrite_manifest`] can replace it by a longer one.
+    pub fn with_room(
+        inner: W,
+        manifest: &Manifest,
+        level: i32,
+        room: usize,
+    ) -> Result<Self, FormatError> {
+        let json = manifest_json(manifest, room)?;
+        let mut head = Vec::with_capacity(HEADER_LEN as usize + json.len());
+        head.extend_from_slice(&MAGIC);
+        head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        head.extend_from_slice(&0u32.to_le_bytes());
+        head.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        head.extend_from_slice(&json);
+        let mut out = CountingWriter { inner, written: 0 };
+        out.write_all(&head)?;
         Ok(SnapshotWriter {
             out,
-            sections: 0,
-            level,
+            book: Book {
+                sections: 0,
+                level,
+                head,
+                sections_crc: crc32fast::Hasher::new(),
+            },
         })
     }
 
     /// Appends the record stream of one CPU. Records should be in time order.
     pub fn write_stream(&mut self, cpu: u32, records: &[Record]) -> Result<(), FormatError> {
-        let mut raw = Vec::with_capacity(records.len() * RECORD_SIZE);
-        for r in records {
-            raw.extend_from_slice(r.as_bytes());
-        }
-        let mut enc = zstd::bulk::Compressor::new(self.level)?;
+        let mut enc = zstd::bulk::Compressor::new(self.book.level)?;
         enc.include_checksum(true)?;
         enc.include_contentsize(true)?;
-        let compressed = enc.compress(&raw)?;
-        let mut sh = [0u8; SECTION_HEADER_LEN as usize];
-        sh[0..4].copy_from_slice(&TAG_STREAM.to_le_bytes());
-        sh[4..8].copy_from_slice(&cpu.to_le_bytes());
-        sh[8..16].copy_from_slice(&(records.len() as u64).to_le_bytes());
-        sh[16..24].copy_from_slice(&(compressed.len() as u64).to_le_bytes());
-        sh[24..32].copy_from_slice(&(raw.len() as u64).to_le_bytes());
-        self.out.write_meta(&sh)?;
+        let compressed = enc.compress(records_as_bytes(records))?;
+        let sh = section_header(cpu, records.len() as u64, compressed.len() as u64);
+        self.out.write_all(&sh)?;
         self.out.write_all(&compressed)?;
-        self.sections += 1;
+        self.book.sections_crc.update(&sh);
+        self.book.sections += 1;
         Ok(())
     }
 
     /// Writes the trailer and returns the inner writer.
     pub fn finish(mut self) -> Result<W, FormatError> {
         let len = self.out.written;
-        let crc = self.out.crc.clone().finalize();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&self.book.head);
+        crc.combine(&self.book.sections_crc);
+        let crc = crc.finalize();
         self.out.write_all(&TAG_END.to_le_bytes())?;
-        self.out.write_all(&self.sections.to_le_bytes())?;
+        self.out.write_all(&self.book.sections.to_le_bytes())?;
         self.out.write_all(&len.to_le_bytes())?;
         self.out.write_all(&crc.to_le_bytes())?;
         self.out.write_all(&0u32.to_le_bytes())?;
         self.out.flush()?;
         Ok(self.out.inner)
+    }
+}
+
+impl<W: Write + Seek> SnapshotWriter<W> {
+    /// Replaces the manifest by `manifest`, which must fit in the room the file was started
+    /// with (its JSON at most as long as the first one plus the `room` of
+    /// [`SnapshotWriter::with_room`]). For facts learnt while the streams were written.
+    pub fn rewrite_manifest(&mut self, manifest: &Manifest) -> Result<(), FormatError> {
+        let reserved = self.book.head.len() - HEADER_LEN as usize;
+        let mut json = serde_json::to_vec(manifest)?;
+        if json.len() > reserved {
+            return Err(FormatError::Corrupt(format!(
+                "rewritten manifest of {} bytes does not fit the {reserved} bytes reserved",
+                json.len()
+            )));
+        }
+        json.resize(reserved, b' ');
+        self.out.patch(HEADER_LEN, &json)?;
+        self.book.head.truncate(HEADER_LEN as usize);
+        self.book.head.extend_from_slice(&json);
+        Ok(())
+    }
+
+    /// Starts the record stream of `cpu`: records given to the returned writer are compressed
+    /// as they come, so a stream of any length costs the compressor's buffers only. The section
+    /// header is filled in by [`StreamWriter::finish`]; a stream not finished leaves a file that
+    /// fails to decode.
+    pub fn begin_stream(&mut self, cpu: u32) -> Result<StreamWriter<'_, W>, FormatError> {
+        let header_pos = self.out.written;
+        self.out.write_all(&[0u8; SECTION_HEADER_LEN as usize])?;
+        let mut enc = zstd::stream::write::Encoder::new(&mut self.out, self.book.level)?;
+        enc.include_checksum(true)?;
+        Ok(StreamWriter {
+            enc,
+            book: &mut self.book,
+            cpu,
+            header_pos,
+            records: 0,
+        })
+    }
+}
+
+/// One CPU's record stream being compressed into a file (see [`SnapshotWriter::begin_stream`]).
+pub struct StreamWriter<'a, W: Write + Seek> {
+    enc: zstd::stream::write::Encoder<'static, &'a mut CountingWriter<W>>,
+    book: &'a mut Book,
+    cpu: u32,
+    header_pos: u64,
+    records: u64,
+}
+
+impl<W: Write + Seek> StreamWriter<'_, W> {
+    /// Appends `records` (in time order, after those appended before).
+    pub fn write(&mut self, records: &[Record]) -> Result<(), FormatError> {
+        self.enc.write_all(records_as_bytes(records))?;
+        self.records += records.len() as u64;
+        Ok(())
+    }
+
+    /// Records appended so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Ends the zstd frame and fills in the section header.
+    pub fn finish(self) -> Result<(), FormatError> {
+        let out = self.enc.finish()?;
+        let data = self.header_pos + SECTION_HEADER_LEN;
+        let sh = section_header(self.cpu, self.records, out.written - data);
+        out.patch(self.header_pos, &sh)?;
+        self.book.sections_crc.update(&sh);
+        self.book.sections += 1;
+        Ok(())
     }
 }
 

@@ -623,6 +623,17 @@ pub mod filter {
     pub const FOLLOW_CHILDREN: u32 = 8;
 }
 
+/// What the syscall programs do, set at load time: record (always, outside benchmarks), or one
+/// of the two floors `bench/syscall_overhead.sh` measures recording against.
+pub mod floor {
+    /// Record events (the default).
+    pub const RECORD: u32 = 0;
+    /// Return at once: the cost of the attach points themselves.
+    pub const EMPTY: u32 = 1;
+    /// Read the clock once and return: the least a timestamped recorder can do.
+    pub const CLOCK: u32 = 2;
+}
+
 /// Kernel structure offsets resolved from the running kernel's BTF at load time and handed to the
 /// eBPF programs, so the object never bakes in one kernel's layout. `u32::MAX` marks "absent".
 #[repr(C)]

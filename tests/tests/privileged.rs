@@ -321,6 +321,81 @@ fn snapshots_under_load_lose_nothing_across_epoch_flips() {
     );
 }
 
+/// The daemon's snapshot path reads the frozen rings in batches into the file instead of
+/// copying the epoch first: under load, with the ring wrapped and every class on (so irq and
+/// softirq programs nest inside others and publish out of time order), each CPU's stream must
+/// hold every slot published in its window exactly once, in time order, as the manifest counts.
+#[test]
+fn streamed_snapshot_of_wrapped_rings_holds_every_published_slot_in_time_order() {
+    let Some(_p) =
+        privileged("streamed_snapshot_of_wrapped_rings_holds_every_published_slot_in_time_order")
+    else {
+        return;
+    };
+    let rec = TestRecorder::start("stream", |c| {
+        c.recorder.ring_size = "6MiB".into(); // 65,536 records: several reorder batches
+    });
+    let slots = rec.rings().slots();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_workload"))
+        .args(["getppid", "3000000", "0"])
+        .spawn()
+        .unwrap();
+    // Until the workload's CPU has wrapped its ring at least once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rec.rings().status()[0].overwritten == 0 {
+        assert!(std::time::Instant::now() < deadline, "ring 0 never wrapped");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let trigger = schemas::manifest::TriggerInfo {
+        source: "test".into(),
+        reason: "stream".into(),
+        fields: Default::default(),
+    };
+    let frozen = rec.rings().freeze_epoch();
+    let w = flightrec::snapshot::write(&frozen, &rec.config, &rec.dir, Some("stream"), trigger)
+        .expect("write snapshot");
+    drop(frozen);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut f = std::fs::File::open(&w.path).unwrap();
+    let (m, streams) = schemas::file::Snapshot::read_all(&mut f).unwrap();
+    assert_eq!(streams.len(), m.coverage.len());
+    for (recs, c) in streams.iter().zip(&m.coverage) {
+        let held_from = c.window_start.max(c.window_end.saturating_sub(slots));
+        assert_eq!(recs.len() as u64, c.records_kept, "cpu {}", c.cpu);
+        assert_eq!(c.records_lost, 0, "cpu {}: records lost", c.cpu);
+        assert_eq!(
+            c.records_kept + c.records_lost,
+            c.window_end - held_from,
+            "cpu {}: kept + lost is not the held window",
+            c.cpu
+        );
+        assert!(
+            recs.windows(2).all(|p| p[0].ts_ns <= p[1].ts_ns),
+            "cpu {}: stream out of time order",
+            c.cpu
+        );
+        let mut seqs: Vec<u64> = recs.iter().map(|r| r.seq - 1).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), recs.len(), "cpu {}: a slot twice", c.cpu);
+        assert!(
+            seqs.iter().all(|&i| (held_from..c.window_end).contains(&i)),
+            "cpu {}: a record from outside the window",
+            c.cpu
+        );
+        assert_eq!(c.oldest_ts_ns, recs.first().map(|r| r.ts_ns));
+        assert_eq!(c.newest_ts_ns, recs.last().map(|r| r.ts_ns));
+    }
+    let c0 = &m.coverage[0];
+    assert!(c0.records_overwritten > 0 && c0.records_kept == slots);
+    assert_eq!(
+        w.records,
+        m.coverage.iter().map(|c| c.records_kept).sum::<u64>()
+    );
+}
+
 #[test]
 fn restart_adopts_pinned_rings_and_stale_pins_are_replaced() {
     let Some(_p) = privileged("restart_adopts_pinned_rings_and_stale_pins_are_replaced") else {

@@ -29,6 +29,10 @@ pub(crate) struct RecordArgs {
     /// exit.
     #[arg(long)]
     check_config: bool,
+    /// Benchmarks only: the syscall programs return at once (`empty`) or after one clock read
+    /// (`clock`) instead of recording, for the floors of bench/syscall_overhead.sh.
+    #[arg(long, hide = true, value_parser = ["empty", "clock"])]
+    bench_floor: Option<String>,
 }
 
 pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
@@ -42,7 +46,15 @@ pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
     if let Some(addr) = args.hook_listen {
         config.hook.listen = addr;
     }
+    config.syscall_floor = match args.bench_floor.as_deref() {
+        Some("empty") => schemas::floor::EMPTY,
+        Some(_) => schemas::floor::CLOCK,
+        None => schemas::floor::RECORD,
+    };
     config.check()?;
+    if let Some(note) = config.ring_size_note()? {
+        eprintln!("flightrec: {note}");
+    }
     if args.check_config {
         println!("{}", toml::to_string_pretty(&config.redacted())?);
         eprintln!(

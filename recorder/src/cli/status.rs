@@ -34,11 +34,14 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "daemon pid {} up {:.0}s, epoch {}, rings {} per CPU{}, classes {}",
+        "daemon pid {} up {:.0}s, epoch {}, rings {} per CPU and epoch ({} records of {} \
+         bytes){}, classes {}",
         st.pid,
         st.uptime_s,
         st.epoch,
         fmt_bytes(st.ring_bytes),
+        st.ring_bytes / schemas::RECORD_SIZE as u64,
+        schemas::RECORD_SIZE,
         if st.adopted {
             " (adopted from a previous run)"
         } else {
@@ -71,9 +74,11 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
     if let Some(c) = &st.collector {
         print_collector(c);
     }
+    // `window` is the time the held records span; `at rate` the time a full ring spans at the
+    // CPU's current event rate (what a snapshot taken after that long would hold).
     println!(
-        "{:>4} {:>7} {:>10} {:>12} {:>12} {:>12}",
-        "cpu", "fill", "window", "events/s", "held", "overwritten"
+        "{:>4} {:>7} {:>10} {:>12} {:>10} {:>12} {:>12}",
+        "cpu", "fill", "window", "events/s", "at rate", "held", "overwritten"
     );
     for c in &st.cpus {
         let window = match (c.oldest_ts_ns, c.newest_ts_ns) {
@@ -81,17 +86,32 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
             _ => "-".into(),
         };
         let rate = st.rates.get(c.cpu as usize).copied().unwrap_or(0.0);
+        let at_rate = if rate >= 1.0 {
+            fmt_span(c.capacity as f64 / rate)
+        } else {
+            "-".into()
+        };
         println!(
-            "{:>4} {:>6.1}% {:>10} {:>12.0} {:>12} {:>12}",
+            "{:>4} {:>6.1}% {:>10} {:>12.0} {:>10} {:>12} {:>12}",
             c.cpu,
             100.0 * c.held as f64 / c.capacity as f64,
             window,
             rate,
+            at_rate,
             c.held,
             c.overwritten
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A span of seconds, in the unit that keeps it readable.
+fn fmt_span(s: f64) -> String {
+    match s {
+        s if s >= 3600.0 => format!("{:.1}h", s / 3600.0),
+        s if s >= 60.0 => format!("{:.1}m", s / 60.0),
+        s => format!("{s:.3}s"),
+    }
 }
 
 fn print_collector(c: &flightrec_uplink::CollectorStatus) {

@@ -55,10 +55,9 @@ pub(super) fn take_snapshot(
         Some(d) => super::access::approved_dir(&shared.config.recorder, &d)?,
         None => shared.config.recorder.spool_dir.clone(),
     };
-    let frozen = {
-        let rings = shared.rings.lock().unwrap_or_else(|e| e.into_inner());
-        rings.freeze()
-    };
+    // The rings stay locked while the frozen epoch is read from them into the file.
+    let rings = shared.rings.lock().unwrap_or_else(|e| e.into_inner());
+    let frozen = rings.freeze_epoch();
     shared
         .governor
         .lock()
@@ -80,11 +79,9 @@ pub(super) fn take_snapshot(
 /// Freezes (joining a kernel freeze if one waits), writes the snapshot of an admitted trigger
 /// to the spool dir, and records its state.
 pub(super) fn take_triggered(shared: &Shared, id: &str, trigger: Trigger) {
-    let frozen = shared
-        .rings
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .freeze();
+    // The rings stay locked while the frozen epoch is read from them into the file.
+    let rings = shared.rings.lock().unwrap_or_else(|e| e.into_inner());
+    let frozen = rings.freeze_epoch();
     shared
         .governor
         .lock()

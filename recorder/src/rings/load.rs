@@ -84,8 +84,13 @@ enum NotAdoptable {
 
 /// Stable hash of what decides whether pinned programs match a config (FNV-1a over JSON).
 fn config_hash(config: &Config, slots: u64) -> u64 {
-    let text = serde_json::to_string(&(&config.events, &config.filter, &config.rules, slots))
+    let mut text = serde_json::to_string(&(&config.events, &config.filter, &config.rules, slots))
         .expect("serialisable");
+    // Only a benchmark floor changes the text, so recording daemons keep adopting the pins of
+    // earlier versions.
+    if config.syscall_floor != schemas::floor::RECORD {
+        text.push_str(&format!(" floor {}", config.syscall_floor));
+    }
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
@@ -191,6 +196,7 @@ impl Rings {
             created_realtime_ns,
             rule_hits,
             pins,
+            copying: std::sync::Mutex::new(()),
             _ebpf: ebpf,
         }
     }
@@ -278,6 +284,7 @@ impl Rings {
             .override_global("FILTER_MODE", &mode, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("RULE_KINDS", &kinds, true)
+            .override_global("SYSCALL_FLOOR", &config.syscall_floor, true)
             .map_max_entries("RING", ring_entries)
             .map_max_entries("HEADS", n_rings)
             .load(EBPF_OBJECT)
@@ -467,4 +474,25 @@ pub fn teardown(dir: &Path) -> Result<bool, SetupError> {
     pin_dir::clear(dir)?;
     std::fs::remove_dir(dir).map_err(pin_dir_err(dir, "removing the directory"))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins made by a recording daemon of the version before the floors existed are adopted:
+    /// the hash of a recording configuration is what it was; a floor's differs.
+    #[test]
+    fn only_a_bench_floor_changes_the_config_hash() {
+        let mut c = Config::default();
+        let text = serde_json::to_string(&(&c.events, &c.filter, &c.rules, 1024u64)).unwrap();
+        let before = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        assert_eq!(config_hash(&c, 1024), before);
+        c.syscall_floor = schemas::floor::EMPTY;
+        let empty = config_hash(&c, 1024);
+        c.syscall_floor = schemas::floor::CLOCK;
+        assert!(empty != before && config_hash(&c, 1024) != empty);
+    }
 }

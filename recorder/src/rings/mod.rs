@@ -31,6 +31,7 @@
 //! to read it.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::Ebpf;
@@ -46,7 +47,7 @@ mod pin_dir;
 mod status;
 mod tables;
 
-pub use freeze::Frozen;
+pub use freeze::{Emitted, Frozen, FrozenEpoch, FrozenRecords};
 pub use load::{possible_cpus, teardown};
 pub use pin_dir::{PIN_DIR_MODE, PinDirRefused, PinLock};
 pub use schemas::clock::{monotonic_ns, realtime_ns};
@@ -65,6 +66,8 @@ pub struct Rings {
     rule_hits: Option<RingBuf<MapData>>,
     // The pin directory, locked while the rings live: one daemon per pin directory.
     pins: PinLock,
+    // Held while a frozen epoch is being read: a second freeze would flip writers back into it.
+    copying: Mutex<()>,
     // Keeps the programs loaded for the life of the process (links are pinned as well).
     _ebpf: Option<Ebpf>,
 }
@@ -143,6 +146,28 @@ impl Rings {
         let seq2 =
             unsafe { AtomicU64::from_ptr(&raw const (*p).seq as *mut u64) }.load(Ordering::Acquire);
         (seq1 == idx + 1 && seq2 == seq1).then_some(rec)
+    }
+
+    /// The publication word of slot `idx`.
+    fn seq(&self, epoch: u32, cpu: u32, idx: u64) -> u64 {
+        let p = self.slot(epoch, cpu, idx);
+        // SAFETY: `p` is inside the mapping; `seq` is an aligned u64 the kernel writes.
+        unsafe { AtomicU64::from_ptr(&raw const (*p).seq as *mut u64) }.load(Ordering::Acquire)
+    }
+
+    /// Whether slot `idx` holds the record published with that index (without copying it).
+    fn published(&self, epoch: u32, cpu: u32, idx: u64) -> bool {
+        self.seq(epoch, cpu, idx) == idx + 1
+    }
+
+    /// The timestamp of slot `idx` if it holds the record published with that index.
+    fn slot_ts(&self, epoch: u32, cpu: u32, idx: u64) -> Option<u64> {
+        let p = self.slot(epoch, cpu, idx);
+        let seq1 = self.seq(epoch, cpu, idx);
+        // SAFETY: `p` is inside the mapping; a torn read is rejected by the seq checks.
+        let ts = unsafe { std::ptr::read_volatile(&raw const (*p).ts_ns) };
+        let seq2 = self.seq(epoch, cpu, idx);
+        (seq1 == idx + 1 && seq2 == seq1).then_some(ts)
     }
 
     /// Ring indexes of the current window of (epoch, cpu): where the window started, the oldest

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Daemon memory and time while it writes a snapshot of full rings.
+#
+#   bash bench/snapshot_memory.sh            (as root, from anywhere)
+#
+# For each ring size in SIZES (per CPU and epoch, default "96MiB 48MiB"): starts `flightrec
+# record` with only the syscalls class, fills every CPU's ring with a getpid storm (the ring
+# wraps), then REPS times: refills the rings and takes a snapshot with `flightrec snapshot
+# record`, sampling the daemon's RssAnon (/proc/PID/status) every 5 ms while it runs. Prints per
+# size the median and worst peak RssAnon during the snapshots, RssAnon before them, and the
+# median wall time of `snapshot record` (freeze, copy, compress, fsync, rename).
+#
+# Targets (docs/benchmarks.md): RssAnon < 40 MiB during a snapshot of 2 x 96 MiB rings;
+# < 0.3 s for 96 MiB of rings (2 CPUs x 48 MiB).
+#
+# Environment: SIZES, REPS (default 5), FLIGHTREC (binary, default target/release/flightrec,
+# built when missing or older than its sources).
+set -euo pipefail
+
+SIZES=${SIZES:-"96MiB 48MiB"}
+REPS=${REPS:-5}
+
+PIN_DIR=/sys/fs/bpf/flightrec-bench-snap
+SOCKET=/tmp/flightrec-bench-snap.sock
+
+script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd -- "$script_dir/.." && pwd)
+bin=${FLIGHTREC:-$root/target/release/flightrec}
+
+die() {
+    echo "snapshot_memory: $*" >&2
+    exit 1
+}
+note() { echo "snapshot_memory: $*" >&2; }
+
+if [[ $EUID -ne 0 ]]; then
+    die "must run as root (it loads eBPF programs): sudo bash bench/snapshot_memory.sh"
+fi
+[[ $REPS =~ ^[0-9]+$ ]] && ((REPS > 0)) || die "REPS must be a positive integer, got '$REPS'"
+for tool in gcc awk sort; do
+    command -v "$tool" >/dev/null || die "needs $tool in PATH"
+done
+ncpu=$(nproc --all)
+
+tmp=""
+daemon_pid=""
+sampler_pid=""
+
+stop_daemon() {
+    [[ -n $daemon_pid ]] || return 0
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$daemon_pid" 2>/dev/null || break
+        if ((i % 10 == 0)); then kill -INT "$daemon_pid" 2>/dev/null || true; fi
+        sleep 0.05
+    done
+    if kill -0 "$daemon_pid" 2>/dev/null; then
+        note "daemon $daemon_pid ignored SIGINT for 5 s; sending SIGKILL"
+        kill -KILL "$daemon_pid" 2>/dev/null || true
+    fi
+    wait "$daemon_pid" 2>/dev/null || true
+    daemon_pid=""
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [[ -n $sampler_pid ]]; then kill "$sampler_pid" 2>/dev/null; wait "$sampler_pid" 2>/dev/null; fi
+    stop_daemon
+    if [[ -e $PIN_DIR ]]; then
+        "$bin" teardown --pin-dir "$PIN_DIR" >/dev/null 2>&1 || note "flightrec teardown failed"
+    fi
+    rm -f -- "$SOCKET"
+    [[ -n $tmp ]] && rm -rf -- "$tmp"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [[ -z ${FLIGHTREC:-} ]]; then
+    if [[ ! -x $bin ]] || [[ -n $(find "$root/recorder" "$root/schemas" -type f -newer "$bin" -print -quit) ]]; then
+        note "building flightrec (cargo build --release -p flightrec)"
+        (cd -- "$root" && cargo build --release -p flightrec) || die "cargo build failed"
+    fi
+fi
+[[ -x $bin ]] || die "no flightrec binary at $bin"
+
+if [[ -e $PIN_DIR || -e $SOCKET ]]; then
+    note "removing stale $PIN_DIR / $SOCKET from an earlier run"
+    "$bin" teardown --pin-dir "$PIN_DIR" >/dev/null 2>&1 || true
+    rm -f -- "$SOCKET"
+fi
+
+tmp=$(mktemp -d /tmp/flightrec-bench-snap.XXXXXX)
+gcc -O2 -Wall -Wextra -o "$tmp/getpid_loop" "$script_dir/getpid_loop.c" || die "compiling getpid_loop.c failed"
+mkdir -m 0750 "$tmp/spool"
+cat >"$tmp/flightrec.toml" <<EOF
+[recorder]
+spool_dir = "$tmp/spool"
+[events]
+syscalls = true
+sched = false
+process = false
+block = false
+irq = false
+EOF
+
+rss_anon_kb() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status"; }
+
+fill() {
+    # Two records per call: `calls` calls wrap a ring of `slots` records by a quarter.
+    local calls=$1 cpu pids=()
+    for ((cpu = 0; cpu < ncpu; cpu++)); do
+        "$tmp/getpid_loop" "$cpu" "$calls" 1 >/dev/null &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+maximum() { printf '%s\n' "$@" | sort -g | tail -n 1; }
+
+echo "snapshot_memory: $(date -u +%Y-%m-%dT%H:%M:%SZ), kernel $(uname -r), $ncpu CPUs, $REPS snapshots per size, $bin"
+declare -a report=()
+for size in $SIZES; do
+    "$bin" record --config "$tmp/flightrec.toml" --pin-dir "$PIN_DIR" --socket "$SOCKET" \
+        --ring-size "$size" >>"$tmp/daemon.log" 2>&1 &
+    daemon_pid=$!
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$daemon_pid" 2>/dev/null || { tail -n 20 "$tmp/daemon.log" >&2; die "flightrec record exited (log above)"; }
+        "$bin" status --socket "$SOCKET" >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    capacity=$("$bin" status --socket "$SOCKET" --json | grep -o '"capacity": *[0-9]*' | head -n 1 | tr -dc 0-9)
+    [[ -n $capacity ]] || die "cannot read the ring capacity from flightrec status --json"
+    calls=$((capacity * 5 / 8))
+    declare -a peaks=() times=() before=()
+    for ((r = 0; r < REPS; r++)); do
+        fill "$calls"
+        held=$("$bin" status --socket "$SOCKET" --json | grep -o '"held": *[0-9]*' | tr -dc '0-9\n' | sort -n | head -n 1)
+        ((held >= capacity * 9 / 10)) || die "rings hold only $held of $capacity records after the storm"
+        before+=("$(rss_anon_kb "$daemon_pid")")
+        (
+            peak=0
+            while :; do
+                v=$(awk '/^RssAnon:/ { print $2 }' "/proc/$daemon_pid/status" 2>/dev/null) || break
+                ((v > peak)) && peak=$v
+                echo "$peak" >"$tmp/peak.new" && mv -f "$tmp/peak.new" "$tmp/peak"
+                sleep 0.005
+            done
+        ) &
+        sampler_pid=$!
+        until [[ -s $tmp/peak ]]; do sleep 0.01; done
+        t0=$(date +%s%N)
+        "$bin" snapshot record --socket "$SOCKET" --name bench >"$tmp/snap.out" 2>&1 ||
+            { cat "$tmp/snap.out" >&2; die "snapshot record failed"; }
+        t1=$(date +%s%N)
+        sleep 0.05
+        kill "$sampler_pid" 2>/dev/null || true
+        wait "$sampler_pid" 2>/dev/null || true
+        sampler_pid=""
+        peaks+=("$(cat "$tmp/peak")")
+        rm -f -- "$tmp/peak"
+        times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')")
+        file=$(tail -n 1 "$tmp/snap.out")
+        printf '%s round %d/%d: RssAnon before %s KiB, peak %s KiB, snapshot %s s, file %s bytes\n' \
+            "$size" $((r + 1)) "$REPS" "${before[r]}" "${peaks[r]}" "${times[r]}" "$(stat -c %s "$file" 2>/dev/null || echo '?')"
+        rm -f -- "$tmp"/spool/*.frs
+    done
+    stop_daemon
+    "$bin" teardown --pin-dir "$PIN_DIR" >/dev/null 2>&1 || die "flightrec teardown failed"
+    report+=("$(printf '%-8s %6d x %-8s %14s %14s %14s %12s' "$size" "$ncpu" "$capacity" \
+        "$(median "${before[@]}")" "$(median "${peaks[@]}")" "$(maximum "${peaks[@]}")" "$(median "${times[@]}")")")
+    unset peaks times before
+done
+
+echo
+printf '%-8s %-17s %14s %14s %14s %12s\n' ring "CPUs x records" "RssAnon before" "peak (median)" "peak (max)" "time (s)"
+printf '%s\n' "${report[@]}"
+echo "(RssAnon in KiB; medians of $REPS snapshots; targets: peak < 40960 KiB at 96MiB per CPU on 2 CPUs, < 0.3 s for 96 MiB of rings in all)"
