@@ -71,6 +71,24 @@ pub struct Config {
     pub rules: Vec<triggers::rules::RuleConfig>,
     /// Upload to a collector and group triggers.
     pub collector: flightrec_uplink::CollectorConfig,
+    /// What the statedump of each snapshot holds beyond processes and threads.
+    pub statedump: StatedumpConfig,
+}
+
+/// `[statedump]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatedumpConfig {
+    /// Record each process's open fds (path, socket addresses) so analyses name the file or
+    /// socket behind an fd. Reading other users' `/proc/PID/fd` makes the daemon keep
+    /// `CAP_SYS_PTRACE` and `CAP_DAC_READ_SEARCH`; off, it keeps no capability.
+    pub fds: bool,
+}
+
+impl Default for StatedumpConfig {
+    fn default() -> Self {
+        StatedumpConfig { fds: true }
+    }
 }
 
 /// `[recorder]`.

@@ -90,7 +90,7 @@ pub fn write_with_id(
         },
         trigger,
         coverage: frozen.coverage.clone(),
-        statedump: statedump::statedump(),
+        statedump: statedump::statedump(config.statedump.fds),
     };
     let werr = |path: &Path| {
         let path = path.to_owned();

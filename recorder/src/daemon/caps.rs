@@ -9,6 +9,10 @@
 //! - the statedump reads `/proc/PID/{status,comm,cmdline,cgroup,task}` of every process, files
 //!   every user may read; only on a `/proc` mounted with `hidepid` does root need
 //!   `CAP_SYS_PTRACE` to see other users' processes, and only then is it kept;
+//! - the statedump's open fds (`statedump.fds`, on by default) list `/proc/PID/fd` and read its
+//!   links: the directory is `0500` and owned by the process's user, and each link is checked
+//!   with `ptrace_may_access`, so root reads other users' fds only with `CAP_DAC_READ_SEARCH`
+//!   and `CAP_SYS_PTRACE`; both are kept then, and neither with `statedump.fds = false`;
 //! - snapshots, the spool and uploads are root's own files in root's own directories, reached
 //!   through their modes (an approved `snapshot_dirs` directory must let root write through its
 //!   mode: no `CAP_DAC_OVERRIDE` is kept);
@@ -23,7 +27,9 @@ use std::io;
 
 /// `CAP_SETPCAP`: needed to shrink the bounding set and set securebits.
 const CAP_SETPCAP: u32 = 8;
-/// `CAP_SYS_PTRACE`: seeing other users' processes under `hidepid`.
+/// `CAP_DAC_READ_SEARCH`: listing other users' `/proc/PID/fd` (mode `0500`).
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
+/// `CAP_SYS_PTRACE`: seeing other users' processes under `hidepid`, reading their fd links.
 pub const CAP_SYS_PTRACE: u32 = 19;
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -52,17 +58,31 @@ fn mask(caps: &[u32]) -> u64 {
     caps.iter().fold(0, |m, &c| m | (1 << c))
 }
 
-/// The capabilities the running daemon keeps here, each with why.
-pub fn needed() -> Vec<(u32, &'static str)> {
+/// The capabilities the running daemon keeps here, each with why; `fds`: the statedump lists
+/// open fds (`statedump.fds`).
+pub fn needed(fds: bool) -> Vec<(u32, &'static str)> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if proc_hides_pids(&mounts) {
-        vec![(
+    needed_with(fds, proc_hides_pids(&mounts))
+}
+
+fn needed_with(fds: bool, hidepid: bool) -> Vec<(u32, &'static str)> {
+    let mut keep = Vec::new();
+    if fds {
+        keep.push((
+            CAP_DAC_READ_SEARCH,
+            "statedump.fds: the statedump lists other users' /proc/PID/fd",
+        ));
+        keep.push((
+            CAP_SYS_PTRACE,
+            "statedump.fds: the statedump reads other users' fd links",
+        ));
+    } else if hidepid {
+        keep.push((
             CAP_SYS_PTRACE,
             "/proc is mounted with hidepid: the statedump reads other users' processes",
-        )]
-    } else {
-        Vec::new()
+        ));
     }
+    keep
 }
 
 /// Whether the `/proc` mount in `mounts` hides other users' processes.
@@ -170,6 +190,7 @@ pub fn names(caps: &[(u32, &str)]) -> String {
     caps.iter()
         .map(|(c, _)| match *c {
             CAP_SYS_PTRACE => "CAP_SYS_PTRACE".to_owned(),
+            CAP_DAC_READ_SEARCH => "CAP_DAC_READ_SEARCH".to_owned(),
             c => format!("capability {c}"),
         })
         .collect::<Vec<_>>()
@@ -189,6 +210,21 @@ mod tests {
         assert!(proc_hides_pids("proc /proc proc rw,hidepid=2 0 0"));
         assert!(!proc_hides_pids("proc /proc proc rw,hidepid=0 0 0"));
         assert!(!proc_hides_pids("proc /other proc rw,hidepid=2 0 0"));
+    }
+
+    #[test]
+    fn fds_keep_exactly_ptrace_and_dac_read_search() {
+        let codes = |v: Vec<(u32, &str)>| v.iter().map(|(c, _)| *c).collect::<Vec<_>>();
+        assert_eq!(
+            codes(needed_with(true, false)),
+            [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE]
+        );
+        assert_eq!(
+            codes(needed_with(true, true)),
+            [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE]
+        );
+        assert_eq!(codes(needed_with(false, true)), [CAP_SYS_PTRACE]);
+        assert!(needed_with(false, false).is_empty());
     }
 
     /// Probe 5: the daemon kept every capability. On a thread of its own (the drop is per
