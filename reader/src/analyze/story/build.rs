@@ -21,41 +21,7 @@ const MAX_BLOCKED: usize = 5;
 /// Longest wakeup chain followed.
 const MAX_CHAIN: usize = 4;
 
-/// Syscalls whose first argument is the fd they work or wait on.
-const FD_FIRST: &[&str] = &[
-    "read",
-    "write",
-    "pread64",
-    "pwrite64",
-    "readv",
-    "writev",
-    "preadv",
-    "pwritev",
-    "preadv2",
-    "pwritev2",
-    "recvfrom",
-    "sendto",
-    "recvmsg",
-    "sendmsg",
-    "recvmmsg",
-    "sendmmsg",
-    "connect",
-    "accept",
-    "accept4",
-    "fsync",
-    "fdatasync",
-    "sync_file_range",
-    "fallocate",
-    "ftruncate",
-    "flock",
-    "ioctl",
-    "epoll_wait",
-    "epoll_pwait",
-    "epoll_pwait2",
-    "splice",
-    "sendfile",
-    "getdents64",
-];
+use crate::analyze::fds::{FD_FIRST, FdNames, fd_label};
 
 /// Syscalls that read from the fd in their first argument.
 const READS: &[&str] = &[
@@ -105,6 +71,7 @@ pub(crate) struct Inputs<'a> {
     pub disks: &'a Disks,
     pub realtime_minus_monotonic_ns: i64,
     pub periods: u64,
+    pub fds: &'a FdNames,
 }
 
 fn who(tasks: &Tasks, tid: u32) -> Who {
@@ -334,17 +301,22 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
                 Some(n) if readiness && n > 0 => ready(t, iv.end),
                 _ => (None, false),
             };
+            let pid = inp.tasks.pid_of(subject.tid);
+            let fd_name = fd.and_then(|fd| inp.fds.name_at(pid, fd, from));
+            let ready_fd_name = ready_fd.and_then(|fd| inp.fds.name_at(pid, fd, iv.end));
             Blocked {
                 begin_ns: iv.start,
                 duration_ns: iv.end - iv.start,
                 syscall: name,
                 fd,
+                fd_name,
                 ret,
                 timed_out,
                 woken_by: woken_by(t, inp.tasks, iv.waker),
                 own_io: io_summary(t, from, iv.end, inp.disks, |x| x == subject.tid),
                 disk: io_summary(t, iv.start, iv.end, inp.disks, |_| true),
                 ready_fd,
+                ready_fd_name,
                 ready_fd_connected,
                 chain: chain(t, &by_tid, inp, subject.tid, iv.waker, iv.start, iv.end),
             }
@@ -619,13 +591,17 @@ fn blocked_words(s: &Story, b: &Blocked) -> String {
         w.push_str(&format!(", the longest {} in {sys}", fmt_ns(b.duration_ns)));
     }
     if let Some(fd) = b.fd {
-        w.push_str(&format!(" on fd {fd}"));
+        w.push_str(&format!(" on {}", fd_label(fd, b.fd_name.as_deref())));
     }
     match (b.ready_fd, b.ready_fd_connected) {
         (Some(fd), true) => w.push_str(&format!(
-            " until the answer on fd {fd}, a connection it had opened (connect) in its span"
+            " until the answer on {}, a connection it had opened (connect) in its span",
+            fd_label(fd, b.ready_fd_name.as_deref())
         )),
-        (Some(fd), false) => w.push_str(&format!(" until fd {fd} had data")),
+        (Some(fd), false) => w.push_str(&format!(
+            " until {} had data",
+            fd_label(fd, b.ready_fd_name.as_deref())
+        )),
         _ => {}
     }
     if b.timed_out {
