@@ -21,7 +21,7 @@ const MAX_BLOCKED: usize = 5;
 /// Longest wakeup chain followed.
 const MAX_CHAIN: usize = 4;
 
-use crate::analyze::fds::{FD_FIRST, FdNames, fd_label};
+use crate::analyze::fds::{FD_FIRST, FdNames, fd_arg, fd_label};
 
 /// Syscalls that read from the fd in their first argument.
 const READS: &[&str] = &[
@@ -152,7 +152,8 @@ fn chain(
         }
         let span = Span { begin, end };
         let (mut run, mut rq, mut blk) = (0, 0, 0);
-        let mut calls: HashMap<u64, u64> = HashMap::new();
+        // Per syscall: time, and the entry and first argument of its call that took most.
+        let mut calls: HashMap<u64, (u64, u64, u64, u64)> = HashMap::new();
         let mut longest: Option<usize> = None;
         for &i in by_tid.get(&tid).map(Vec::as_slice).unwrap_or(&[]) {
             let iv = &t.intervals[i];
@@ -171,13 +172,23 @@ fn chain(
                 }
             }
             if let Some(c) = iv.call {
-                *calls.entry(c.nr).or_default() += ns;
+                let e = calls.entry(c.nr).or_default();
+                e.0 += ns;
+                if ns > e.1 {
+                    *e = (e.0, ns, c.entry_ns, c.arg0);
+                }
             }
         }
-        let syscall = calls
+        let top = calls
             .into_iter()
-            .max_by_key(|&(nr, ns)| (ns, nr))
-            .map(|(nr, _)| name_of(nr));
+            .max_by_key(|&(nr, (ns, ..))| (ns, nr))
+            .map(|(nr, (_, _, entry, arg0))| (name_of(nr), entry, arg0));
+        let fd = top.as_ref().and_then(|(n, _, arg0)| fd_arg(n, *arg0));
+        let fd_name = match (&top, fd) {
+            (Some((_, entry, _)), Some(fd)) => inp.fds.name_at(inp.tasks.pid_of(tid), fd, *entry),
+            _ => None,
+        };
+        let syscall = top.map(|(n, ..)| n);
         if run + rq + blk == 0 {
             // A thread with no scheduling events in the span (a kernel worker that woke it
             // from a context the trace does not show): nothing more to tell.
@@ -192,6 +203,8 @@ fn chain(
             runnable_ns: rq,
             blocked_ns: blk,
             syscall,
+            fd,
+            fd_name,
             io,
         });
         // Follow on only while this link itself mostly waited for someone else.
@@ -623,14 +636,17 @@ fn blocked_words(s: &Story, b: &Blocked) -> String {
         ));
     }
     if let Some(l) = b.chain.first() {
+        let on = l.fd.map_or(String::new(), |fd| {
+            format!(" on {}", fd_label(fd, l.fd_name.as_deref()))
+        });
         let doing = match (&l.syscall, &l.io) {
             (Some(sys), Some(io)) => format!(
-                "in {sys}, with {} requests on {} of up to {}",
+                "in {sys}{on}, with {} requests on {} of up to {}",
                 io.requests,
                 io.device,
                 fmt_ns(io.max_ns)
             ),
-            (Some(sys), None) => format!("mostly in {sys}"),
+            (Some(sys), None) => format!("mostly in {sys}{on}"),
             (None, _) => format!("running {}", fmt_ns(l.running_ns)),
         };
         w.push_str(&format!(

@@ -216,6 +216,12 @@ pub struct Link {
     /// The syscall it spent most of the time in, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscall: Option<String>,
+    /// The fd of that syscall's longest call, for syscalls whose first argument is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i64>,
+    /// The file or socket behind `fd`, when the snapshot knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_name: Option<String>,
     /// Block requests it issued meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub io: Option<IoSummary>,

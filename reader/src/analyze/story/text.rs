@@ -97,9 +97,13 @@ pub fn render(s: &Story, begin: u64, out: &mut impl Write) -> io::Result<()> {
                 fmt_ns(l.running_ns),
                 fmt_ns(l.runnable_ns),
                 fmt_ns(l.blocked_ns),
-                l.syscall
-                    .as_deref()
-                    .map_or(String::new(), |s| format!(" mostly in {s}")),
+                l.syscall.as_deref().map_or(String::new(), |s| format!(
+                    " mostly in {s}{}",
+                    l.fd.map_or(String::new(), |fd| format!(
+                        " on {}",
+                        fd_label(fd, l.fd_name.as_deref())
+                    ))
+                )),
             )?;
         }
     }
