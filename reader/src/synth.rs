@@ -10,7 +10,7 @@ use schemas::file::{FormatError, SnapshotWriter};
 use schemas::manifest::{CpuCoverage, Manifest, ProcessInfo, ThreadInfo, TriggerInfo};
 use schemas::{
     BlockRq, COMM_LEN, IrqHandlerEntry, IrqHandlerExit, ProcessExec, ProcessExit, ProcessFork,
-    Record, SchedSwitch, SchedWakeup, Softirq, SyscallEntry, SyscallExit,
+    Record, SchedSwitch, SchedWakeup, Softirq, SyscallEntry, SyscallExit, SyscallPath,
 };
 
 /// Encodes `ev` as the record the kernel side would have written.
@@ -36,6 +36,12 @@ pub fn encode(ev: &Event, seq: u64) -> Record {
         EventData::IrqHandlerEntry(p) => r.set_payload(p),
         EventData::IrqHandlerExit(p) => r.set_payload(p),
         EventData::SoftirqEntry(p) | EventData::SoftirqExit(p) => r.set_payload(p),
+        EventData::SyscallPath(p, cut) => {
+            r.set_payload(p);
+            if cut {
+                r.flags = schemas::record_flags::PATH_CUT;
+            }
+        }
     }
     r
 }
@@ -58,6 +64,9 @@ pub struct SnapshotBuilder {
     /// The manifest written; coverage is filled in from the events by [`SnapshotBuilder::write`].
     pub manifest: Manifest,
     cpus: BTreeMap<u32, Vec<Event>>,
+    /// cgroup v2 ids the kernel records of a thread carry (tid → id); 0 for the others, as in
+    /// files written before records carried them.
+    kernel_cgroups: BTreeMap<u32, u64>,
 }
 
 impl SnapshotBuilder {
@@ -81,7 +90,34 @@ impl SnapshotBuilder {
             .map(String::from)
             .to_vec();
         let cpus = (0..ncpu).map(|c| (c, Vec::new())).collect();
-        SnapshotBuilder { manifest, cpus }
+        SnapshotBuilder {
+            manifest,
+            cpus,
+            kernel_cgroups: BTreeMap::new(),
+        }
+    }
+
+    /// From now on, the kernel records of thread `tid` (its switches out, forks and exit) carry
+    /// cgroup id `id`, as the recorder writes them.
+    pub fn kernel_cgroup(&mut self, tid: u32, id: u64) -> &mut Self {
+        self.kernel_cgroups.insert(tid, id);
+        self
+    }
+
+    fn cgroup_of(&self, tid: u32) -> u64 {
+        self.kernel_cgroups.get(&tid).copied().unwrap_or(0)
+    }
+
+    /// The path record the kernel writes just before the entry of an open-family syscall `id`
+    /// by `t` at `ts`; `path` longer than the record holds is cut and flagged.
+    pub fn path(&mut self, ts: u64, cpu: u32, t: Task, id: u64, path: &str) -> &mut Self {
+        let mut p = SyscallPath {
+            id,
+            path: [0; schemas::SYSCALL_PATH_LEN],
+        };
+        let n = path.len().min(p.path.len() - 1);
+        p.path[..n].copy_from_slice(&path.as_bytes()[..n]);
+        self.add(ts, cpu, t, EventData::SyscallPath(p, n < path.len()))
     }
 
     /// Adds one event.
@@ -140,6 +176,7 @@ impl SnapshotBuilder {
             prev_prio: 120,
             next_prio: 120,
             prev_state,
+            prev_cgroup: self.cgroup_of(prev.1),
         });
         self.add(ts, cpu, prev, data)
     }
@@ -172,6 +209,7 @@ impl SnapshotBuilder {
             parent_pid: parent.0,
             child_tid: child.1,
             child_pid: child.0,
+            cgroup: self.cgroup_of(parent.1),
         });
         self.add(ts, cpu, parent, data)
     }
@@ -196,6 +234,7 @@ impl SnapshotBuilder {
             pid: t.0,
             prio: 120,
             _pad: 0,
+            cgroup: self.cgroup_of(t.1),
         });
         self.add(ts, cpu, t, data)
     }

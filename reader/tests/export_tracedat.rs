@@ -296,6 +296,7 @@ fn every_kind() -> SnapshotBuilder {
             parent_pid: 200,
             child_tid: 201,
             child_pid: 200,
+            cgroup: 0,
         }),
     });
     b.exec(
@@ -369,7 +370,12 @@ fn every_kind_on_two_cpus_reads_back_exactly() {
     assert_eq!(stats.events, events.len() as u64);
     assert_eq!(stats.bytes, std::fs::metadata(&out).unwrap().len());
     let names: std::collections::BTreeSet<_> = events.iter().map(|(e, _)| e.kind()).collect();
-    assert_eq!(names.len(), schemas::EventKind::ALL.len(), "every kind");
+    // Every kind but the path records, which ftrace has no event for.
+    let exported = schemas::EventKind::ALL
+        .iter()
+        .filter(|&&k| k != schemas::EventKind::SyscallPath)
+        .count();
+    assert_eq!(names.len(), exported, "every kind");
     if !have_trace_cmd(test) {
         return;
     }

@@ -8,15 +8,16 @@ use core::ptr::{addr_of, read_volatile, write_volatile};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    bpf_probe_read_kernel_str_bytes,
+    bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
 };
 use aya_ebpf::macros::{btf_tracepoint, map};
 use aya_ebpf::maps::HashMap;
 use aya_ebpf::programs::BtfTracePointContext;
 use schemas::{
     BlockRq, COMM_LEN, EXEC_FILENAME_LEN, EventKind, IRQ_NAME_LEN, IrqHandlerEntry, IrqHandlerExit,
-    KernelOffsets, ProcessExec, ProcessExit, ProcessFork, Record, SchedSwitch, SchedWakeup,
-    Softirq, SyscallEntry, SyscallExit, ctrl, filter, rule, rwbs,
+    KernelOffsets, PATH_SYSCALLS, ProcessExec, ProcessExit, ProcessFork, Record, SYSCALL_PATH_LEN,
+    SchedSwitch, SchedWakeup, Softirq, SyscallEntry, SyscallExit, SyscallPath, ctrl, filter,
+    record_flags, rule, rwbs,
 };
 
 use crate::ring::{CTRL, HEADS, NCPU, RING, SLOT_MASK};
@@ -200,10 +201,15 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let regs: *const u8 = ctx.arg(0);
-    let slot = reserve(EventKind::SyscallEntry, ts, pid_tgid).ok_or(())?;
     // One read of the block holding all six argument registers.
     let block: [u64; 8] = kread(regs, konst!(OFFSETS.regs_args_base));
     let rel = |i: usize| (konst!(OFFSETS.regs_args_rel[i]) >> 3) as usize & 7;
+    // The file name an open-family call was given, in a record of its own just before the
+    // entry, so readers can name the fd the call returns. Only these four syscalls pay for it.
+    if let Some(arg) = path_arg(id as u64) {
+        record_path(id as u64, block[rel(arg)] as *const u8, ts, pid_tgid);
+    }
+    let slot = reserve(EventKind::SyscallEntry, ts, pid_tgid).ok_or(())?;
     slot.payload(SyscallEntry {
         id: id as u64,
         args: [
@@ -217,6 +223,43 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     });
     slot.publish();
     Ok(())
+}
+
+/// Index of the path argument of syscall `id`, when it is one whose path is recorded.
+#[inline(always)]
+fn path_arg(id: u64) -> Option<usize> {
+    let mut i = 0;
+    while i < PATH_SYSCALLS.len() {
+        if PATH_SYSCALLS[i].0 == id {
+            return Some(PATH_SYSCALLS[i].1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Writes a [`SyscallPath`] record with the user string at `user_path`. A path the helper
+/// cannot read (not paged in) leaves an empty path: the record still says a name was asked for.
+#[inline(always)]
+fn record_path(id: u64, user_path: *const u8, ts: u64, pid_tgid: u64) {
+    let Some(slot) = reserve(EventKind::SyscallPath, ts, pid_tgid) else {
+        return;
+    };
+    let mut e = SyscallPath {
+        id,
+        path: [0; SYSCALL_PATH_LEN],
+    };
+    // SAFETY: the helper copes with any user address, reads at most the buffer's length and
+    // NUL-terminates what it copied.
+    let len =
+        unsafe { bpf_probe_read_user_str_bytes(user_path, &mut e.path) }.map_or(0, |b| b.len());
+    slot.payload(e);
+    if len + 1 >= SYSCALL_PATH_LEN {
+        // The buffer is full (the length excludes the NUL): the name was this long or longer.
+        // SAFETY: as in `reserve`.
+        unsafe { (*slot.rec).flags = record_flags::PATH_CUT };
+    }
+    slot.publish();
 }
 
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/syscalls.h: sys_exit(regs, ret)
@@ -275,6 +318,9 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         },
         ..SchedSwitch::default()
     };
+    // The tracepoint fires before the switch: the current task is still `prev`.
+    // SAFETY: BPF helper without preconditions.
+    e.prev_cgroup = unsafe { bpf_get_current_cgroup_id() };
     task_comm(prev, &mut e.prev_comm);
     task_comm(next, &mut e.next_comm);
     slot.payload(e);
@@ -351,6 +397,9 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
         parent_pid: kread(parent, konst!(OFFSETS.task_tgid)),
         child_tid: kread(child, konst!(OFFSETS.task_pid)),
         child_pid,
+        // The parent is current; the child starts in its cgroup.
+        // SAFETY: BPF helper without preconditions.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
         ..ProcessFork::default()
     };
     task_comm(parent, &mut e.parent_comm);
@@ -409,6 +458,9 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         tid: kread(p, konst!(OFFSETS.task_pid)),
         pid: kread(p, konst!(OFFSETS.task_tgid)),
         prio: kread(p, konst!(OFFSETS.task_prio)),
+        // The exiting task is current.
+        // SAFETY: BPF helper without preconditions.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
         ..ProcessExit::default()
     };
     task_comm(p, &mut e.comm);

@@ -5,7 +5,8 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     BlockRq, EventKind, IrqHandlerEntry, IrqHandlerExit, ProcessExec, ProcessExit, ProcessFork,
-    Record, SchedSwitch, SchedWakeup, Softirq, SyscallEntry, SyscallExit, cstr_lossy, rwbs,
+    Record, SchedSwitch, SchedWakeup, Softirq, SyscallEntry, SyscallExit, SyscallPath, cstr_lossy,
+    record_flags, rwbs,
 };
 
 /// A record that could not be decoded.
@@ -69,6 +70,9 @@ pub enum EventData {
     SoftirqEntry(Softirq),
     /// `softirq_exit`.
     SoftirqExit(Softirq),
+    /// The path argument of the open-family syscall entry that follows on the same thread, and
+    /// whether it was cut.
+    SyscallPath(SyscallPath, bool),
 }
 
 /// x86-64 name of syscall `id`, if it has one.
@@ -150,6 +154,9 @@ impl Event {
             EventKind::IrqHandlerExit => EventData::IrqHandlerExit(r.payload()),
             EventKind::SoftirqEntry => EventData::SoftirqEntry(r.payload()),
             EventKind::SoftirqExit => EventData::SoftirqExit(r.payload()),
+            EventKind::SyscallPath => {
+                EventData::SyscallPath(r.payload(), r.flags & record_flags::PATH_CUT != 0)
+            }
         };
         Ok(Event {
             ts_ns: r.ts_ns,
@@ -177,6 +184,7 @@ impl Event {
             EventData::IrqHandlerExit(_) => EventKind::IrqHandlerExit,
             EventData::SoftirqEntry(_) => EventKind::SoftirqEntry,
             EventData::SoftirqExit(_) => EventKind::SoftirqExit,
+            EventData::SyscallPath(..) => EventKind::SyscallPath,
         }
     }
 
@@ -201,6 +209,7 @@ impl Event {
             EventData::IrqHandlerExit(_) => "irq_handler_exit",
             EventData::SoftirqEntry(_) => "softirq_entry",
             EventData::SoftirqExit(_) => "softirq_exit",
+            EventData::SyscallPath(..) => "syscall_path",
         };
         fixed.to_owned()
     }
@@ -264,6 +273,11 @@ impl Event {
             EventData::IrqHandlerEntry(e) => json!({ "irq": e.irq, "name": cstr_lossy(&e.name) }),
             EventData::IrqHandlerExit(e) => json!({ "irq": e.irq, "ret": e.ret }),
             EventData::SoftirqEntry(e) | EventData::SoftirqExit(e) => json!({ "vec": e.vec }),
+            EventData::SyscallPath(e, cut) => json!({
+                "id": e.id,
+                "path": cstr_lossy(&e.path),
+                "cut": cut,
+            }),
         };
         match v {
             Value::Object(m) => m,

@@ -45,7 +45,7 @@ pub const COMM_LEN: usize = 16;
 
 /// Version of the in-kernel ring layout (maps, records, control words). Pinned state with another
 /// version is discarded at start-up rather than misread.
-pub const RING_LAYOUT_VERSION: u64 = 2;
+pub const RING_LAYOUT_VERSION: u64 = 3;
 
 /// One event as written by the eBPF programs into a ring slot, and as stored in snapshot files.
 ///
@@ -159,11 +159,16 @@ pub enum EventKind {
     SoftirqEntry = 13,
     /// `irq:softirq_exit` — payload [`Softirq`].
     SoftirqExit = 14,
+    /// The path argument of an `open`, `openat`, `openat2` or `creat` call — payload
+    /// [`SyscallPath`]. Written by the `sys_enter` program just before the call's
+    /// [`EventKind::SyscallEntry`], on the same CPU with the same timestamp, so a reader that
+    /// keeps the last path per thread hands it to the entry that follows.
+    SyscallPath = 15,
 }
 
 impl EventKind {
     /// Every kind, in value order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::SyscallEntry,
         EventKind::SyscallExit,
         EventKind::SchedSwitch,
@@ -178,12 +183,13 @@ impl EventKind {
         EventKind::IrqHandlerExit,
         EventKind::SoftirqEntry,
         EventKind::SoftirqExit,
+        EventKind::SyscallPath,
     ];
 
     /// The kind stored as `value`, if any.
     pub fn from_u16(value: u16) -> Option<EventKind> {
         match value {
-            1..=14 => Some(Self::ALL[value as usize - 1]),
+            1..=15 => Some(Self::ALL[value as usize - 1]),
             _ => None,
         }
     }
@@ -192,7 +198,7 @@ impl EventKind {
     pub fn class(self) -> EventClass {
         use EventKind::*;
         match self {
-            SyscallEntry | SyscallExit => EventClass::Syscalls,
+            SyscallEntry | SyscallExit | SyscallPath => EventClass::Syscalls,
             SchedSwitch | SchedWakeup | SchedWakeupNew => EventClass::Sched,
             ProcessFork | ProcessExec | ProcessExit => EventClass::Process,
             BlockRqIssue | BlockRqComplete => EventClass::Block,
@@ -236,6 +242,38 @@ pub struct SyscallExit {
     pub ret: i64,
 }
 
+/// Bytes of a path argument kept in a [`SyscallPath`] record, its NUL included; longer paths
+/// are cut and flagged with [`record_flags::PATH_CUT`].
+pub const SYSCALL_PATH_LEN: usize = 56;
+
+/// Bits of [`Record::flags`].
+pub mod record_flags {
+    /// A [`crate::SyscallPath`] record whose path did not fit and was cut.
+    pub const PATH_CUT: u16 = 1;
+}
+
+/// The path argument of a file-opening syscall ([`EventKind::SyscallPath`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallPath {
+    /// Syscall number (x86-64 table) of the entry this path belongs to.
+    pub id: u64,
+    /// NUL-padded path as the caller passed it (relative paths stay relative).
+    pub path: [u8; SYSCALL_PATH_LEN],
+}
+
+impl Default for SyscallPath {
+    fn default() -> Self {
+        SyscallPath {
+            id: 0,
+            path: [0; SYSCALL_PATH_LEN],
+        }
+    }
+}
+
+/// x86-64 numbers of the syscalls whose path argument is recorded, with the argument's index.
+pub const PATH_SYSCALLS: [(u64, usize); 4] = [(2, 0), (85, 0), (257, 1), (437, 1)];
+
 /// `sched:sched_switch`. The previous task is the record's `pid`/`tid`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -254,6 +292,9 @@ pub struct SchedSwitch {
     pub next_prio: i32,
     /// State of the task leaving the CPU (`TASK_*` bits; 0 = runnable, i.e. preempted).
     pub prev_state: u64,
+    /// cgroup v2 id of the task leaving the CPU, so time on CPU is charged to the right group
+    /// even when the task is gone before the snapshot's statedump (0 in older files: unknown).
+    pub prev_cgroup: u64,
 }
 
 /// `sched:sched_wakeup` and `sched:sched_wakeup_new`.
@@ -288,6 +329,8 @@ pub struct ProcessFork {
     pub child_tid: u32,
     /// Thread group id of the child (equals `parent_pid` for a new thread).
     pub child_pid: u32,
+    /// cgroup v2 id of the parent, which the child starts in (0 in older files: unknown).
+    pub cgroup: u64,
 }
 
 /// Bytes of the exec'd file name kept in a record; longer names are cut.
@@ -329,6 +372,8 @@ pub struct ProcessExit {
     pub prio: i32,
     /// Reserved, zero.
     pub _pad: u32,
+    /// cgroup v2 id of the exiting task (0 in older files: unknown).
+    pub cgroup: u64,
 }
 
 /// Bits of [`BlockRq::rwbs_flags`], normalised from the kernel's `req_flag_bits` (whose positions
@@ -415,6 +460,7 @@ payloads!(
     IrqHandlerEntry,
     IrqHandlerExit,
     Softirq,
+    SyscallPath,
 );
 
 /// Per-(epoch, CPU) ring control block, one cache line so CPUs never share one.

@@ -451,3 +451,87 @@ fn pid_filter_follows_children_and_cgroup_filter_selects_members() {
     drop(rec);
     std::fs::remove_dir(&group).expect("remove cgroup");
 }
+
+#[test]
+fn open_paths_and_cgroup_ids_are_recorded_in_the_kernel() {
+    let Some(_p) = privileged("open_paths_and_cgroup_ids_are_recorded_in_the_kernel") else {
+        return;
+    };
+    let Some(root) = flightrec::statedump::cgroup2_mount() else {
+        panic!("no cgroup2 mount");
+    };
+    let group = root.join("flightrec-test-kcgroup");
+    let _ = std::fs::remove_dir(&group);
+    std::fs::create_dir(&group).expect("create cgroup");
+    let group_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&group).unwrap());
+    let rec = TestRecorder::start("kcgroup", |c| {
+        c.recorder.ring_size = "8MiB".into();
+    });
+    // The workload opens DIR/workload.dat, writes, fsyncs and exits, all inside the group.
+    let data_dir = util::scratch_dir("kcgroup-data");
+    let file = data_dir.join("workload.dat");
+    let procs = group.join("cgroup.procs");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_workload"));
+    cmd.args(["syscalls", data_dir.to_str().unwrap()]);
+    // SAFETY: the closure only writes a file, which is async-signal-safe enough for a test.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    // The group is gone before the snapshot, as a finished job's transient group would be.
+    std::fs::remove_dir(&group).expect("remove cgroup");
+    let (_m, events) = rec.snapshot("kcgroup");
+
+    // The open's path record comes right before its entry on the same thread, same time.
+    let mine: Vec<&schemas::event::Event> = events.iter().filter(|e| e.tid == pid).collect();
+    let full = file.to_str().unwrap();
+    let at = mine
+        .iter()
+        .position(|e| matches!(e.data, EventData::SyscallPath(p, _) if full.starts_with(schemas::cstr_lossy(&p.path).as_str()) && p.path[0] == b'/'))
+        .expect("no path record of the workload's open");
+    let EventData::SyscallPath(path, cut) = mine[at].data else {
+        unreachable!()
+    };
+    let got = schemas::cstr_lossy(&path.path);
+    assert_eq!(
+        cut,
+        full.len() >= schemas::SYSCALL_PATH_LEN - 1,
+        "cut flag for {full}"
+    );
+    if !cut {
+        assert_eq!(got, full);
+    }
+    let entry = mine[at + 1];
+    assert!(
+        matches!(entry.data, EventData::SyscallEntry(s) if s.id == path.id && s.id == nr::OPENAT),
+        "the path is not followed by its openat entry: {:?}",
+        entry.data
+    );
+    assert_eq!(entry.ts_ns, mine[at].ts_ns);
+
+    // Every switch out after it joined the group (it has by its open) and its exit carry the
+    // (now removed) group's id.
+    let switches: Vec<u64> = mine[at..]
+        .iter()
+        .filter_map(|e| match e.data {
+            EventData::SchedSwitch(s) => Some(s.prev_cgroup),
+            _ => None,
+        })
+        .collect();
+    assert!(!switches.is_empty(), "the workload never switched out");
+    assert!(
+        switches.iter().all(|&c| c == group_id),
+        "switch-out cgroups {switches:?}, want {group_id}"
+    );
+    let exit = events
+        .iter()
+        .find_map(|e| match e.data {
+            EventData::ProcessExit(x) if x.tid == pid => Some(x),
+            _ => None,
+        })
+        .expect("no exit of the workload");
+    assert_eq!(exit.cgroup, group_id);
+}

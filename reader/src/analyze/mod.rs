@@ -586,6 +586,8 @@ fn analyze_pass(
                     a.event(&ev);
                 }
             }
+            // The fd tables read these; no table counts them.
+            EventKind::SyscallPath => {}
         }
         // The CPU analysis needs the running task of CPUs that never switch in the window.
         if let Some(a) = cpu.as_mut() {

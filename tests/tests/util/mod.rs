@@ -19,6 +19,7 @@ pub mod nr {
     pub const NANOSLEEP: u64 = 35;
     pub const FSYNC: u64 = 74;
     pub const GETPPID: u64 = 110;
+    pub const OPENAT: u64 = 257;
 }
 
 static SERIAL: Mutex<()> = Mutex::new(());

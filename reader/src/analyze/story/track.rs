@@ -451,6 +451,7 @@ impl Tracker {
                 let hard = c.cum.hard_ns;
                 c.soft = Some((s.vec, ts, hard));
             }
+            EventData::SyscallPath(..) => {}
             EventData::SoftirqExit(_) => {
                 let c = self.cpu(ev.cpu);
                 if let Some((vec, since, hard_then)) = c.soft.take()

@@ -340,6 +340,8 @@ pub fn fields(ev: &Event, out: &mut Fields) {
         EventData::SoftirqEntry(e) | EventData::SoftirqExit(e) => {
             out.push(("vec", U32(e.vec)));
         }
+        // Not an event of its own in CTF: the exporter skips these records.
+        EventData::SyscallPath(..) => {}
     }
 }
 

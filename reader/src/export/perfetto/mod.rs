@@ -276,6 +276,10 @@ impl<'a, W: Write> Exporter<'a, W> {
 
     /// Appends `ev` to its CPU's bundle, writing the bundle out when full.
     fn event(&mut self, ev: &Event) -> Result<(), ExportError> {
+        if let EventData::SyscallPath(..) = ev.data {
+            // ftrace has no such event: the path is an argument of the entry that follows.
+            return Ok(());
+        }
         self.learn(ev);
         let (field, payload) = self.encode_payload(ev);
         let ts = self.boottime(ev.ts_ns);
@@ -406,6 +410,7 @@ impl<'a, W: Write> Exporter<'a, W> {
                 m.uint(f::softirq::VEC, u64::from(s.vec));
                 fe::SOFTIRQ_EXIT
             }
+            EventData::SyscallPath(..) => unreachable!("Exporter::event skips path records"),
         };
         (field, m)
     }

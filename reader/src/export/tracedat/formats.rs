@@ -433,6 +433,7 @@ impl Encoder {
             EventData::IrqHandlerEntry(e) => &[Val::Int(e.irq.into()), Val::Text(&e.name)],
             EventData::IrqHandlerExit(e) => &[Val::Int(e.irq.into()), Val::Int(e.ret as u64)],
             EventData::SoftirqEntry(e) | EventData::SoftirqExit(e) => &[Val::Int(e.vec.into())],
+            EventData::SyscallPath(..) => unreachable!("for_each_event skips path records"),
         };
         let kind = ev.kind();
         let fmt = format_of(kind);
