@@ -150,6 +150,7 @@ impl FdNames {
                     self.exit(ev.pid, ev.ts_ns, &p, x.ret);
                 }
             }
+            EventData::SyscallPath(p, cut) => self.path(ev.tid, ev.ts_ns, p.id, &p.path, *cut),
             _ => {}
         }
     }

@@ -378,3 +378,67 @@ fn a_thread_never_switched_out_does_not_run_to_the_end_of_the_span() {
         "{instead:?}"
     );
 }
+
+// A database opens its WAL inside the window (the kernel's path record before the openat
+// entry), fdatasyncs it for 30 ms and closes it before the snapshot, so the statedump does not
+// list it: the open names the fd, in the slow-call table and in the finding.
+#[test]
+fn an_fd_opened_in_the_window_is_named_by_its_open() {
+    let t = (400, 400, "db");
+    let mut b = SnapshotBuilder::new(1);
+    b.switch(B, 0, IDLE0, 0, t);
+    let openat = sys("openat");
+    b.path(B + MS, 0, t, openat, "/var/lib/db/wal");
+    call2(
+        &mut b,
+        0,
+        t,
+        "openat",
+        [-100i64 as u64, 0],
+        (B + MS, B + MS + 900),
+        3,
+    );
+    call2(
+        &mut b,
+        0,
+        t,
+        "fdatasync",
+        [3, 0],
+        (B + 2 * MS, B + 32 * MS),
+        0,
+    );
+    call2(
+        &mut b,
+        0,
+        t,
+        "close",
+        [3, 0],
+        (B + 33 * MS, B + 33 * MS + 100),
+        0,
+    );
+    // The same fd number, reopened for another file afterwards, does not rename the call.
+    b.path(B + 34 * MS, 0, t, openat, "/tmp/other");
+    call2(
+        &mut b,
+        0,
+        t,
+        "openat",
+        [-100i64 as u64, 0],
+        (B + 34 * MS, B + 35 * MS),
+        3,
+    );
+    let r = run("fd-opened-in-window", &b, &Options::default());
+    let slow = &ok(&r.syscalls).slowest_work[0];
+    assert_eq!(
+        (slow.syscall.as_str(), slow.fd_name.as_deref()),
+        ("fdatasync", Some("/var/lib/db/wal"))
+    );
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::SlowSyscall)
+        .expect("a slow syscall finding");
+    assert!(f.text.contains("fdatasync"), "{}", f.text);
+    assert!(f.text.contains("on fd 3 (/var/lib/db/wal)"), "{}", f.text);
+    assert_eq!(f.evidence.fd_name.as_deref(), Some("/var/lib/db/wal"));
+}
