@@ -379,8 +379,14 @@ pub fn analyze(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
             span: p.span,
             source: "accept_close",
             what: format!(
-                "the slowest of {} connections served (fd {})",
-                pass.period_count, p.fd
+                "the slowest of {} connections served ({})",
+                pass.period_count,
+                fds::fd_label(
+                    p.fd,
+                    pass.fds
+                        .name_at(pass.tasks.pid_of(p.tid), p.fd, p.span.begin)
+                        .as_deref()
+                )
             ),
         };
         let (_, events) = crate::dump::open(path)?;

@@ -310,9 +310,20 @@ fn a_connection_recognised_from_accept_to_close_shows_a_wait_that_timed_out() {
         (B + 2010 * MS, B + 2010 * MS + 900),
         0,
     );
+    // The statedump names the listening socket the connection was accepted on.
+    b.process(300, 1, "server", ("/", 1), &[300]);
+    b.manifest.statedump.processes[0].fds = vec![schemas::manifest::FdInfo {
+        fd: 3,
+        target: "socket:[41]".into(),
+        socket: Some("tcp 0.0.0.0:8080 (listening)".into()),
+    }];
     let r = run("story-period", &b, &Options::default());
     let s = r.story.as_ref().expect("a story for the connection");
     assert_eq!((s.source.as_str(), s.who.tid), ("accept_close", 300));
+    assert_eq!(
+        s.what,
+        "the slowest of 1 connections served (fd 7 (connection accepted on tcp 0.0.0.0:8080))"
+    );
     assert_eq!(s.duration_ns, 2009 * MS);
     let w = &s.blocked[0];
     assert_eq!(w.syscall.as_deref(), Some("poll"));
