@@ -14,8 +14,9 @@
 //!
 //! An fd opened before the recorded history and closed (or replaced) before the snapshot has
 //! no name: neither source saw it. Nor do the fds of `pipe`, `pipe2` and `socketpair` (their
-//! numbers are written to user memory, which is not recorded), nor the fds a child inherits
-//! at `fork` or loses at `execve` until they change; those are not guessed.
+//! numbers are written to user memory, which is not recorded); a child process starts with
+//! the names its parent's fds had at the `fork`, and keeps them across `execve` (which fds
+//! close-on-exec closed is not recorded).
 //!
 //! Every event is observed, inside the analysed window or not, as task names are.
 
@@ -75,6 +76,38 @@ pub fn fd_arg(syscall: &str, arg0: u64) -> Option<i64> {
     FD_FIRST.contains(&syscall).then_some(arg0 as i64)
 }
 
+/// Syscalls whose exit creates, copies or ends an fd: the only entries the table keeps.
+const CHANGING: &[&str] = &[
+    "open",
+    "creat",
+    "openat",
+    "openat2",
+    "close",
+    "close_range",
+    "dup",
+    "dup2",
+    "dup3",
+    "fcntl",
+    "socket",
+    "accept",
+    "accept4",
+    "eventfd",
+    "eventfd2",
+    "epoll_create",
+    "epoll_create1",
+    "timerfd_create",
+    "signalfd",
+    "signalfd4",
+    "inotify_init",
+    "inotify_init1",
+    "fanotify_init",
+    "memfd_create",
+    "pidfd_open",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+];
+
 /// A change of one fd: opened as a name (or as something unnamed), or closed.
 #[derive(Clone, Debug)]
 struct Change {
@@ -99,15 +132,35 @@ pub struct FdNames {
     pending: HashMap<u32, Pending>,
     /// The last path record per thread: (ts, syscall number, path).
     path: HashMap<u32, (u64, u64, String)>,
+    /// Every fd number either source knows of, per process (fork and close_range walk these).
+    known: HashMap<u32, std::collections::BTreeSet<i64>>,
+    /// Syscall numbers of [`CHANGING`], as a lookup table: the hot path skips every other
+    /// entry without hashing.
+    changing: Vec<bool>,
 }
 
 impl FdNames {
     /// Starts from the statedump's open fds.
     pub fn from_statedump(s: &Statedump) -> FdNames {
         let mut names = FdNames::default();
+        for id in CHANGING
+            .iter()
+            .filter_map(|n| schemas::event::syscall_id(n))
+        {
+            let id = id as usize;
+            if names.changing.len() <= id {
+                names.changing.resize(id + 1, false);
+            }
+            names.changing[id] = true;
+        }
         for p in &s.processes {
             for f in &p.fds {
                 names.statedump.insert((p.pid, i64::from(f.fd)), f.name());
+                names
+                    .known
+                    .entry(p.pid)
+                    .or_default()
+                    .insert(i64::from(f.fd));
             }
         }
         names
@@ -128,6 +181,14 @@ impl FdNames {
     pub fn observe(&mut self, ev: &Event) {
         match &ev.data {
             EventData::SyscallEntry(e) => {
+                if !self.changing.get(e.id as usize).copied().unwrap_or(false) {
+                    // A thread's stale path record or unfinished call is dropped here, so
+                    // neither is handed to a later call.
+                    if !self.pending.is_empty() {
+                        self.pending.remove(&ev.tid);
+                    }
+                    return;
+                }
                 let Some(name) = syscall_name(e.id) else {
                     return;
                 };
@@ -146,11 +207,20 @@ impl FdNames {
                 );
             }
             EventData::SyscallExit(x) => {
-                if let Some(p) = self.pending.remove(&ev.tid) {
+                if self.pending.is_empty() {
+                    return;
+                }
+                // An exit whose entry was not recorded is not that entry's.
+                if let Some(p) = self.pending.remove(&ev.tid)
+                    && syscall_name(x.id) == Some(p.name)
+                {
                     self.exit(ev.pid, ev.ts_ns, &p, x.ret);
                 }
             }
             EventData::SyscallPath(p, cut) => self.path(ev.tid, ev.ts_ns, p.id, &p.path, *cut),
+            EventData::ProcessFork(f) if f.child_pid != f.parent_pid => {
+                self.fork(f.parent_pid, f.child_pid, ev.ts_ns);
+            }
             _ => {}
         }
     }
@@ -186,16 +256,12 @@ impl FdNames {
             // Linux releases the fd even when close reports an error other than EBADF.
             "close" if ret != -9 => self.change(pid, arg(0), ts, None),
             "close_range" if ret == 0 && a[2] & CLOSE_RANGE_CLOEXEC == 0 => {
-                let (first, last) = (a[0] as u32, a[1] as u32);
-                let mut fds: Vec<i64> = self
-                    .statedump
-                    .keys()
-                    .chain(self.changes.keys())
-                    .filter(|(p, fd)| *p == pid && (first..=last).contains(&(*fd as u32)))
-                    .map(|(_, fd)| *fd)
-                    .collect();
-                fds.sort_unstable();
-                fds.dedup();
+                let (first, last) = (i64::from(a[0] as u32), i64::from(a[1] as u32));
+                let fds: Vec<i64> = self
+                    .known
+                    .get(&pid)
+                    .map(|k| k.range(first..=last).copied().collect())
+                    .unwrap_or_default();
                 for fd in fds {
                     self.change(pid, fd, ts, None);
                 }
@@ -238,7 +304,23 @@ impl FdNames {
         }
     }
 
+    /// A new process starts with a copy of its parent's fds: the names its parent's fds had
+    /// at the fork.
+    fn fork(&mut self, parent: u32, child: u32, ts: u64) {
+        let fds: Vec<i64> = self
+            .known
+            .get(&parent)
+            .map(|k| k.iter().copied().collect())
+            .unwrap_or_default();
+        for fd in fds {
+            if let Some(name) = self.name_at(parent, fd, ts) {
+                self.change(child, fd, ts, Some(Some(name)));
+            }
+        }
+    }
+
     fn change(&mut self, pid: u32, fd: i64, ts: u64, opened: Option<Option<String>>) {
+        self.known.entry(pid).or_default().insert(fd);
         self.changes
             .entry((pid, fd))
             .or_default()
@@ -459,6 +541,32 @@ mod tests {
         n.path(11, 300, id, b"/stale", false);
         call(&mut n, 310, "open", [0; 6], 5);
         assert_eq!(n.name_at(10, 5, 400), None);
+    }
+
+    /// A forked child inherits the names its parent's fds had at the fork; the parent's later
+    /// changes are not the child's.
+    #[test]
+    fn a_child_inherits_its_parents_names_at_the_fork() {
+        let mut n = FdNames::from_statedump(&dump(&[(3, "/var/lib/db/wal", None)]));
+        open(&mut n, 100, "/data/four", 4);
+        n.observe(&Event {
+            ts_ns: 200,
+            cpu: 0,
+            pid: 10,
+            tid: 11,
+            data: EventData::ProcessFork(schemas::ProcessFork {
+                parent_pid: 10,
+                parent_tid: 11,
+                child_pid: 20,
+                child_tid: 20,
+                ..Default::default()
+            }),
+        });
+        call(&mut n, 300, "close", [4, 0, 0, 0, 0, 0], 0);
+        assert_eq!(n.name_at(20, 3, 400).as_deref(), Some("/var/lib/db/wal"));
+        assert_eq!(n.name_at(20, 4, 400).as_deref(), Some("/data/four"));
+        assert_eq!(n.name_at(10, 4, 400), None);
+        assert_eq!(n.name_at(20, 4, 150), None);
     }
 
     #[test]
