@@ -90,7 +90,8 @@ pub fn write_with_id(
         },
         trigger,
         coverage: frozen.coverage.clone(),
-        statedump: statedump::statedump(config.statedump.fds),
+        // The capabilities the daemon keeps are effective only while the statedump runs.
+        statedump: crate::daemon::caps::while_raised(|| statedump::statedump(config.statedump.fds)),
     };
     let werr = |path: &Path| {
         let path = path.to_owned();

@@ -68,11 +68,12 @@ fn probe5_capabilities(fds: bool) {
         (false, true) => "0000000000080000",
         (false, false) => "0000000000000000",
     };
+    // Kept capabilities are permitted, and effective only while a statedump runs.
     for key in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
-        let want = if key == "CapAmb" || key == "CapInh" {
-            "0000000000000000"
-        } else {
+        let want = if key == "CapPrm" || key == "CapBnd" {
             kept
+        } else {
+            "0000000000000000"
         };
         assert_eq!(d.status_field(key), want, "{key}");
     }
@@ -81,7 +82,7 @@ fn probe5_capabilities(fds: bool) {
         let tid: u32 = t.unwrap().file_name().to_str().unwrap().parse().unwrap();
         let st = std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", d.pid())).unwrap();
         assert!(
-            st.contains(&format!("CapEff:\t{kept}")),
+            st.contains(&format!("CapPrm:\t{kept}")) && st.contains("CapEff:\t0000000000000000"),
             "thread {tid}: {st}"
         );
     }
