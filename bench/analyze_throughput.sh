@@ -6,9 +6,11 @@
 # Records with 768 MiB rings per CPU while a getppid loop runs on every CPU (plus a find over
 # /usr for variety) until the rings hold about 1 GiB of 96-byte records, takes one snapshot,
 # then times, on that file:
-#   dump     `flightrec dump --summary`   (decode and merge only: the floor for any reader)
-#   analyze  `flightrec analyze --json`   (every analysis)
-# and prints events/s of each, the ratio, and analyze's peak RSS. Nothing stays attached.
+#   dump      `flightrec dump --summary`               (decode and merge on one thread)
+#   analyze1  `flightrec analyze --json --single-thread`  (every analysis, one thread)
+#   analyze   `flightrec analyze --json`               (every analysis; each CPU's stream
+#                                                      decoded on a thread of its own)
+# and prints events/s of each, the ratios, and peak RSS. Nothing stays attached.
 #
 # Environment: CALLS (getppid calls per CPU, default 2900000), KEEP=1 keeps the snapshot.
 set -euo pipefail
@@ -96,10 +98,13 @@ timed() { # label, command...: prints "wall_s rss_kb"
     cat "$tmp/time.$label"
 }
 read -r dump_s dump_kb < <(timed dump "$bin" dump --summary "$file")
+read -r one_s one_kb < <(timed analyze1 "$bin" analyze --json --single-thread "$file")
 read -r an_s an_kb < <(timed analyze "$bin" analyze --json "$file")
-awk -v e="$events" -v d="$dump_s" -v a="$an_s" -v dk="$dump_kb" -v ak="$an_kb" 'BEGIN {
-    printf "%-8s %9s %14s %12s\n", "reader", "wall s", "events/s", "peak RSS"
-    printf "%-8s %9.2f %14.0f %9.0f MiB\n", "dump", d, e / d, dk / 1024
-    printf "%-8s %9.2f %14.0f %9.0f MiB\n", "analyze", a, e / a, ak / 1024
-    printf "analyze takes %.2fx the time of decoding alone\n", a / d
+awk -v e="$events" -v d="$dump_s" -v o="$one_s" -v a="$an_s" \
+    -v dk="$dump_kb" -v ok="$one_kb" -v ak="$an_kb" 'BEGIN {
+    printf "%-9s %9s %14s %12s\n", "reader", "wall s", "events/s", "peak RSS"
+    printf "%-9s %9.2f %14.0f %9.0f MiB\n", "dump", d, e / d, dk / 1024
+    printf "%-9s %9.2f %14.0f %9.0f MiB\n", "analyze1", o, e / o, ok / 1024
+    printf "%-9s %9.2f %14.0f %9.0f MiB\n", "analyze", a, e / a, ak / 1024
+    printf "analyze with decoding threads: %.2fx one thread; %.2fx the time of decoding alone\n", o / a, a / d
 }'

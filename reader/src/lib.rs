@@ -12,5 +12,6 @@
 pub mod analyze;
 pub mod dump;
 pub mod export;
+pub mod parallel;
 #[cfg(feature = "synth")]
 pub mod synth;

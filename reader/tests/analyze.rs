@@ -513,3 +513,59 @@ mod findings;
 
 #[path = "analyze/story.rs"]
 mod story;
+
+/// One CPU. Sleeper V (pid 10, /b) is woken at 1 ms while hog H1 (pid 40) runs; H1 is preempted
+/// by hog H2 (pid 42) at 3 ms, which V preempts at 4 ms: V waited 3 ms, 2 ms behind H1 and 1 ms
+/// behind H2. Both hogs exited before the freeze, so the statedump does not know them; their
+/// kernel records carry their cgroup ids: H1's group (id 5, /batch.slice) still exists and is in
+/// the statedump's cgroup list, H2's (id 99) was removed.
+#[test]
+fn hogs_gone_before_the_snapshot_are_charged_to_their_cgroups() {
+    let mut b = SnapshotBuilder::new(1);
+    b.process(10, 1, "sleeper", ("/b", 2), &[10]);
+    b.manifest.statedump.cgroups = vec![
+        schemas::manifest::CgroupInfo {
+            id: 2,
+            path: "/b".into(),
+        },
+        schemas::manifest::CgroupInfo {
+            id: 5,
+            path: "/batch.slice".into(),
+        },
+    ];
+    b.kernel_cgroup(10, 2)
+        .kernel_cgroup(40, 5)
+        .kernel_cgroup(42, 99);
+    let (idle, v) = ((0, 0, "swapper/0"), (10, 10, "sleeper"));
+    let (h1, h2) = ((40, 40, "xz"), (42, 42, "xz"));
+    b.switch(B, 0, idle, 0, h1);
+    b.wakeup(B + MS, 0, h1, v, 0);
+    b.switch(B + 3 * MS, 0, h1, 0, h2);
+    b.switch(B + 4 * MS, 0, h2, 0, v);
+    b.switch(B + 5 * MS, 0, v, 1, idle);
+    let r = run("gone-hogs", &b, &Options::default());
+    let s = ok(&r.sched);
+    assert_eq!(
+        (s.delay_ns.other_cgroup, s.delay_ns.unknown),
+        (3 * MS, 0),
+        "the hogs' time is charged to other cgroups, not to unknown ones"
+    );
+    let vb = &s.by_victim_cgroup[0];
+    assert_eq!(vb.cgroup, "/b");
+    let d: Vec<(&str, &str, u64)> = vb
+        .top_delayers
+        .iter()
+        .map(|c| (c.cgroup.as_str(), c.class, c.value))
+        .collect();
+    assert_eq!(
+        d,
+        vec![
+            ("/batch.slice", "other_cgroup", 2 * MS),
+            (
+                "cgroup #99 (removed before the snapshot)",
+                "other_cgroup",
+                MS
+            ),
+        ]
+    );
+}

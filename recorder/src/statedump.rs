@@ -379,6 +379,9 @@ pub fn statedump(with_fds: bool) -> Statedump {
         });
     }
     processes.sort_by_key(|p| p.pid);
+    if let Some(root) = &cg_root {
+        cgroup_tree(root, &mut cgroup_paths);
+    }
     Statedump {
         disks: disks(),
         processes,
@@ -386,6 +389,46 @@ pub fn statedump(with_fds: bool) -> Statedump {
             .into_iter()
             .map(|(id, path)| CgroupInfo { id, path })
             .collect(),
+    }
+}
+
+/// Most cgroup directories a statedump lists: far more than a host runs, few enough that a
+/// runaway tree cannot make the manifest huge.
+const MAX_CGROUPS: usize = 20_000;
+
+/// Adds every cgroup directory under the cgroup2 mount `root` to `out` as (id, path), so the
+/// cgroup ids the kernel records carry name groups that hold no process at the freeze: the
+/// group of a job whose processes all exited is still named, as long as it exists.
+fn cgroup_tree(root: &Path, out: &mut std::collections::BTreeSet<(u64, String)>) {
+    let mut stack = vec![(root.to_path_buf(), String::from("/"))];
+    let mut seen = 0;
+    while let Some((dir, path)) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        out.insert((meta.ino(), path.clone()));
+        seen += 1;
+        if seen >= MAX_CGROUPS {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            // Groups are directories; never follow a link out of the tree.
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let child = if path == "/" {
+                format!("/{name}")
+            } else {
+                format!("{path}/{name}")
+            };
+            stack.push((e.path(), child));
+        }
     }
 }
 

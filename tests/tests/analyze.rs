@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use flightrec_reader::analyze::{Options, Report, analyze};
+use flightrec_reader::analyze::{FindingKind, Options, Report, analyze};
 
 use crate::readers::{have_lttng_analyses, lttng_mi};
 use crate::util::{TestRecorder, privileged, workload};
@@ -308,7 +308,24 @@ fn lttng_analyses_agree_with_analyze() {
     let data = crate::util::scratch_dir("an-lttng-data");
     let io = workload(&["syscalls", data.to_str().unwrap()]);
     let sleeper = workload(&["sleeper", "20", "2"]);
+    // A slow flush (32 MiB dirtied, then fdatasync), so the report has findings to compare.
+    let out = data.join("flush.out");
+    let mut flusher = Command::new(env!("CARGO_BIN_EXE_causes"))
+        .args(["flush", data.to_str().unwrap(), "32", out.to_str().unwrap()])
+        .spawn()
+        .expect("spawn causes");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !out.exists() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the flush never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let flush_pid = flusher.id();
     let path = rec.snapshot_file("an-lttng");
+    let _ = flusher.kill();
+    let _ = flusher.wait();
     let opts = Options {
         top: 100_000,
         ..Options::default()
@@ -433,5 +450,92 @@ fn lttng_analyses_agree_with_analyze() {
         .map(|t| t["data"].as_array().unwrap().len())
         .sum();
     assert_eq!(hard_rows, irq.hard.len());
+
+    // The findings, where lttng-analyses measures the same thing: a process's slowest calls
+    // of one syscall (syscallstats of its thread, for single-threaded processes), a device's
+    // slowest request (iolatencystats), one wakeup's wait to run (schedlog).
+    let (manifest, _) = flightrec_reader::dump::open(&path).expect("open snapshot");
+    let single_threaded = |pid: u32| {
+        manifest
+            .statedump
+            .processes
+            .iter()
+            .any(|p| p.pid == pid && p.threads.len() == 1)
+    };
+    let mut compared = Vec::new();
+    for f in &r.findings {
+        let e = &f.evidence;
+        match f.kind {
+            FindingKind::SlowSyscall => {
+                let pid = e.pid.expect("pid");
+                // Tables are per thread, the finding per process: compare processes of one
+                // thread (at the freeze), whose table is titled `comm (PID, TID: PID)`.
+                if !single_threaded(pid) {
+                    continue;
+                }
+                let title = format!("({pid}, TID: {pid})");
+                let Some(t) = tables.iter().find(|t| {
+                    t["class"]["title"]
+                        .as_str()
+                        .is_some_and(|s| s.contains(&title))
+                }) else {
+                    continue;
+                };
+                let name = e.syscall.as_deref().unwrap();
+                let row = t["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_array().unwrap())
+                    .find(|r| r[0]["name"].as_str() == Some(name))
+                    .unwrap_or_else(|| panic!("lttng has no {name} of pid {pid}"));
+                assert_eq!(num(&row[4]) as u64, e.duration_ns, "{}: longest", f.text);
+                assert_eq!(num(&row[1]) as u64, e.count, "{}: calls", f.text);
+                compared.push(format!("{name} of {pid}"));
+            }
+            FindingKind::SlowBlockIo => {
+                let dev = e.dev.as_deref().unwrap();
+                let row = disks
+                    .iter()
+                    .map(|r| r.as_array().unwrap())
+                    .find(|r| {
+                        let mm = r[0]["name"]
+                            .as_str()
+                            .unwrap()
+                            .trim_matches(['(', ')'])
+                            .replace(',', ":");
+                        let kname = std::fs::read_link(format!("/sys/dev/block/{mm}"))
+                            .ok()
+                            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+                        mm == dev || kname.as_deref() == Some(dev)
+                    })
+                    .unwrap_or_else(|| panic!("lttng has no disk {dev}"));
+                assert_eq!(num(&row[4]) as u64, e.duration_ns, "{}: slowest", f.text);
+                assert_eq!(num(&row[1]) as u64, e.count, "{}: requests", f.text);
+                compared.push(format!("disk {dev}"));
+            }
+            FindingKind::RunQueueWait => {
+                let tid = u64::from(e.tid.expect("tid"));
+                assert!(
+                    rows.iter()
+                        .any(|r| r[5]["tid"].as_u64() == Some(tid)
+                            && num(&r[2]) as u64 == e.duration_ns),
+                    "{}: lttng-schedlog has no wakeup of {tid} waiting {} ns",
+                    f.text,
+                    e.duration_ns
+                );
+                compared.push(format!("wakeup of {tid}"));
+            }
+            _ => {}
+        }
+    }
+    println!("findings compared with lttng-analyses: {compared:?}");
+    assert!(
+        compared
+            .iter()
+            .any(|c| c == &format!("fdatasync of {flush_pid}")),
+        "the planted fdatasync is not a finding lttng-analyses could check: {compared:?}\n{:#?}",
+        r.findings
+    );
     let _ = std::fs::remove_dir_all(&trace);
 }

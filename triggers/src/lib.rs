@@ -8,8 +8,10 @@
 //! - [`rules`]: kernel latency rule configuration and its validation;
 //! - [`client`]: a small hook client;
 //! - [`tower`]: a tower layer that calls the hook for slow requests of a Rust HTTP service;
-//! - [`group`]: the seam where group triggers will be handed to the collector.
+//! - [`group`]: the seam where group triggers will be handed to the collector;
+//! - [`alertmanager`]: Alertmanager's webhook payload, each firing alert a trigger.
 
+pub mod alertmanager;
 pub mod client;
 pub mod governor;
 pub mod group;

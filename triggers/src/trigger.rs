@@ -17,11 +17,19 @@ pub enum Source {
     Cli,
     /// A group trigger fanned out by the collector.
     Group,
+    /// A firing alert posted by Alertmanager (`POST /v1/alertmanager` on the hook).
+    Alert,
 }
 
 impl Source {
     /// Every source, in counter order.
-    pub const ALL: [Source; 4] = [Source::Hook, Source::Rule, Source::Cli, Source::Group];
+    pub const ALL: [Source; 5] = [
+        Source::Hook,
+        Source::Rule,
+        Source::Cli,
+        Source::Group,
+        Source::Alert,
+    ];
 
     /// The name used in manifests, counters and logs.
     pub fn as_str(self) -> &'static str {
@@ -30,6 +38,7 @@ impl Source {
             Source::Rule => "rule",
             Source::Cli => "cli",
             Source::Group => "group",
+            Source::Alert => "alert",
         }
     }
 }

@@ -190,6 +190,9 @@ pub struct Options {
     pub include_recorder: bool,
     /// Whose story to tell.
     pub story: StoryChoice,
+    /// Decompress and decode each CPU's stream on a thread of its own (the default), or
+    /// everything on the calling thread. The report is the same either way.
+    pub decode_threads: bool,
 }
 
 impl Default for Options {
@@ -201,6 +204,7 @@ impl Default for Options {
             end: None,
             include_recorder: false,
             story: StoryChoice::Auto,
+            decode_threads: true,
         }
     }
 }
@@ -362,10 +366,26 @@ impl Ctx<'_> {
     }
 }
 
+/// The events of `path` in time order, decoded on a thread per CPU stream or on this one.
+fn open_events(
+    path: &Path,
+    threads: bool,
+) -> Result<(Manifest, Box<dyn Iterator<Item = crate::dump::Item>>), FormatError> {
+    Ok(if threads {
+        let (m, e) = crate::parallel::open(path)?;
+        (m, Box::new(e))
+    } else {
+        let (m, e) = crate::dump::open(path)?;
+        (m, Box::new(e))
+    })
+}
+
 /// Analyses the snapshot at `path`. When the trigger names no request, the slowest request
 /// recognised from `accept`…`close` gets its story from a second pass over the file.
 pub fn analyze(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
-    let (manifest, events) = crate::dump::open(path)?;
+    // Each CPU's stream is decompressed and decoded on a thread of its own: the analysis is
+    // sequential, and zstd then runs on the other cores.
+    let (manifest, events) = open_events(path, opts.decode_threads)?;
     let mut pass = analyze_pass(
         &manifest,
         events.map(|e| e.map_err(AnalyzeError::Decode)),
@@ -389,7 +409,7 @@ pub fn analyze(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
                 )
             ),
         };
-        let (_, events) = crate::dump::open(path)?;
+        let (_, events) = open_events(path, opts.decode_threads)?;
         let mut tracker = story::track::Tracker::new(subject.span, subject.tid);
         for ev in events {
             let ev = ev?;

@@ -1,5 +1,11 @@
 //! What the analyses know of each task: its process, name, parent and cgroup, from the
 //! statedump taken at the freeze and from the events themselves (threads that came and went).
+//!
+//! A process's cgroup comes from the kernel records when they carry one (switches out, forks
+//! and exits name the cgroup v2 id of the task, since ring layout 3), else from the statedump.
+//! The records win: they are right for processes that exited before the freeze, which the
+//! statedump never saw. Ids resolve to paths through the statedump's list of every cgroup
+//! directory; a group removed before the freeze keeps only its id.
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +28,8 @@ pub struct Tasks {
     procs: HashMap<u32, Proc>,
     cgroups: Vec<String>,
     cgroup_index: HashMap<String, usize>,
+    /// cgroup v2 id → index in `cgroups`.
+    cgroup_ids: HashMap<u64, usize>,
     /// Processes of the recorder itself.
     recorder: HashSet<u32>,
 }
@@ -33,6 +41,16 @@ impl Tasks {
     /// The tasks of a statedump.
     pub fn from_statedump(sd: &Statedump) -> Tasks {
         let mut t = Tasks::default();
+        for c in &sd.cgroups {
+            let i = t.intern(&c.path);
+            t.cgroup_ids.insert(c.id, i);
+        }
+        for p in &sd.processes {
+            if p.cgroup_id != 0 && !p.cgroup_path.is_empty() {
+                let i = t.intern(&p.cgroup_path);
+                t.cgroup_ids.entry(p.cgroup_id).or_insert(i);
+            }
+        }
         for p in &sd.processes {
             let cg = (!p.cgroup_path.is_empty()).then(|| t.intern(&p.cgroup_path));
             // Kernel threads are children of kthreadd (pid 2), or kthreadd itself.
@@ -66,6 +84,29 @@ impl Tasks {
         self.cgroups.len() - 1
     }
 
+    /// The interned path of cgroup v2 id `id` as a kernel record carries it (0: unknown).
+    fn kernel_cgroup(&mut self, id: u64) -> Option<usize> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(&i) = self.cgroup_ids.get(&id) {
+            return Some(i);
+        }
+        let i = self.intern(&format!("cgroup #{id} (removed before the snapshot)"));
+        self.cgroup_ids.insert(id, i);
+        Some(i)
+    }
+
+    /// Records that process `pid` was in cgroup `id` (as a kernel record says).
+    fn set_cgroup(&mut self, pid: u32, id: u64) {
+        if pid == 0 {
+            return;
+        }
+        if let Some(i) = self.kernel_cgroup(id) {
+            self.procs.entry(pid).or_default().cgroup = Some(i);
+        }
+    }
+
     fn set_comm(&mut self, tid: u32, pid: Option<u32>, comm: String) {
         let e = self
             .threads
@@ -89,6 +130,7 @@ impl Tasks {
             EventData::SchedSwitch(s) => {
                 self.set_comm(ev.tid, Some(ev.pid), cstr_lossy(&s.prev_comm));
                 self.set_comm(s.next_tid, Some(s.next_pid), cstr_lossy(&s.next_comm));
+                self.set_cgroup(ev.pid, s.prev_cgroup);
             }
             EventData::SchedWakeup(w) | EventData::SchedWakeupNew(w) => {
                 self.set_comm(w.tid, Some(w.pid), cstr_lossy(&w.comm));
@@ -99,9 +141,10 @@ impl Tasks {
                     // A new process: same cgroup as its parent until it moves (which the
                     // statedump at the freeze shows for those still alive).
                     let parent = self.procs.get(&f.parent_pid).cloned().unwrap_or_default();
+                    let cgroup = self.kernel_cgroup(f.cgroup).or(parent.cgroup);
                     self.procs.entry(f.child_pid).or_insert(Proc {
                         ppid: f.parent_pid,
-                        cgroup: parent.cgroup,
+                        cgroup,
                         kernel: parent.kernel || f.parent_pid == 2,
                     });
                 }
@@ -115,6 +158,7 @@ impl Tasks {
             }
             EventData::ProcessExit(x) => {
                 self.set_comm(x.tid, Some(x.pid), cstr_lossy(&x.comm));
+                self.set_cgroup(x.pid, x.cgroup);
             }
             _ => {}
         }

@@ -50,6 +50,11 @@ pub(crate) struct AnalyzeArgs {
     /// Tell no story.
     #[arg(long)]
     no_story: bool,
+    /// Decode everything on one thread. By default each CPU's stream is decompressed and
+    /// decoded on a thread of its own while the analysis runs on this one; the report is the
+    /// same either way.
+    #[arg(long)]
+    single_thread: bool,
 }
 
 pub(crate) fn run(args: AnalyzeArgs) -> Result<ExitCode> {
@@ -69,6 +74,7 @@ pub(crate) fn run(args: AnalyzeArgs) -> Result<ExitCode> {
             (None, true) => StoryChoice::Off,
             (None, false) => StoryChoice::Auto,
         },
+        decode_threads: !args.single_thread,
     };
     if !args.file.exists() {
         bail!("{}: no such file", args.file.display());

@@ -22,6 +22,9 @@ pub struct HookConfig {
     pub allow_remote: bool,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
+    /// Largest Alertmanager webhook body accepted (`POST /v1/alertmanager`), bytes:
+    /// Alertmanager sends a group of alerts at once.
+    pub max_alert_body_bytes: usize,
     /// Time a client has to send the request headers, e.g. "2s" (slow-loris guard).
     #[serde(with = "schemas::units::duration")]
     pub header_timeout: Duration,
@@ -44,6 +47,7 @@ impl Default for HookConfig {
             token_file: PathBuf::new(),
             allow_remote: false,
             max_body_bytes: 16 * 1024,
+            max_alert_body_bytes: 256 * 1024,
             header_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(30),
@@ -75,6 +79,11 @@ impl HookConfig {
         if !(256..=1 << 20).contains(&self.max_body_bytes) {
             return Err(ConfigError::Invalid(
                 "hook.max_body_bytes must be 256 to 1048576".into(),
+            ));
+        }
+        if !(256..=4 << 20).contains(&self.max_alert_body_bytes) {
+            return Err(ConfigError::Invalid(
+                "hook.max_alert_body_bytes must be 256 to 4194304".into(),
             ));
         }
         for (name, v) in [

@@ -14,6 +14,10 @@
 //! | malformed body, bad field | 400 (413 too large, 415 not JSON) | `{error}` |
 //! | `scope: "group"` with no collector wired | 501 | `{error}` |
 //! | `GET /v1/snapshots/{id}` | 200 / 404 | [`SnapshotInfo`]: `{snapshot_id, state, path?, ...}` |
+//! | `POST /v1/alertmanager` (Alertmanager's webhook payload, see [`crate::alertmanager`]) | 200 | [`AlertsAnswer`]: per firing alert, its snapshot or why none |
+//!
+//! Alertmanager retries a webhook call that failed (5xx, no answer), so a suppressed alert is
+//! still a 200 with the reason in the answer: suppression is a decision, not a failure.
 //!
 //! The router is generic over [`SnapshotService`], which the daemon implements, so this crate
 //! does not depend on the recorder. [`serve`] runs it with the slow-loris guards: a header read
@@ -139,6 +143,7 @@ pub struct HookState {
     service: Arc<dyn SnapshotService>,
     token: Arc<str>,
     max_body_bytes: usize,
+    max_alert_body_bytes: usize,
     request_timeout: Duration,
 }
 
@@ -149,6 +154,7 @@ impl HookState {
             service,
             token: token.into(),
             max_body_bytes: config.max_body_bytes,
+            max_alert_body_bytes: config.max_alert_body_bytes,
             request_timeout: config.request_timeout,
         }
     }
@@ -384,10 +390,69 @@ async fn get_snapshot(
     s.service.snapshot(&id).map(Json).ok_or(AppError::NotFound)
 }
 
+/// What became of one firing alert of an Alertmanager call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertOutcome {
+    /// The alert's fingerprint.
+    pub fingerprint: String,
+    /// Its `alertname`.
+    pub alertname: String,
+    /// The snapshot that holds it, when admitted or joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// Whether it joined a snapshot already being taken.
+    #[serde(default)]
+    pub joined: bool,
+    /// Why no snapshot was taken for it (`duplicate`, `cooldown`...), when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<String>,
+}
+
+/// The answer to `POST /v1/alertmanager`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertsAnswer {
+    /// One entry per firing alert, in the payload's order.
+    pub alerts: Vec<AlertOutcome>,
+    /// Resolved alerts in the payload, acknowledged and ignored.
+    pub resolved: usize,
+}
+
+async fn post_alertmanager(
+    State(s): State<HookState>,
+    body: Result<Json<crate::alertmanager::Payload>, JsonRejection>,
+) -> Result<Json<AlertsAnswer>, AppError> {
+    let Json(payload) = body.map_err(|e| AppError::BadRequest(e.status(), e.body_text()))?;
+    let firing = crate::alertmanager::triggers(&payload)
+        .map_err(|e| AppError::BadRequest(StatusCode::BAD_REQUEST, e.0))?;
+    let resolved = payload.alerts.len() - firing.len();
+    let mut alerts = Vec::with_capacity(firing.len());
+    for (alert, trigger) in firing {
+        let mut out = AlertOutcome {
+            fingerprint: alert.fingerprint.clone(),
+            alertname: trigger.reason.clone(),
+            snapshot_id: None,
+            joined: false,
+            suppressed: None,
+        };
+        match s.service.trigger(trigger) {
+            Ok(a) => {
+                out.snapshot_id = Some(a.snapshot_id);
+                out.joined = a.joined;
+            }
+            Err(Refused::Suppressed { reason, .. }) => {
+                out.suppressed = Some(reason.as_str().to_owned());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        alerts.push(out);
+    }
+    Ok(Json(AlertsAnswer { alerts, resolved }))
+}
+
 async fn not_found() -> AppError {
     AppError::BadRequest(
         StatusCode::NOT_FOUND,
-        "no such endpoint (POST /v1/trigger, GET /v1/snapshots/{id})".into(),
+        "no such endpoint (POST /v1/trigger, GET /v1/snapshots/{id}, POST /v1/alertmanager)".into(),
     )
 }
 
@@ -396,6 +461,11 @@ pub fn app(state: HookState) -> Router {
     Router::new()
         .route("/v1/trigger", post(post_trigger))
         .route("/v1/snapshots/{id}", get(get_snapshot))
+        .route(
+            "/v1/alertmanager",
+            // Alertmanager groups alerts: its calls are larger than a webserver's.
+            post(post_alertmanager).layer(DefaultBodyLimit::max(state.max_alert_body_bytes)),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), auth))

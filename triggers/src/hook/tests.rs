@@ -316,3 +316,74 @@ fn refused_calls_are_logged_at_most_once_a_second_with_a_count() {
     assert_eq!(log.note(t0 + Duration::from_millis(1000)), Some(2));
     assert_eq!(log.note(t0 + Duration::from_millis(2500)), Some(0));
 }
+
+fn alert_body(fingerprint: &str, pad: usize) -> String {
+    serde_json::json!({
+        "receiver": "flightrec",
+        "status": "firing",
+        "version": "4",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "RunQueueSlow", "cgroup": "/batch.slice"},
+                "annotations": {"summary": "x".repeat(pad)},
+                "startsAt": "2026-12-06T03:00:00Z",
+                "fingerprint": fingerprint
+            },
+            {"status": "resolved", "labels": {"alertname": "Old"}, "fingerprint": "0"}
+        ]
+    })
+    .to_string()
+}
+
+async fn alert(
+    fake: &Arc<Fake>,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let (s, _, j) = call(
+        fake,
+        "POST",
+        "/v1/alertmanager",
+        token,
+        Some("application/json"),
+        body,
+    )
+    .await;
+    (s, j)
+}
+
+#[tokio::test]
+async fn alertmanager_alerts_take_one_snapshot_per_fingerprint() {
+    let fake = Fake::new();
+    // The token is checked as on every route.
+    let (s, _) = alert(&fake, None, &alert_body("aa11", 10)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // A firing alert is admitted; its labels are the tags; a resolved one is only counted.
+    // The body is larger than a trigger's limit (16 KiB) but within the alerts' (256 KiB).
+    let (s, j) = alert(&fake, Some(TOKEN), &alert_body("aa11", 20_000)).await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["resolved"], 1);
+    assert_eq!(j["alerts"][0]["fingerprint"], "aa11");
+    assert_eq!(j["alerts"][0]["alertname"], "RunQueueSlow");
+    assert_eq!(j["alerts"][0]["snapshot_id"], "snap1");
+    let t = fake.triggers.lock().unwrap()[0].clone();
+    assert_eq!(t.source, crate::Source::Alert);
+    assert_eq!(t.fields["tags"]["cgroup"], "/batch.slice");
+
+    // Alertmanager sends the same firing alert again every group_interval: a duplicate,
+    // answered 200 (not retried), no second snapshot.
+    fake.finish("snap1");
+    fake.now_ms.fetch_add(5_000, Ordering::SeqCst);
+    let (s, j) = alert(&fake, Some(TOKEN), &alert_body("aa11", 10)).await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["alerts"][0]["suppressed"], "duplicate");
+    assert!(j["alerts"][0].get("snapshot_id").is_none());
+
+    // Bodies that are not Alertmanager's, or too large, are refused with a sentence.
+    let (s, j) = alert(&fake, Some(TOKEN), r#"{"reason":"x"}"#).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{j}");
+    let (s, _) = alert(&fake, Some(TOKEN), &alert_body("bb22", 300_000)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+}
