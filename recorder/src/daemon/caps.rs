@@ -72,12 +72,9 @@ fn needed_with(fds: bool, hidepid: bool) -> Vec<(u32, &'static str)> {
     if fds {
         keep.push((
             CAP_DAC_READ_SEARCH,
-            "statedump.fds: the statedump lists other users' /proc/PID/fd",
+            "statedump.fds lists other users' /proc/PID/fd",
         ));
-        keep.push((
-            CAP_SYS_PTRACE,
-            "statedump.fds: the statedump reads other users' fd links",
-        ));
+        keep.push((CAP_SYS_PTRACE, "and reads their fd links"));
     } else if hidepid {
         keep.push((
             CAP_SYS_PTRACE,
