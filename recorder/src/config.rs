@@ -71,6 +71,8 @@ pub struct Config {
     pub rules: Vec<triggers::rules::RuleConfig>,
     /// Upload to a collector and group triggers.
     pub collector: flightrec_uplink::CollectorConfig,
+    /// `GET /metrics` for Prometheus.
+    pub metrics: crate::metrics::MetricsConfig,
     /// What the statedump of each snapshot holds beyond processes and threads.
     pub statedump: StatedumpConfig,
 }
@@ -225,6 +227,7 @@ impl Config {
         let mut c = self.clone();
         schemas::config::redact(&mut c.hook.token);
         schemas::config::redact(&mut c.collector.token);
+        schemas::config::redact(&mut c.metrics.token);
         c
     }
 
@@ -263,6 +266,7 @@ impl Config {
             )));
         }
         self.hook.check()?;
+        self.metrics.check()?;
         self.governor.check()?;
         let rules = triggers::rules::check_rules(&self.rules)?;
         let enabled = self.events.enabled();

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod kernel;
+pub mod metrics;
 pub mod rings;
 pub mod snapshot;
 pub mod statedump;

@@ -55,6 +55,21 @@ pub fn redact(secret: &mut String) {
     }
 }
 
+/// Reads a bearer token from the first line of `path` for the setting `key` (e.g.
+/// `hook.token_file`); tokens are at least 16 characters.
+pub fn read_token_file(key: &str, path: &std::path::Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid(format!("{key} {}: {e}", path.display())))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.len() < 16 {
+        return Err(ConfigError::Invalid(format!(
+            "{key} {}: the token must be at least 16 characters",
+            path.display()
+        )));
+    }
+    Ok(token)
+}
+
 /// A key renamed in a configuration: `table` (`""` for the top level, `rules` for every entry
 /// of an array of tables), the old and the new key, and an example value.
 pub type Rename = (&'static str, &'static str, &'static str, &'static str);

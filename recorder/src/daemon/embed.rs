@@ -64,6 +64,14 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// `GET /metrics` could not listen.
+    #[error("binding the metrics endpoint on {addr}")]
+    Metrics {
+        /// The configured address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The collector link could not start (bad CA file...).
     #[error("starting the collector link")]
     Collector(#[from] flightrec_uplink::UploadError),
@@ -119,11 +127,30 @@ fn bind_hook(config: &Config) -> Result<Option<(std::net::TcpListener, String)>,
     Ok(Some((listener, token)))
 }
 
+/// Binds `GET /metrics`'s listener when `[metrics] listen` is set; with the token to ask for.
+fn bind_metrics(
+    config: &Config,
+) -> Result<Option<(std::net::TcpListener, Option<String>)>, DaemonError> {
+    if !config.metrics.enabled() {
+        return Ok(None);
+    }
+    let token = config.metrics.load_token()?;
+    let addr = config.metrics.listen_addr()?;
+    let err = |source| DaemonError::Metrics {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(Some((listener, token)))
+}
+
 /// What the privileged part of the start made.
 struct SetUp {
     bound: Bound,
     access: super::Access,
     hook: Option<(std::net::TcpListener, String)>,
+    metrics: Option<(std::net::TcpListener, Option<String>)>,
     rings: Rings,
 }
 
@@ -138,6 +165,7 @@ fn set_up(config: &Config) -> Result<SetUp, DaemonError> {
             .set_nonblocking(true)
             .map_err(DaemonError::Runtime)?;
         let hook = bind_hook(config)?;
+        let metrics = bind_metrics(config)?;
         let rings = Rings::start(config)?;
         let keep = caps::needed(config.statedump.fds);
         let codes: Vec<u32> = keep.iter().map(|(c, _)| *c).collect();
@@ -152,13 +180,14 @@ fn set_up(config: &Config) -> Result<SetUp, DaemonError> {
                 format!(": {}", why.join("; "))
             }
         );
-        Ok((hook, rings))
+        Ok((hook, metrics, rings))
     })();
     match rest {
-        Ok((hook, rings)) => Ok(SetUp {
+        Ok((hook, metrics, rings)) => Ok(SetUp {
             bound,
             access,
             hook,
+            metrics,
             rings,
         }),
         Err(e) => {
@@ -207,6 +236,7 @@ pub fn run_until(
         bound,
         access,
         hook,
+        metrics,
         mut rings,
     } = set_up(&config)?;
     ready(&rings);
@@ -226,6 +256,17 @@ pub fn run_until(
                 tokio::net::TcpListener::from_std(l).map_err(DaemonError::Runtime)?,
                 token,
             )),
+            None => None,
+        };
+        let metrics = match metrics {
+            Some((l, token)) => Some((
+                tokio::net::TcpListener::from_std(l).map_err(DaemonError::Runtime)?,
+                token,
+            )),
+            None => None,
+        };
+        let metrics_listen = match &metrics {
+            Some((l, _)) => Some(l.local_addr().map_err(DaemonError::Runtime)?.to_string()),
             None => None,
         };
         let hits = rings.take_rule_hits();
@@ -257,6 +298,8 @@ pub fn run_until(
             rules,
             rule_hits: Default::default(),
             hook_listen,
+            hook_requests: Default::default(),
+            metrics_listen,
             group: collector.has_group().then(|| {
                 Arc::new(CollectorGroup {
                     collector: collector.clone(),
@@ -303,11 +346,25 @@ pub fn run_until(
                 &token,
                 &hook_config,
             );
-            let app = triggers::hook::app(state);
+            let app = triggers::hook::app(state.with_requests(shared.hook_requests.clone()));
             eprintln!("flightrec: trigger hook listening on http://{addr}/v1/trigger");
             tokio::spawn(async move {
                 triggers::hook::serve(listener, app, &hook_config, async {
                     let _ = hook_stopped.await;
+                })
+                .await;
+            });
+        }
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some((listener, token)) = metrics {
+            let addr = listener.local_addr().map_err(DaemonError::Runtime)?;
+            let app = super::scrape::app(shared.clone(), token);
+            eprintln!("flightrec: metrics on http://{addr}/metrics");
+            // The hook's connection guards (header timeout, lifetime, cap) with its defaults.
+            let limits = triggers::hook::HookConfig::default();
+            tokio::spawn(async move {
+                triggers::hook::serve(listener, app, &limits, async {
+                    let _ = metrics_stopped.await;
                 })
                 .await;
             });
@@ -325,6 +382,7 @@ pub fn run_until(
             }
         }
         let _ = stop_hook.send(());
+        let _ = stop_metrics.send(());
         bound.remove();
         Ok(())
     })

@@ -7,6 +7,7 @@
 //! - `control`: the socket's server side;
 //! - `snapshots`: writing snapshots and the table of their states;
 //! - `rule_hits`: kernel rule hits, read from the `RULE_HITS` ring buffer;
+//! - `scrape`: `GET /metrics` (the exposition is [`crate::metrics`]);
 //! - `embed`: running the daemon ([`run`], [`run_until`], [`spawn`]).
 //!
 //! # Triggers
@@ -22,6 +23,7 @@ mod control;
 mod embed;
 pub mod protocol;
 mod rule_hits;
+mod scrape;
 mod snapshots;
 
 use std::path::Path;
@@ -58,11 +60,15 @@ struct Shared {
     rules: Vec<Rule>,
     rule_hits: AtomicU64,
     hook_listen: Option<String>,
+    /// Answers of the hook, by status code.
+    hook_requests: Arc<triggers::hook::RequestCounts>,
+    metrics_listen: Option<String>,
     /// Where `scope: group` triggers go: the collector, when one and a group are configured.
     group: Option<Arc<dyn GroupForwarder>>,
     collector: flightrec_uplink::Collector,
 }
 
+/// What the daemon reports, to `status` and to `GET /metrics`.
 fn status(shared: &Shared) -> Status {
     let rings = shared.rings.lock().unwrap_or_else(|e| e.into_inner());
     Status {
@@ -89,6 +95,13 @@ fn status(shared: &Shared) -> Status {
             .clone(),
         rule_hits: shared.rule_hits.load(Ordering::Relaxed),
         hook_listen: shared.hook_listen.clone(),
+        hook_requests: shared
+            .hook_requests
+            .snapshot()
+            .into_iter()
+            .map(|(code, n)| (code.to_string(), n))
+            .collect(),
+        metrics_listen: shared.metrics_listen.clone(),
         collector: shared.collector.status(),
     }
 }

@@ -132,6 +132,12 @@ pub struct Status {
     /// Address the HTTP hook listens on, when it is on.
     #[serde(default)]
     pub hook_listen: Option<String>,
+    /// Requests the hook answered, by status code.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hook_requests: std::collections::BTreeMap<String, u64>,
+    /// Address `GET /metrics` is served on, when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Upload and group state, when a collector is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collector: Option<flightrec_uplink::CollectorStatus>,

@@ -280,7 +280,8 @@ pub(crate) fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-/// Probe 8: `--check-config` printed the hook's and the collector's tokens in clear.
+/// Probe 8: `--check-config` printed the hook's and the collector's tokens in clear (and the
+/// metrics endpoint's, since it has one).
 #[test]
 fn probe8_check_config_redacts_tokens() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hardening-check-config");
@@ -289,7 +290,8 @@ fn probe8_check_config_redacts_tokens() {
     std::fs::write(
         &cfg,
         "[hook]\ntoken = \"hook-secret-0123456789\"\n\
-         [collector]\nurl = \"http://127.0.0.1:7480\"\ntoken = \"collector-secret-0123456789\"\n",
+         [collector]\nurl = \"http://127.0.0.1:7480\"\ntoken = \"collector-secret-0123456789\"\n\
+         [metrics]\nlisten = \"127.0.0.1:9464\"\ntoken = \"metrics-secret-0123456789\"\n",
     )
     .unwrap();
     let out = flightrec()
@@ -300,7 +302,7 @@ fn probe8_check_config_redacts_tokens() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("secret-0123456789"), "{text}");
-    assert_eq!(text.matches("token = \"<redacted>\"").count(), 2, "{text}");
+    assert_eq!(text.matches("token = \"<redacted>\"").count(), 3, "{text}");
     // An empty token stays visibly empty.
     std::fs::write(&cfg, "[hook]\ntoken_file = \"/etc/flightrec/hook.token\"\n").unwrap();
     let out = flightrec()

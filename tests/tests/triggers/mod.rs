@@ -5,6 +5,7 @@
 //! This module holds what they share: the test daemon, an HTTP client for its hook and the
 //! snapshots it spools; the tests live in one submodule per kind of trigger.
 
+mod alerts;
 mod governor;
 mod hook;
 mod nginx;

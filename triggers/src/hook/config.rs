@@ -123,19 +123,6 @@ impl HookConfig {
         if !self.token.is_empty() {
             return Ok(self.token.clone());
         }
-        let text = std::fs::read_to_string(&self.token_file).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "hook.token_file {}: {e}",
-                self.token_file.display()
-            ))
-        })?;
-        let token = text.lines().next().unwrap_or("").trim().to_owned();
-        if token.len() < 16 {
-            return Err(ConfigError::Invalid(format!(
-                "hook.token_file {}: the token must be at least 16 characters",
-                self.token_file.display()
-            )));
-        }
-        Ok(token)
+        schemas::config::read_token_file("hook.token_file", &self.token_file)
     }
 }

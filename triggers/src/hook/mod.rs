@@ -137,10 +137,32 @@ pub trait SnapshotService: Send + Sync + 'static {
     fn max_post_ms(&self) -> u64;
 }
 
-/// State of the hook's handlers: `Clone` and cheap (two `Arc`s and numbers).
+/// Requests the hook answered, by status code (for the recorder's metrics).
+#[derive(Debug, Default)]
+pub struct RequestCounts(std::sync::Mutex<std::collections::BTreeMap<u16, u64>>);
+
+impl RequestCounts {
+    /// Counts one answer with `status`.
+    pub fn count(&self, status: StatusCode) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status.as_u16())
+            .or_default() += 1;
+    }
+
+    /// The counts so far, by status code.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// State of the hook's handlers: `Clone` and cheap (`Arc`s and numbers).
 #[derive(Clone)]
 pub struct HookState {
     service: Arc<dyn SnapshotService>,
+    requests: Arc<RequestCounts>,
     token: Arc<str>,
     max_body_bytes: usize,
     max_alert_body_bytes: usize,
@@ -148,10 +170,17 @@ pub struct HookState {
 }
 
 impl HookState {
+    /// Counts answers into `requests` (shared with whoever reports them).
+    pub fn with_requests(mut self, requests: Arc<RequestCounts>) -> HookState {
+        self.requests = requests;
+        self
+    }
+
     /// State for `service`, accepting `token`, with the limits of `config`.
     pub fn new(service: Arc<dyn SnapshotService>, token: &str, config: &HookConfig) -> HookState {
         HookState {
             service,
+            requests: Arc::default(),
             token: token.into(),
             max_body_bytes: config.max_body_bytes,
             max_alert_body_bytes: config.max_alert_body_bytes,
@@ -332,7 +361,9 @@ fn same_token(given: &[u8], want: &[u8]) -> bool {
     diff == 0
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
+/// Whether `headers` carry `Authorization: Bearer TOKEN` with `token` (compared in constant
+/// time); shared by every endpoint that asks for a bearer token.
+pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
@@ -347,10 +378,13 @@ async fn auth(State(s): State<HookState>, req: Request, next: Next) -> Response 
 }
 
 async fn deadline(State(s): State<HookState>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(s.request_timeout, next.run(req)).await {
+    let resp = match tokio::time::timeout(s.request_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => AppError::Timeout.into_response(),
-    }
+    };
+    // The outermost layer: every answer is counted, refusals by the token check included.
+    s.requests.count(resp.status());
+    resp
 }
 
 /// `202 Accepted` body.
