@@ -345,6 +345,8 @@ impl SnapshotBuilder {
                     comm: comm.into(),
                 })
                 .collect(),
+            fds: Vec::new(),
+            fds_omitted: 0,
         });
         self
     }

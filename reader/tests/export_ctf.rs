@@ -577,3 +577,91 @@ fn big_streams_are_cut_into_bounded_packets_that_carry_lost_counts() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.matches("discarded").count(), 1, "{err}");
 }
+
+/// The fd and disk statedump, and the kernel's path of an `openat`, as babeltrace2 reads them:
+/// `lttng_statedump_file_descriptor` per open fd (`filename` as LTTng writes it),
+/// `lttng_statedump_block_device` per disk, and `syscall_entry_openat`'s `filename` as the
+/// path string; an entry with no path record keeps the pointer as text.
+#[test]
+fn babeltrace2_reads_fds_disks_and_openat_filenames() {
+    if !bt2_available("babeltrace2_reads_fds_disks_and_openat_filenames") {
+        return;
+    }
+    let mut b = SnapshotBuilder::new(1);
+    b.manifest.snapshot_id = "00112233445566778899aabbccddeeff".into();
+    b.process(100, 1, "app", ("/", 1), &[100]);
+    b.manifest.statedump.processes[0].fds = vec![
+        schemas::manifest::FdInfo {
+            fd: 3,
+            target: "/var/lib/db/wal".into(),
+            socket: None,
+        },
+        schemas::manifest::FdInfo {
+            fd: 4,
+            target: "socket:[77]".into(),
+            socket: Some("tcp 127.0.0.1:40312->127.0.0.1:5432".into()),
+        },
+    ];
+    b.manifest
+        .statedump
+        .disks
+        .push(schemas::manifest::DiskInfo {
+            dev: SDA,
+            name: "sda".into(),
+        });
+    let openat = schemas::event::syscall_id("openat").unwrap();
+    let entry = |ts: u64, ptr: u64| Event {
+        ts_ns: ts,
+        cpu: 0,
+        pid: APP.0,
+        tid: APP.1,
+        data: EventData::SyscallEntry(SyscallEntry {
+            id: openat,
+            args: [-100i64 as u64, ptr, 0, 0, 0, 0],
+        }),
+    };
+    let exit = |ts: u64, ret: i64| Event {
+        ts_ns: ts,
+        cpu: 0,
+        pid: APP.0,
+        tid: APP.1,
+        data: EventData::SyscallExit(SyscallExit { id: openat, ret }),
+    };
+    b.path(T0, 0, APP, openat, "/etc/hosts");
+    b.event(entry(T0, 0x7fff_0000_1000));
+    b.event(exit(T0 + 1000, 5));
+    b.event(entry(T0 + 2000, 0x7fff_0000_2000));
+    b.event(exit(T0 + 3000, 6));
+    let (_snap, out) = export_planted("fds-disks-filenames", &b);
+    let evs = bt2_events(&out);
+    let named = |name: &str| -> Vec<&Value> { evs.iter().filter(|e| e["name"] == name).collect() };
+    let fds: Vec<(i64, i64, &str)> = named("lttng_statedump_file_descriptor")
+        .iter()
+        .map(|e| {
+            let f = &e["fields"];
+            (
+                f["pid"].as_i64().unwrap(),
+                f["fd"].as_i64().unwrap(),
+                f["filename"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(fds, [(100, 3, "/var/lib/db/wal"), (100, 4, "socket:[77]")]);
+    let disks: Vec<(u64, &str)> = named("lttng_statedump_block_device")
+        .iter()
+        .map(|e| {
+            (
+                e["fields"]["dev"].as_u64().unwrap(),
+                e["fields"]["diskname"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(disks, [(u64::from(SDA), "sda")]);
+    let files: Vec<&str> = named("syscall_entry_openat")
+        .iter()
+        .map(|e| e["fields"]["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["/etc/hosts", "0x7fff00002000"]);
+    // No event of its own for the path record.
+    assert!(!evs.iter().any(|e| e["name"] == "syscall_path"));
+}

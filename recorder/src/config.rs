@@ -77,6 +77,24 @@ pub struct Config {
     /// the hidden `flightrec record --bench-floor`. Never read from a file.
     #[serde(skip)]
     pub syscall_floor: u32,
+    /// What the statedump of each snapshot holds beyond processes and threads.
+    pub statedump: StatedumpConfig,
+}
+
+/// `[statedump]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatedumpConfig {
+    /// Record each process's open fds (path, socket addresses) so analyses name the file or
+    /// socket behind an fd. Reading other users' `/proc/PID/fd` makes the daemon keep
+    /// `CAP_SYS_PTRACE` and `CAP_DAC_READ_SEARCH`; off, it keeps no capability.
+    pub fds: bool,
+}
+
+impl Default for StatedumpConfig {
+    fn default() -> Self {
+        StatedumpConfig { fds: true }
+    }
 }
 
 /// `[recorder]`.

@@ -96,7 +96,8 @@ pub fn write_with_id(
         },
         trigger,
         coverage: frozen.coverage().to_vec(),
-        statedump: statedump::statedump(),
+        // The capabilities the daemon keeps are effective only while the statedump runs.
+        statedump: crate::daemon::caps::while_raised(|| statedump::statedump(config.statedump.fds)),
     };
     let werr = |path: &Path| {
         let path = path.to_owned();

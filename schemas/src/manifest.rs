@@ -169,6 +169,65 @@ pub struct ProcessInfo {
     pub container_id: Option<String>,
     /// Threads of the process.
     pub threads: Vec<ThreadInfo>,
+    /// Its open file descriptors, lowest first (absent in snapshots of older recorders, and
+    /// when `statedump.fds` is off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fds: Vec<FdInfo>,
+    /// Open descriptors left out of `fds` by the per-process or total cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fds_omitted: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One open file descriptor of a process at snapshot time (LTTng's
+/// `lttng_statedump_file_descriptor`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdInfo {
+    /// Descriptor number.
+    pub fd: u32,
+    /// What `/proc/PID/fd/FD` links to: a path, `socket:[INODE]`, `pipe:[INODE]`,
+    /// `anon_inode:[eventfd]`...
+    pub target: String,
+    /// For a socket found in `/proc/PID/net/{tcp,tcp6,udp,udp6,unix}`: its protocol and
+    /// addresses, `tcp 127.0.0.1:40312->127.0.0.1:5432`, `udp 0.0.0.0:53`, `unix /run/x.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+}
+
+impl FdInfo {
+    /// How analyses name this descriptor: the socket's addresses, the path, or what an
+    /// anonymous inode is (`pipe`, `eventfd`, `epoll`, `timerfd`...).
+    pub fn name(&self) -> String {
+        if let Some(s) = &self.socket {
+            return s.clone();
+        }
+        target_name(&self.target)
+    }
+}
+
+/// The short name of a `/proc/PID/fd` link target: `pipe:[7]` is `pipe`,
+/// `anon_inode:[eventpoll]` is `epoll`, `socket:[9]` (not found in `/proc/PID/net`) is
+/// `socket`; a path is itself.
+pub fn target_name(target: &str) -> String {
+    if let Some(anon) = target.strip_prefix("anon_inode:") {
+        let kind = anon.trim_start_matches('[').trim_end_matches(']');
+        return match kind {
+            "eventpoll" => "epoll".into(),
+            k => k.to_owned(),
+        };
+    }
+    for kind in ["socket", "pipe"] {
+        if target
+            .strip_prefix(kind)
+            .is_some_and(|rest| rest.starts_with(":["))
+        {
+            return kind.into();
+        }
+    }
+    target.to_owned()
 }
 
 /// One thread at snapshot time.

@@ -93,6 +93,15 @@ fn ctf_export_of_a_real_snapshot_matches_the_snapshot() {
         *got.entry(l.1.to_owned()).or_default() += 1;
     }
     assert_eq!(got, want, "babeltrace2's per-name counts");
+    // One statedump event per open fd and per disk the manifest lists.
+    let statedump = |name: &str| lines.iter().filter(|l| l.1 == name).count();
+    let fds: usize = m.statedump.processes.iter().map(|p| p.fds.len()).sum();
+    assert!(fds > 0, "the statedump lists no open fd");
+    assert_eq!(statedump("lttng_statedump_file_descriptor"), fds);
+    assert_eq!(
+        statedump("lttng_statedump_block_device"),
+        m.statedump.disks.len()
+    );
 
     // The workload's getppids: each MAGIC-tagged entry and its exit, at the snapshot's times.
     let calls: Vec<(bool, i64, u64)> = events

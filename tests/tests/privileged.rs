@@ -610,3 +610,80 @@ fn open_paths_and_cgroup_ids_are_recorded_in_the_kernel() {
         .expect("no exit of the workload");
     assert_eq!(exit.cgroup, group_id);
 }
+
+/// A real process's fds named by analyze: a file it opened, fsynced and closed inside the
+/// window (named by its openat's path record: the statedump no longer lists it), and a
+/// connected loopback TCP socket it still holds at the snapshot (named by the statedump with
+/// both addresses).
+#[test]
+fn fds_are_named_by_open_records_and_by_the_statedump() {
+    let Some(_p) = privileged("fds_are_named_by_open_records_and_by_the_statedump") else {
+        return;
+    };
+    let rec = TestRecorder::start("fdnames", |c| c.recorder.ring_size = "8MiB".into());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let file = format!("/tmp/flightrec-fdnames-{}.dat", std::process::id());
+    let script = format!(
+        "import os, socket, sys\n\
+         f = open({file:?}, 'w'); f.write('x' * 4096); f.flush(); os.fsync(f.fileno()); f.close()\n\
+         s = socket.create_connection(('127.0.0.1', {port})); s.sendall(b'query')\n\
+         print('ready', flush=True)\n\
+         sys.stdin.read()\n"
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let (_conn, peer) = listener.accept().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = child.id();
+    let path = rec.snapshot_file("fdnames");
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&file);
+
+    let (m, _) = flightrec_reader::dump::open(&path).unwrap();
+    let p = m.statedump.processes.iter().find(|p| p.pid == pid).unwrap();
+    let sock = format!("tcp {peer}->127.0.0.1:{port}");
+    assert!(
+        p.fds
+            .iter()
+            .any(|f| f.socket.as_deref() == Some(sock.as_str())),
+        "{:?}",
+        p.fds
+    );
+    assert!(!p.fds.iter().any(|f| f.target == file), "{:?}", p.fds);
+
+    let opts = flightrec_reader::analyze::Options {
+        top: 1000,
+        filter: flightrec_reader::analyze::Filter {
+            pids: vec![pid],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = flightrec_reader::analyze::analyze(&path, &opts).unwrap();
+    let calls = &r.syscalls.ok().expect("syscalls recorded").slowest;
+    let named = |syscall: &str| -> Vec<Option<&str>> {
+        calls
+            .iter()
+            .filter(|c| c.syscall == syscall)
+            .map(|c| c.fd_name.as_deref())
+            .collect()
+    };
+    assert_eq!(named("fsync"), [Some(file.as_str())], "{calls:#?}");
+    assert!(
+        named("sendto").contains(&Some(sock.as_str())),
+        "{:?}",
+        named("sendto")
+    );
+}

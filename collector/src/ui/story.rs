@@ -127,6 +127,9 @@ pub(super) fn request(a: &Value, clock: Clock) -> String {
             let mut call = esc(k["syscall"].as_str().unwrap_or("-"));
             if let Some(fd) = k["fd"].as_i64() {
                 let _ = write!(call, " on fd {fd}");
+                if let Some(name) = k["fd_name"].as_str() {
+                    let _ = write!(call, " ({})", esc(name));
+                }
             }
             if k["timed_out"].as_bool() == Some(true) {
                 call.push_str(", timed out: nothing answered");
@@ -142,6 +145,12 @@ pub(super) fn request(a: &Value, clock: Clock) -> String {
                     let mut t = who(&l["who"]);
                     if let Some(sys) = l["syscall"].as_str() {
                         let _ = write!(t, " in {}", esc(sys));
+                        if let Some(fd) = l["fd"].as_i64() {
+                            let _ = write!(t, " on fd {fd}");
+                        }
+                        if let Some(name) = l["fd_name"].as_str() {
+                            let _ = write!(t, " ({})", esc(name));
+                        }
                     }
                     if l["io"].is_object() {
                         let _ = write!(t, " ({})", io(&l["io"]));

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use schemas::event::syscall_name;
 use serde::Serialize;
 
+use super::fds::{FdNames, fd_arg, fd_label};
 use super::syscalls::WorkAcc;
 use super::text::fmt_ns;
 use super::{Report, Tasks};
@@ -58,6 +59,12 @@ pub struct Evidence {
     /// Syscall name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscall: Option<String>,
+    /// The fd that syscall worked or waited on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i64>,
+    /// The file or socket behind `fd`, when the snapshot knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_name: Option<String>,
     /// Block device (`major:minor`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
@@ -105,7 +112,12 @@ fn pct(ns: u64, window: u64) -> f64 {
 
 /// The findings of `r`, computed after every analysis; `work` is the time of each process's
 /// working syscalls, per (pid, syscall number).
-pub(crate) fn find(r: &Report, work: &HashMap<(u32, u64), WorkAcc>, tasks: &Tasks) -> Vec<Finding> {
+pub(crate) fn find(
+    r: &Report,
+    work: &HashMap<(u32, u64), WorkAcc>,
+    tasks: &Tasks,
+    fds: &FdNames,
+) -> Vec<Finding> {
     let window = r.window.duration_ns;
     let mut out = Vec::new();
     let mut push = |kind, covered: u64, text: String, evidence: Evidence| {
@@ -129,11 +141,17 @@ pub(crate) fn find(r: &Report, work: &HashMap<(u32, u64), WorkAcc>, tasks: &Task
         let name = syscall_name(id).map_or_else(|| format!("syscall_{id}"), str::to_owned);
         let comm = tasks.proc_comm(pid).to_owned();
         let calls = if w.count == 1 { "call" } else { "calls" };
+        let (_, at, arg0) = w.longest;
+        let fd = fd_arg(&name, arg0);
+        let fd_name = fd.and_then(|fd| fds.name_at(pid, fd, at));
+        let on = fd.map_or(String::new(), |fd| {
+            format!(" on {}", fd_label(fd, fd_name.as_deref()))
+        });
         push(
             FindingKind::SlowSyscall,
             w.total_ns,
             format!(
-                "pid {pid} ({comm}) spent {} in {name} ({} {calls}, longest {}), \
+                "pid {pid} ({comm}) spent {} in {name} ({} {calls}, longest {}{on}), \
                  of its {} in working syscalls",
                 fmt_ns(w.total_ns),
                 w.count,
@@ -144,6 +162,8 @@ pub(crate) fn find(r: &Report, work: &HashMap<(u32, u64), WorkAcc>, tasks: &Task
                 pid: Some(pid),
                 comm: Some(comm),
                 syscall: Some(name),
+                fd,
+                fd_name,
                 duration_ns: w.max_ns,
                 total_ns: w.total_ns,
                 count: w.count,
@@ -157,11 +177,15 @@ pub(crate) fn find(r: &Report, work: &HashMap<(u32, u64), WorkAcc>, tasks: &Task
                 FindingKind::BlockedSyscall,
                 c.elapsed_ns,
                 format!(
-                    "tid {} of pid {} ({}) was still in {} after {} at the end of the window",
+                    "tid {} of pid {} ({}) was still in {}{} after {} at the end of the window",
                     c.tid,
                     c.pid,
                     c.comm,
                     c.syscall,
+                    c.fd.map_or(String::new(), |fd| format!(
+                        " on {}",
+                        fd_label(fd, c.fd_name.as_deref())
+                    )),
                     fmt_ns(c.elapsed_ns)
                 ),
                 Evidence {
@@ -169,6 +193,8 @@ pub(crate) fn find(r: &Report, work: &HashMap<(u32, u64), WorkAcc>, tasks: &Task
                     tid: Some(c.tid),
                     comm: Some(c.comm.clone()),
                     syscall: Some(c.syscall.clone()),
+                    fd: c.fd,
+                    fd_name: c.fd_name.clone(),
                     duration_ns: c.elapsed_ns,
                     total_ns: c.elapsed_ns,
                     count: 1,
@@ -343,6 +369,8 @@ pub(crate) fn of_story(s: &super::Story, window: u64) -> Finding {
             tid: Some(s.who.tid),
             comm: Some(s.who.comm.clone()),
             syscall: s.blocked.first().and_then(|b| b.syscall.clone()),
+            fd: s.blocked.first().and_then(|b| b.fd),
+            fd_name: s.blocked.first().and_then(|b| b.fd_name.clone()),
             duration_ns: s.duration_ns,
             total_ns: s.duration_ns,
             count: 1,

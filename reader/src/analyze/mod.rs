@@ -9,6 +9,7 @@
 
 mod block;
 mod cpu;
+pub mod fds;
 mod findings;
 mod irq;
 mod procs;
@@ -398,8 +399,14 @@ pub fn analyze(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
             span: p.span,
             source: "accept_close",
             what: format!(
-                "the slowest of {} connections served (fd {})",
-                pass.period_count, p.fd
+                "the slowest of {} connections served ({})",
+                pass.period_count,
+                fds::fd_label(
+                    p.fd,
+                    pass.fds
+                        .name_at(pass.tasks.pid_of(p.tid), p.fd, p.span.begin)
+                        .as_deref()
+                )
             ),
         };
         let (_, events) = open_events(path, opts.decode_threads)?;
@@ -418,6 +425,7 @@ pub fn analyze(path: &Path, opts: &Options) -> Result<Report, AnalyzeError> {
             &manifest,
             &pass.tasks,
             &pass.disks,
+            &pass.fds,
             pass.period_count,
         ));
     }
@@ -442,6 +450,7 @@ fn tell(
     manifest: &Manifest,
     tasks: &Tasks,
     disks: &Disks,
+    fds: &fds::FdNames,
     periods: u64,
 ) -> Story {
     story::build(
@@ -452,6 +461,7 @@ fn tell(
             disks,
             realtime_minus_monotonic_ns: manifest.clocks.realtime_minus_monotonic_ns,
             periods,
+            fds,
         },
     )
 }
@@ -485,13 +495,15 @@ struct Pass {
     work: HashMap<(u32, u64), syscalls::WorkAcc>,
     tasks: Tasks,
     disks: Disks,
+    fds: fds::FdNames,
     periods: Vec<story::periods::Period>,
     period_count: u64,
 }
 
 impl Pass {
     fn finish(mut self) -> Report {
-        let mut f = findings::find(&self.report, &self.work, &self.tasks);
+        fds::name_calls(&mut self.report, &self.fds);
+        let mut f = findings::find(&self.report, &self.work, &self.tasks, &self.fds);
         if let Some(s) = &self.report.story {
             f.insert(0, findings::of_story(s, self.report.window.duration_ns));
             f.truncate(findings::MAX_FINDINGS);
@@ -538,6 +550,7 @@ fn analyze_pass(
     let mut periods = (opts.story == StoryChoice::Auto && subject.is_none() && has("syscalls"))
         .then(story::periods::Periods::default);
     let mut tasks = Tasks::from_statedump(&manifest.statedump);
+    let mut fd_names = fds::FdNames::from_statedump(&manifest.statedump);
     let mut sys = has("syscalls").then(syscalls::Syscalls::default);
     let mut cpu = has("sched").then(|| cpu::Cpu::new(&ctx));
     let mut sch = has("sched").then(sched::Sched::default);
@@ -551,6 +564,7 @@ fn analyze_pass(
         let ev = ev?;
         // Names and parents are learnt from every event, inside the window or not.
         tasks.observe(&ev);
+        fd_names.observe(&ev);
         if let Some(t) = tracker.as_mut()
             && !t.done(ev.ts_ns)
         {
@@ -658,7 +672,15 @@ fn analyze_pass(
     let story = match (tracker.as_mut(), subject.as_ref()) {
         (Some(t), Some(s)) => {
             t.finish();
-            Some(tell(t, s, manifest, &tasks, &ctx.disks, period_count))
+            Some(tell(
+                t,
+                s,
+                manifest,
+                &tasks,
+                &ctx.disks,
+                &fd_names,
+                period_count,
+            ))
         }
         _ => None,
     };
@@ -711,6 +733,7 @@ fn analyze_pass(
         work,
         tasks,
         disks: ctx.disks,
+        fds: fd_names,
         periods: periods.map(|p| p.slowest()).unwrap_or_default(),
         period_count,
     })

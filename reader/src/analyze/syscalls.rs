@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use schemas::event::{Event, EventData, syscall_name};
 use serde::Serialize;
 
+use super::fds::fd_arg;
 use super::stats::{LatencyStats, Log2Hist};
 use super::waits::{is_wait, never_returns};
 use super::{Ctx, Tasks, TopN};
@@ -70,6 +71,12 @@ pub struct SyscallCall {
     pub ret: i64,
     /// First argument (often the file descriptor).
     pub arg0: u64,
+    /// The fd it worked or waited on, for syscalls whose first argument is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i64>,
+    /// The file or socket behind `fd` when the call entered, when the snapshot knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_name: Option<String>,
     /// Whether the call waits for an event (`epoll_wait`, futex wait...) rather than works.
     pub wait: bool,
 }
@@ -93,6 +100,12 @@ pub struct InFlightCall {
     pub elapsed_ns: u64,
     /// First argument.
     pub arg0: u64,
+    /// The fd it works or waits on, for syscalls whose first argument is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i64>,
+    /// The file or socket behind `fd` when the call entered, when the snapshot knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_name: Option<String>,
     /// Whether the call waits for an event rather than works.
     pub wait: bool,
 }
@@ -148,6 +161,8 @@ pub(crate) struct WorkAcc {
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: u64,
+    /// Thread, entry time and first argument of the longest call.
+    pub longest: (u32, u64, u64),
 }
 
 /// Accumulates syscall latencies.
@@ -213,12 +228,17 @@ impl Syscalls {
                     let w = self.work.entry((p.pid, x.id)).or_default();
                     w.count += 1;
                     w.total_ns += d;
-                    w.max_ns = w.max_ns.max(d);
+                    if d >= w.max_ns {
+                        w.max_ns = d;
+                        w.longest = (ev.tid, p.ts, p.arg0);
+                    }
                 }
                 let call = || SyscallCall {
                     tid: ev.tid,
                     pid: p.pid,
                     comm: tasks.comm(ev.tid).to_owned(),
+                    fd: fd_arg(&name_of(x.id), p.arg0),
+                    fd_name: None,
                     syscall: name_of(x.id),
                     id: x.id,
                     entry_ns: p.ts,
@@ -326,6 +346,8 @@ impl Syscalls {
                     entry_ns: p.ts,
                     elapsed_ns: ctx.end.saturating_sub(p.ts),
                     arg0: p.arg0,
+                    fd: fd_arg(&name_of(p.id), p.arg0),
+                    fd_name: None,
                 })
             })
             .collect();

@@ -143,12 +143,21 @@ fn not_recorded<T>(s: &Section<T>, out: &mut impl Write) -> io::Result<bool> {
     Ok(false)
 }
 
+/// The fd column: `3 /var/lib/db/wal`, `3` when nothing names it, empty for calls on no fd.
+fn fd_cell(fd: Option<i64>, name: Option<&str>) -> String {
+    match (fd, name) {
+        (Some(fd), Some(n)) => format!("{fd} {n}"),
+        (Some(fd), None) => fd.to_string(),
+        (None, _) => String::new(),
+    }
+}
+
 /// A table of completed calls.
 fn calls_table(calls: &[SyscallCall], b: u64, out: &mut impl Write) -> io::Result<()> {
     let mut t = Table::new(&[
-        "entry", "duration", "tid", "pid", "comm", "syscall", "arg0", "ret",
+        "entry", "duration", "tid", "pid", "comm", "syscall", "arg0", "ret", "fd",
     ])
-    .left(&["comm", "syscall"]);
+    .left(&["comm", "syscall", "fd"]);
     for x in calls {
         t.row(vec![
             rel(x.entry_ns, b),
@@ -159,6 +168,7 @@ fn calls_table(calls: &[SyscallCall], b: u64, out: &mut impl Write) -> io::Resul
             x.syscall.clone(),
             x.arg0.to_string(),
             x.ret.to_string(),
+            fd_cell(x.fd, x.fd_name.as_deref()),
         ]);
     }
     t.write(out)
@@ -324,8 +334,10 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
                 out,
                 "\n  Still in a syscall at the end of the window, {what}:"
             )?;
-            let mut t = Table::new(&["entry", "elapsed", "tid", "pid", "comm", "syscall", "arg0"])
-                .left(&["comm", "syscall"]);
+            let mut t = Table::new(&[
+                "entry", "elapsed", "tid", "pid", "comm", "syscall", "arg0", "fd",
+            ])
+            .left(&["comm", "syscall", "fd"]);
             for x in list {
                 t.row(vec![
                     rel(x.entry_ns, b),
@@ -335,6 +347,7 @@ pub fn render(r: &Report, out: &mut impl Write) -> io::Result<()> {
                     x.comm.clone(),
                     x.syscall.clone(),
                     x.arg0.to_string(),
+                    fd_cell(x.fd, x.fd_name.as_deref()),
                 ]);
             }
             t.write(out)?;

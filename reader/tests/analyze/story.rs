@@ -165,6 +165,103 @@ fn a_request_blocked_on_a_lock_names_the_holder_and_its_disk_wait() {
     );
 }
 
+/// `lock_behind_io` with the statedump's open fds of nginx (pid 100): fd 5 as `fd5`.
+fn lock_with_fd5(fd5: schemas::manifest::FdInfo) -> SnapshotBuilder {
+    let mut b = lock_behind_io();
+    b.process(100, 1, "nginx", ("/", 1), &[101, 102]);
+    b.manifest.statedump.processes[0].fds = vec![fd5];
+    b
+}
+
+// The holder's fdatasync is on fd 5, which the statedump names: the story, the finding, the
+// slow-call table and the JSON name the file.
+#[test]
+fn the_holders_fdatasync_names_its_file_from_the_statedump() {
+    let b = lock_with_fd5(schemas::manifest::FdInfo {
+        fd: 5,
+        target: "/var/lib/db/wal".into(),
+        socket: None,
+    });
+    let r = run("story-fd-name", &b, &Options::default());
+    let s = r.story.as_ref().unwrap();
+    let holder = &s.blocked[0].chain[0];
+    assert_eq!(
+        (holder.fd, holder.fd_name.as_deref()),
+        (Some(5), Some("/var/lib/db/wal"))
+    );
+    let v = &r.findings[0].text;
+    assert!(v.contains("fdatasync on fd 5 (/var/lib/db/wal)"), "{v}");
+    let slow = &ok(&r.syscalls).slowest_work[0];
+    assert_eq!(
+        (slow.syscall.as_str(), slow.fd, slow.fd_name.as_deref()),
+        ("fdatasync", Some(5), Some("/var/lib/db/wal"))
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["story"]["blocked"][0]["chain"][0]["fd_name"],
+        "/var/lib/db/wal"
+    );
+    assert_eq!(
+        json["syscalls"]["slowest_work"][0]["fd_name"],
+        "/var/lib/db/wal"
+    );
+    let mut text = Vec::new();
+    flightrec_reader::analyze::render(&r, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("fdatasync") && l.contains("5 /var/lib/db/wal")),
+        "{text}"
+    );
+}
+
+// The holder closes fd 5 after its fdatasync and makes a TCP socket that gets fd 5; the
+// statedump's fd 5 is that socket, which is not what the fdatasync was on: the fdatasync's
+// fd stays unnamed, and a read on the socket afterwards gets the statedump's addresses.
+#[test]
+fn a_statedump_name_is_not_given_to_an_fd_changed_since() {
+    let mut b = lock_with_fd5(schemas::manifest::FdInfo {
+        fd: 5,
+        target: "socket:[99]".into(),
+        socket: Some("tcp 127.0.0.1:40312->127.0.0.1:5432".into()),
+    });
+    let h = (100, 102, "nginx");
+    call2(
+        &mut b,
+        1,
+        h,
+        "close",
+        [5, 0],
+        (B + 42 * MS, B + 42 * MS + 100),
+        0,
+    );
+    call2(
+        &mut b,
+        1,
+        h,
+        "socket",
+        [2, 1],
+        (B + 43 * MS, B + 43 * MS + 100),
+        5,
+    );
+    call2(&mut b, 1, h, "read", [5, 0], (B + 44 * MS, B + 55 * MS), 10);
+    let r = run("story-fd-changed", &b, &Options::default());
+    let holder = &r.story.as_ref().unwrap().blocked[0].chain[0];
+    assert_eq!((holder.fd, holder.fd_name.as_deref()), (Some(5), None));
+    let sys = ok(&r.syscalls);
+    let name_of = |call: &str| {
+        sys.slowest
+            .iter()
+            .find(|c| c.syscall == call)
+            .map(|c| c.fd_name.clone())
+    };
+    assert_eq!(name_of("fdatasync"), Some(None));
+    assert_eq!(
+        name_of("read"),
+        Some(Some("tcp 127.0.0.1:40312->127.0.0.1:5432".into()))
+    );
+}
+
 // A server thread accepts fd 7 at +1 ms, connects a UDP socket (fd 8) to a resolver, polls for
 // 2 s and gets nothing (poll returns 0), answers and closes fd 7 at +2.01 s. No hook: the
 // accept4…close period is the story.
@@ -213,9 +310,20 @@ fn a_connection_recognised_from_accept_to_close_shows_a_wait_that_timed_out() {
         (B + 2010 * MS, B + 2010 * MS + 900),
         0,
     );
+    // The statedump names the listening socket the connection was accepted on.
+    b.process(300, 1, "server", ("/", 1), &[300]);
+    b.manifest.statedump.processes[0].fds = vec![schemas::manifest::FdInfo {
+        fd: 3,
+        target: "socket:[41]".into(),
+        socket: Some("tcp 0.0.0.0:8080 (listening)".into()),
+    }];
     let r = run("story-period", &b, &Options::default());
     let s = r.story.as_ref().expect("a story for the connection");
     assert_eq!((s.source.as_str(), s.who.tid), ("accept_close", 300));
+    assert_eq!(
+        s.what,
+        "the slowest of 1 connections served (fd 7 (connection accepted on tcp 0.0.0.0:8080))"
+    );
     assert_eq!(s.duration_ns, 2009 * MS);
     let w = &s.blocked[0];
     assert_eq!(w.syscall.as_deref(), Some("poll"));
@@ -280,4 +388,68 @@ fn a_thread_never_switched_out_does_not_run_to_the_end_of_the_span() {
         instead.iter().all(|&(tid, ns)| tid != 77 || ns <= MS),
         "{instead:?}"
     );
+}
+
+// A database opens its WAL inside the window (the kernel's path record before the openat
+// entry), fdatasyncs it for 30 ms and closes it before the snapshot, so the statedump does not
+// list it: the open names the fd, in the slow-call table and in the finding.
+#[test]
+fn an_fd_opened_in_the_window_is_named_by_its_open() {
+    let t = (400, 400, "db");
+    let mut b = SnapshotBuilder::new(1);
+    b.switch(B, 0, IDLE0, 0, t);
+    let openat = sys("openat");
+    b.path(B + MS, 0, t, openat, "/var/lib/db/wal");
+    call2(
+        &mut b,
+        0,
+        t,
+        "openat",
+        [-100i64 as u64, 0],
+        (B + MS, B + MS + 900),
+        3,
+    );
+    call2(
+        &mut b,
+        0,
+        t,
+        "fdatasync",
+        [3, 0],
+        (B + 2 * MS, B + 32 * MS),
+        0,
+    );
+    call2(
+        &mut b,
+        0,
+        t,
+        "close",
+        [3, 0],
+        (B + 33 * MS, B + 33 * MS + 100),
+        0,
+    );
+    // The same fd number, reopened for another file afterwards, does not rename the call.
+    b.path(B + 34 * MS, 0, t, openat, "/tmp/other");
+    call2(
+        &mut b,
+        0,
+        t,
+        "openat",
+        [-100i64 as u64, 0],
+        (B + 34 * MS, B + 35 * MS),
+        3,
+    );
+    let r = run("fd-opened-in-window", &b, &Options::default());
+    let slow = &ok(&r.syscalls).slowest_work[0];
+    assert_eq!(
+        (slow.syscall.as_str(), slow.fd_name.as_deref()),
+        ("fdatasync", Some("/var/lib/db/wal"))
+    );
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::SlowSyscall)
+        .expect("a slow syscall finding");
+    assert!(f.text.contains("fdatasync"), "{}", f.text);
+    assert!(f.text.contains("on fd 3 (/var/lib/db/wal)"), "{}", f.text);
+    assert_eq!(f.evidence.fd_name.as_deref(), Some("/var/lib/db/wal"));
 }

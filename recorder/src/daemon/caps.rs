@@ -9,6 +9,12 @@
 //! - the statedump reads `/proc/PID/{status,comm,cmdline,cgroup,task}` of every process, files
 //!   every user may read; only on a `/proc` mounted with `hidepid` does root need
 //!   `CAP_SYS_PTRACE` to see other users' processes, and only then is it kept;
+//! - the statedump's open fds (`statedump.fds`, on by default) list `/proc/PID/fd` and read its
+//!   links: the directory is `0500` and owned by the process's user, and each link is checked
+//!   with `ptrace_may_access`, so root reads other users' fds only with `CAP_DAC_READ_SEARCH`
+//!   and `CAP_SYS_PTRACE`; both are kept then, and neither with `statedump.fds = false`.
+//!   What is kept stays out of the effective set except while a statedump runs
+//!   ([`while_raised`]);
 //! - snapshots, the spool and uploads are root's own files in root's own directories, reached
 //!   through their modes (an approved `snapshot_dirs` directory must let root write through its
 //!   mode: no `CAP_DAC_OVERRIDE` is kept);
@@ -23,7 +29,9 @@ use std::io;
 
 /// `CAP_SETPCAP`: needed to shrink the bounding set and set securebits.
 const CAP_SETPCAP: u32 = 8;
-/// `CAP_SYS_PTRACE`: seeing other users' processes under `hidepid`.
+/// `CAP_DAC_READ_SEARCH`: listing other users' `/proc/PID/fd` (mode `0500`).
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
+/// `CAP_SYS_PTRACE`: seeing other users' processes under `hidepid`, reading their fd links.
 pub const CAP_SYS_PTRACE: u32 = 19;
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -52,17 +60,28 @@ fn mask(caps: &[u32]) -> u64 {
     caps.iter().fold(0, |m, &c| m | (1 << c))
 }
 
-/// The capabilities the running daemon keeps here, each with why.
-pub fn needed() -> Vec<(u32, &'static str)> {
+/// The capabilities the running daemon keeps here, each with why; `fds`: the statedump lists
+/// open fds (`statedump.fds`).
+pub fn needed(fds: bool) -> Vec<(u32, &'static str)> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if proc_hides_pids(&mounts) {
-        vec![(
+    needed_with(fds, proc_hides_pids(&mounts))
+}
+
+fn needed_with(fds: bool, hidepid: bool) -> Vec<(u32, &'static str)> {
+    let mut keep = Vec::new();
+    if fds {
+        keep.push((
+            CAP_DAC_READ_SEARCH,
+            "statedump.fds lists other users' /proc/PID/fd",
+        ));
+        keep.push((CAP_SYS_PTRACE, "and reads their fd links"));
+    } else if hidepid {
+        keep.push((
             CAP_SYS_PTRACE,
             "/proc is mounted with hidepid: the statedump reads other users' processes",
-        )]
-    } else {
-        Vec::new()
+        ));
     }
+    keep
 }
 
 /// Whether the `/proc` mount in `mounts` hides other users' processes.
@@ -104,12 +123,13 @@ fn effective(data: &[CapData; 2]) -> u64 {
 }
 
 /// Drops every capability of this thread (and of the threads it creates from now on) but
-/// `keep`, for good. Returns the effective set left, as a mask.
+/// `keep`, for good, and leaves even those out of the effective set: [`while_raised`] raises
+/// them around the one piece of work that needs them. Returns the permitted set left, as a
+/// mask.
 pub fn drop_all_but(keep: &[u32]) -> io::Result<u64> {
     let keep = mask(keep);
     let before = current()?;
-    let permitted = before[0].permitted as u64 | (before[1].permitted as u64) << 32;
-    let keep = keep & permitted;
+    let keep = keep & permitted(&before);
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -152,14 +172,46 @@ pub fn drop_all_but(keep: &[u32]) -> io::Result<u64> {
         pid: 0,
     };
     let half = |shift: u32| CapData {
-        effective: (keep >> shift) as u32,
+        effective: 0,
         permitted: (keep >> shift) as u32,
         inheritable: 0,
     };
     let data = [half(0), half(32)];
     // SAFETY: capset reads two CapData for version 3 headers.
     check(unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } as libc::c_int)?;
-    Ok(effective(&current()?))
+    Ok(permitted(&current()?))
+}
+
+fn permitted(data: &[CapData; 2]) -> u64 {
+    data[0].permitted as u64 | (data[1].permitted as u64) << 32
+}
+
+fn set_effective(mut data: [CapData; 2], mask: u64) -> io::Result<()> {
+    data[0].effective = mask as u32;
+    data[1].effective = (mask >> 32) as u32;
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset reads two CapData for version 3 headers.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } as libc::c_int)
+}
+
+/// Runs `f` with this thread's permitted capabilities effective, then lowers them again: the
+/// statedump is the only work that needs the ones the daemon keeps. Where nothing can be
+/// raised (a process that dropped nothing, or a failed `capset`), `f` runs as things are.
+pub fn while_raised<T>(f: impl FnOnce() -> T) -> T {
+    let Ok(before) = current() else {
+        return f();
+    };
+    let (eff, perm) = (effective(&before), permitted(&before));
+    if eff == perm || set_effective(before, perm).is_err() {
+        return f();
+    }
+    let out = f();
+    // Lowering what this thread raised cannot fail: it only clears effective bits.
+    let _ = set_effective(before, eff);
+    out
 }
 
 /// Capability names for a log line (`none` for an empty set).
@@ -170,6 +222,7 @@ pub fn names(caps: &[(u32, &str)]) -> String {
     caps.iter()
         .map(|(c, _)| match *c {
             CAP_SYS_PTRACE => "CAP_SYS_PTRACE".to_owned(),
+            CAP_DAC_READ_SEARCH => "CAP_DAC_READ_SEARCH".to_owned(),
             c => format!("capability {c}"),
         })
         .collect::<Vec<_>>()
@@ -191,6 +244,21 @@ mod tests {
         assert!(!proc_hides_pids("proc /other proc rw,hidepid=2 0 0"));
     }
 
+    #[test]
+    fn fds_keep_exactly_ptrace_and_dac_read_search() {
+        let codes = |v: Vec<(u32, &str)>| v.iter().map(|(c, _)| *c).collect::<Vec<_>>();
+        assert_eq!(
+            codes(needed_with(true, false)),
+            [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE]
+        );
+        assert_eq!(
+            codes(needed_with(true, true)),
+            [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE]
+        );
+        assert_eq!(codes(needed_with(false, true)), [CAP_SYS_PTRACE]);
+        assert!(needed_with(false, false).is_empty());
+    }
+
     /// Probe 5: the daemon kept every capability. On a thread of its own (the drop is per
     /// thread), a drop leaves exactly what was kept, for good.
     #[test]
@@ -203,9 +271,23 @@ mod tests {
         std::thread::spawn(|| {
             let left = drop_all_but(&[CAP_SYS_PTRACE]).unwrap();
             assert_eq!(left, 1 << CAP_SYS_PTRACE);
+            let line = |key: &str| {
+                let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+                status
+                    .lines()
+                    .find(|l| l.starts_with(key))
+                    .unwrap()
+                    .to_owned()
+            };
+            // Kept, but effective only while raised.
+            assert_eq!(line("CapEff:"), "CapEff:\t0000000000000000");
+            assert_eq!(line("CapPrm:"), "CapPrm:\t0000000000080000");
+            assert_eq!(
+                while_raised(|| line("CapEff:")),
+                "CapEff:\t0000000000080000"
+            );
+            assert_eq!(line("CapEff:"), "CapEff:\t0000000000000000");
             let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-            let eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
-            assert_eq!(eff, "CapEff:\t0000000000080000");
             let bnd = status.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
             assert_eq!(bnd, "CapBnd:\t0000000000080000");
             assert!(drop_all_but(&[]).unwrap() == 0);

@@ -167,7 +167,7 @@ fn set_up(config: &Config) -> Result<SetUp, DaemonError> {
         let hook = bind_hook(config)?;
         let metrics = bind_metrics(config)?;
         let rings = Rings::start(config)?;
-        let keep = caps::needed();
+        let keep = caps::needed(config.statedump.fds);
         let codes: Vec<u32> = keep.iter().map(|(c, _)| *c).collect();
         caps::drop_all_but(&codes).map_err(DaemonError::Capabilities)?;
         let why: Vec<&str> = keep.iter().map(|(_, why)| *why).collect();

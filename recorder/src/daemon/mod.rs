@@ -18,7 +18,7 @@
 //! counted (`status` shows the counters).
 
 mod access;
-mod caps;
+pub(crate) mod caps;
 mod control;
 mod embed;
 pub mod protocol;

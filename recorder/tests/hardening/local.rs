@@ -24,30 +24,56 @@ fn frs_in(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Probe 5: the daemon kept every capability. Once attached it keeps none (on a `/proc`
-/// without `hidepid`), and a snapshot with a statedump of another user's process still works.
+/// Probe 5: the daemon kept every capability. Once attached it keeps only what the open-fd
+/// statedump needs (`CAP_DAC_READ_SEARCH` and `CAP_SYS_PTRACE`, to read other users'
+/// `/proc/PID/fd`), and a snapshot lists another user's process with its fds.
 #[test]
 fn probe5_capabilities_dropped_once_attached() {
-    let Some(_p) = privileged("probe5_capabilities_dropped_once_attached") else {
+    probe5_capabilities(true);
+}
+
+/// Probe 5 with `statedump.fds = false`: the daemon keeps no capability (on a `/proc` without
+/// `hidepid`), and the statedump still lists another user's process, without fds.
+#[test]
+fn probe5_no_capability_kept_without_the_fd_statedump() {
+    probe5_capabilities(false);
+}
+
+fn probe5_capabilities(fds: bool) {
+    let test = if fds {
+        "probe5_capabilities_dropped_once_attached"
+    } else {
+        "probe5_no_capability_kept_without_the_fd_statedump"
+    };
+    let Some(_p) = privileged(test) else {
         return;
     };
-    let user = TempUser::new("cap");
-    let s = Scene::new("caps", "");
+    let user = TempUser::new(if fds { "cap" } else { "capnofd" });
+    let s = Scene::new(
+        if fds { "caps" } else { "caps-nofd" },
+        if fds {
+            ""
+        } else {
+            "[statedump]\nfds = false\n"
+        },
+    );
     let d = s.start(|_| {});
     let hidepid = std::fs::read_to_string("/proc/self/mounts")
         .unwrap()
         .lines()
         .any(|l| l.contains(" /proc proc ") && l.contains("hidepid=") && !l.contains("hidepid=0"));
-    let kept = if hidepid {
-        "0000000000080000"
-    } else {
-        "0000000000000000"
+    let kept = match (fds, hidepid) {
+        // CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19).
+        (true, _) => "0000000000080004",
+        (false, true) => "0000000000080000",
+        (false, false) => "0000000000000000",
     };
+    // Kept capabilities are permitted, and effective only while a statedump runs.
     for key in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
-        let want = if key == "CapAmb" || key == "CapInh" {
-            "0000000000000000"
-        } else {
+        let want = if key == "CapPrm" || key == "CapBnd" {
             kept
+        } else {
+            "0000000000000000"
         };
         assert_eq!(d.status_field(key), want, "{key}");
     }
@@ -56,7 +82,7 @@ fn probe5_capabilities_dropped_once_attached() {
         let tid: u32 = t.unwrap().file_name().to_str().unwrap().parse().unwrap();
         let st = std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", d.pid())).unwrap();
         assert!(
-            st.contains(&format!("CapEff:\t{kept}")),
+            st.contains(&format!("CapPrm:\t{kept}")) && st.contains("CapEff:\t0000000000000000"),
             "thread {tid}: {st}"
         );
     }
@@ -85,6 +111,8 @@ fn probe5_capabilities_dropped_once_attached() {
         .find(|p| p.pid == sleeper.id())
         .expect("the other user's process in the statedump");
     assert_eq!(p.cmdline, "sleep 31.4159");
+    // The other user's fds (its stdin, stdout, stderr at least) only with the fd statedump.
+    assert_eq!(p.fds.len() >= 3, fds, "{:?}", p.fds);
     assert!(events.count() > 0);
     // The status and a second snapshot (an epoch flip each) still work.
     let st = flightrec()

@@ -21,41 +21,7 @@ const MAX_BLOCKED: usize = 5;
 /// Longest wakeup chain followed.
 const MAX_CHAIN: usize = 4;
 
-/// Syscalls whose first argument is the fd they work or wait on.
-const FD_FIRST: &[&str] = &[
-    "read",
-    "write",
-    "pread64",
-    "pwrite64",
-    "readv",
-    "writev",
-    "preadv",
-    "pwritev",
-    "preadv2",
-    "pwritev2",
-    "recvfrom",
-    "sendto",
-    "recvmsg",
-    "sendmsg",
-    "recvmmsg",
-    "sendmmsg",
-    "connect",
-    "accept",
-    "accept4",
-    "fsync",
-    "fdatasync",
-    "sync_file_range",
-    "fallocate",
-    "ftruncate",
-    "flock",
-    "ioctl",
-    "epoll_wait",
-    "epoll_pwait",
-    "epoll_pwait2",
-    "splice",
-    "sendfile",
-    "getdents64",
-];
+use crate::analyze::fds::{FD_FIRST, FdNames, fd_arg, fd_label};
 
 /// Syscalls that read from the fd in their first argument.
 const READS: &[&str] = &[
@@ -105,6 +71,7 @@ pub(crate) struct Inputs<'a> {
     pub disks: &'a Disks,
     pub realtime_minus_monotonic_ns: i64,
     pub periods: u64,
+    pub fds: &'a FdNames,
 }
 
 fn who(tasks: &Tasks, tid: u32) -> Who {
@@ -185,7 +152,8 @@ fn chain(
         }
         let span = Span { begin, end };
         let (mut run, mut rq, mut blk) = (0, 0, 0);
-        let mut calls: HashMap<u64, u64> = HashMap::new();
+        // Per syscall: time, and the entry and first argument of its call that took most.
+        let mut calls: HashMap<u64, (u64, u64, u64, u64)> = HashMap::new();
         let mut longest: Option<usize> = None;
         for &i in by_tid.get(&tid).map(Vec::as_slice).unwrap_or(&[]) {
             let iv = &t.intervals[i];
@@ -204,13 +172,23 @@ fn chain(
                 }
             }
             if let Some(c) = iv.call {
-                *calls.entry(c.nr).or_default() += ns;
+                let e = calls.entry(c.nr).or_default();
+                e.0 += ns;
+                if ns > e.1 {
+                    *e = (e.0, ns, c.entry_ns, c.arg0);
+                }
             }
         }
-        let syscall = calls
+        let top = calls
             .into_iter()
-            .max_by_key(|&(nr, ns)| (ns, nr))
-            .map(|(nr, _)| name_of(nr));
+            .max_by_key(|&(nr, (ns, ..))| (ns, nr))
+            .map(|(nr, (_, _, entry, arg0))| (name_of(nr), entry, arg0));
+        let fd = top.as_ref().and_then(|(n, _, arg0)| fd_arg(n, *arg0));
+        let fd_name = match (&top, fd) {
+            (Some((_, entry, _)), Some(fd)) => inp.fds.name_at(inp.tasks.pid_of(tid), fd, *entry),
+            _ => None,
+        };
+        let syscall = top.map(|(n, ..)| n);
         if run + rq + blk == 0 {
             // A thread with no scheduling events in the span (a kernel worker that woke it
             // from a context the trace does not show): nothing more to tell.
@@ -225,6 +203,8 @@ fn chain(
             runnable_ns: rq,
             blocked_ns: blk,
             syscall,
+            fd,
+            fd_name,
             io,
         });
         // Follow on only while this link itself mostly waited for someone else.
@@ -334,17 +314,22 @@ pub(crate) fn build(t: &Tracker, subject: &Subject, inp: &Inputs) -> Story {
                 Some(n) if readiness && n > 0 => ready(t, iv.end),
                 _ => (None, false),
             };
+            let pid = inp.tasks.pid_of(subject.tid);
+            let fd_name = fd.and_then(|fd| inp.fds.name_at(pid, fd, from));
+            let ready_fd_name = ready_fd.and_then(|fd| inp.fds.name_at(pid, fd, iv.end));
             Blocked {
                 begin_ns: iv.start,
                 duration_ns: iv.end - iv.start,
                 syscall: name,
                 fd,
+                fd_name,
                 ret,
                 timed_out,
                 woken_by: woken_by(t, inp.tasks, iv.waker),
                 own_io: io_summary(t, from, iv.end, inp.disks, |x| x == subject.tid),
                 disk: io_summary(t, iv.start, iv.end, inp.disks, |_| true),
                 ready_fd,
+                ready_fd_name,
                 ready_fd_connected,
                 chain: chain(t, &by_tid, inp, subject.tid, iv.waker, iv.start, iv.end),
             }
@@ -619,13 +604,17 @@ fn blocked_words(s: &Story, b: &Blocked) -> String {
         w.push_str(&format!(", the longest {} in {sys}", fmt_ns(b.duration_ns)));
     }
     if let Some(fd) = b.fd {
-        w.push_str(&format!(" on fd {fd}"));
+        w.push_str(&format!(" on {}", fd_label(fd, b.fd_name.as_deref())));
     }
     match (b.ready_fd, b.ready_fd_connected) {
         (Some(fd), true) => w.push_str(&format!(
-            " until the answer on fd {fd}, a connection it had opened (connect) in its span"
+            " until the answer on {}, a connection it had opened (connect) in its span",
+            fd_label(fd, b.ready_fd_name.as_deref())
         )),
-        (Some(fd), false) => w.push_str(&format!(" until fd {fd} had data")),
+        (Some(fd), false) => w.push_str(&format!(
+            " until {} had data",
+            fd_label(fd, b.ready_fd_name.as_deref())
+        )),
         _ => {}
     }
     if b.timed_out {
@@ -647,14 +636,17 @@ fn blocked_words(s: &Story, b: &Blocked) -> String {
         ));
     }
     if let Some(l) = b.chain.first() {
+        let on = l.fd.map_or(String::new(), |fd| {
+            format!(" on {}", fd_label(fd, l.fd_name.as_deref()))
+        });
         let doing = match (&l.syscall, &l.io) {
             (Some(sys), Some(io)) => format!(
-                "in {sys}, with {} requests on {} of up to {}",
+                "in {sys}{on}, with {} requests on {} of up to {}",
                 io.requests,
                 io.device,
                 fmt_ns(io.max_ns)
             ),
-            (Some(sys), None) => format!("mostly in {sys}"),
+            (Some(sys), None) => format!("mostly in {sys}{on}"),
             (None, _) => format!("running {}", fmt_ns(l.running_ns)),
         };
         w.push_str(&format!(

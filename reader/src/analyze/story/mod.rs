@@ -216,6 +216,12 @@ pub struct Link {
     /// The syscall it spent most of the time in, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscall: Option<String>,
+    /// The fd of that syscall's longest call, for syscalls whose first argument is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i64>,
+    /// The file or socket behind `fd`, when the snapshot knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_name: Option<String>,
     /// Block requests it issued meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub io: Option<IoSummary>,
@@ -234,6 +240,10 @@ pub struct Blocked {
     /// The fd it waited on, for syscalls whose first argument is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<i64>,
+    /// The file or socket behind `fd` when the call entered (`/var/lib/db/wal`,
+    /// `tcp 127.0.0.1:40312->127.0.0.1:5432`, `pipe`), when the snapshot knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_name: Option<String>,
     /// That syscall's result, when it returned in the span.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ret: Option<i64>,
@@ -251,6 +261,9 @@ pub struct Blocked {
     /// fd it read from next, i.e. what it was waiting for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_fd: Option<i64>,
+    /// The file or socket behind `ready_fd`, when the snapshot knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_fd_name: Option<String>,
     /// `ready_fd` is a connection the subject opened with `connect` earlier in its span: an
     /// upstream, a database, a resolver, rather than its client.
     pub ready_fd_connected: bool,

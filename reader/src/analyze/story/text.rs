@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use super::{Story, WokenBy};
+use crate::analyze::fds::fd_label;
 use crate::analyze::text::fmt_ns;
 
 fn woke(w: &WokenBy) -> String {
@@ -45,7 +46,9 @@ pub fn render(s: &Story, begin: u64, out: &mut impl Write) -> io::Result<()> {
         fmt_ns(s.unknown_ns)
     )?;
     for b in &s.blocked {
-        let fd = b.fd.map_or(String::new(), |fd| format!(" fd {fd}"));
+        let fd = b.fd.map_or(String::new(), |fd| {
+            format!(" {}", fd_label(fd, b.fd_name.as_deref()))
+        });
         let mut how = if b.timed_out {
             "timed out, nothing answered".to_owned()
         } else {
@@ -57,7 +60,10 @@ pub fn render(s: &Story, begin: u64, out: &mut impl Write) -> io::Result<()> {
             } else {
                 ""
             };
-            how.push_str(&format!("; then read fd {fd}{conn}"));
+            how.push_str(&format!(
+                "; then read {}{conn}",
+                fd_label(fd, b.ready_fd_name.as_deref())
+            ));
         }
         let io = b.own_io.as_ref().map_or(String::new(), |io| {
             format!(
@@ -91,9 +97,13 @@ pub fn render(s: &Story, begin: u64, out: &mut impl Write) -> io::Result<()> {
                 fmt_ns(l.running_ns),
                 fmt_ns(l.runnable_ns),
                 fmt_ns(l.blocked_ns),
-                l.syscall
-                    .as_deref()
-                    .map_or(String::new(), |s| format!(" mostly in {s}")),
+                l.syscall.as_deref().map_or(String::new(), |s| format!(
+                    " mostly in {s}{}",
+                    l.fd.map_or(String::new(), |fd| format!(
+                        " on {}",
+                        fd_label(fd, l.fd_name.as_deref())
+                    ))
+                )),
             )?;
         }
     }

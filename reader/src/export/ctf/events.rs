@@ -254,6 +254,12 @@ fn named_args(name: &str) -> &'static [(usize, &'static str, Arg)] {
 /// The payload of `ev`, in declaration order. Field names match `Event::fields` (what
 /// `flightrec dump` prints), plus the named syscall arguments of [`named_args`].
 pub fn fields(ev: &Event, out: &mut Fields) {
+    fields_with_path(ev, None, out);
+}
+
+/// [`fields`], with the path the kernel recorded for this syscall entry (its `SyscallPath`
+/// record) as the `filename` string; without one, `filename` holds the pointer as text.
+pub fn fields_with_path(ev: &Event, path: Option<&str>, out: &mut Fields) {
     use Value::*;
     out.clear();
     match ev.data {
@@ -269,7 +275,7 @@ pub fn fields(ev: &Event, out: &mut Fields) {
                     Arg::U64 => U64(a),
                     Arg::I64 => I64(a as i64),
                     Arg::Ptr => Hex64(a),
-                    Arg::Path => Str(format!("{a:#x}")),
+                    Arg::Path => Str(path.map_or_else(|| format!("{a:#x}"), str::to_owned)),
                 };
                 out.push((name, v));
             }
@@ -351,9 +357,16 @@ pub const STATEDUMP_START: &str = "lttng_statedump_start";
 pub const STATEDUMP_PROCESS: &str = "lttng_statedump_process_state";
 /// Name of the event that closes the statedump.
 pub const STATEDUMP_END: &str = "lttng_statedump_end";
+/// Name of the statedump event of one open fd of a process.
+pub const STATEDUMP_FD: &str = "lttng_statedump_file_descriptor";
+/// Name of the statedump event naming a block device.
+pub const STATEDUMP_BLOCK_DEVICE: &str = "lttng_statedump_block_device";
 
 /// The statedump of `m` as LTTng events: start, one `lttng_statedump_process_state` per thread
-/// (the main thread included even when the manifest lists only other threads), end.
+/// (the main thread included even when the manifest lists only other threads), one
+/// `lttng_statedump_file_descriptor` per open fd the manifest lists (`filename` as LTTng writes
+/// it: the path, `socket:[INODE]`, `pipe:[INODE]`, `anon_inode:[eventfd]`; `flags` and `fmode`
+/// are not recorded and read 0), one `lttng_statedump_block_device` per disk, end.
 pub fn statedump(m: &Manifest) -> Vec<(&'static str, Fields)> {
     let mut evs = vec![(STATEDUMP_START, Vec::new())];
     for p in &m.statedump.processes {
@@ -376,6 +389,27 @@ pub fn statedump(m: &Manifest) -> Vec<(&'static str, Fields)> {
                 ],
             ));
         }
+        for f in &p.fds {
+            evs.push((
+                STATEDUMP_FD,
+                vec![
+                    ("pid", Value::I32(p.pid as i32)),
+                    ("fd", Value::I32(f.fd as i32)),
+                    ("flags", Value::U32(0)),
+                    ("fmode", Value::U32(0)),
+                    ("filename", Value::Str(f.target.clone())),
+                ],
+            ));
+        }
+    }
+    for d in &m.statedump.disks {
+        evs.push((
+            STATEDUMP_BLOCK_DEVICE,
+            vec![
+                ("dev", Value::U32(d.dev)),
+                ("diskname", Value::Str(d.name.clone())),
+            ],
+        ));
     }
     evs.push((STATEDUMP_END, Vec::new()));
     evs

@@ -28,7 +28,10 @@
 //! - The manifest's statedump becomes `lttng_statedump_start`, one
 //!   `lttng_statedump_process_state` per thread and `lttng_statedump_end`, stamped at the first
 //!   event of the snapshot on the lowest CPU's stream, so readers know thread names and pids
-//!   from the start.
+//!   from the start; with `lttng_statedump_file_descriptor` per open fd and
+//!   `lttng_statedump_block_device` per disk the manifest lists.
+//! - The kernel's path records of open-family calls are no event of their own: the path
+//!   becomes the `filename` string of the `syscall_entry_open`/`openat` that follows.
 //!
 //! The export streams the snapshot one CPU at a time and holds one packet in memory. It is
 //! written into a hidden directory beside `OUT` and renamed into place only when complete, so a
@@ -42,7 +45,7 @@ use std::fs::{self, File};
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
 
-use schemas::event::Event;
+use schemas::event::{Event, EventData};
 use schemas::file::Snapshot;
 use schemas::manifest::Manifest;
 
@@ -167,10 +170,18 @@ fn write_trace(
         }
         if let Some(info) = info {
             let mut prev = 0;
+            // The last path record: (tid, ts, syscall, path).
+            let mut path: Option<(u32, u64, u64, String)> = None;
             for rec in Snapshot::stream(info, open()?)? {
                 let ev = Event::decode(&rec?).map_err(|e| ExportError::Decode(e.to_string()))?;
-                if matches!(ev.data, schemas::event::EventData::SyscallPath(..)) {
-                    // LTTng has no such event; the path belongs to the entry that follows.
+                if let EventData::SyscallPath(p, cut) = &ev.data {
+                    // LTTng has no such event; the path is the `filename` of the entry that
+                    // follows on this CPU (same thread, same time).
+                    let mut s = schemas::cstr_lossy(&p.path);
+                    if *cut {
+                        s.push('…');
+                    }
+                    path = Some((ev.tid, ev.ts_ns, p.id, s));
                     continue;
                 }
                 if ev.ts_ns < prev {
@@ -181,7 +192,15 @@ fn write_trace(
                     )));
                 }
                 prev = ev.ts_ns;
-                events::fields(&ev, &mut fields);
+                let this_path = match (&ev.data, path.take()) {
+                    (EventData::SyscallEntry(e), Some((tid, ts, id, p)))
+                        if tid == ev.tid && ts == ev.ts_ns && id == e.id =>
+                    {
+                        Some(p)
+                    }
+                    _ => None,
+                };
+                events::fields_with_path(&ev, this_path.as_deref(), &mut fields);
                 let id = classes.id(&ev.name(), &fields);
                 w.event(id, ev.ts_ns, ev.tid, ev.pid, &fields)
                     .map_err(werr)?;
