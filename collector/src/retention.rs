@@ -113,7 +113,28 @@ pub async fn expire_uploads(st: &AppState) -> Result<u64, AppError> {
     Ok(n)
 }
 
-/// Runs retention every `retention.interval`, forever.
+/// Advisory lock key of a retention pass ("retentio"): with a shared catalog, one replica
+/// at a time runs it, and the others skip their turn.
+pub const RETENTION_LOCK: i64 = 0x7265_7465_6e74_696f;
+
+/// One pass of [`run_once`] unless another collector sharing the catalog is running one;
+/// `None` if it was.
+pub async fn run_exclusive(st: &AppState) -> Result<Option<Outcome>, AppError> {
+    let handle = tokio::runtime::Handle::current();
+    let st2 = st.clone();
+    st.with_catalog(move |c| {
+        let mut out = None;
+        let ran = c.exclusive(RETENTION_LOCK, &mut || {
+            out = Some(handle.block_on(run_once(&st2)));
+        })?;
+        Ok(ran.then_some(out).flatten())
+    })
+    .await?
+    .transpose()
+}
+
+/// Runs retention every `retention.interval`, forever (skipping a turn another replica is
+/// already taking).
 pub async fn run(st: AppState) {
     let every = st
         .config
@@ -122,7 +143,7 @@ pub async fn run(st: AppState) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if let Err(e) = run_once(&st).await {
+        if let Err(e) = run_exclusive(&st).await {
             tracing::warn!(error = %e, "retention pass failed");
         }
     }
