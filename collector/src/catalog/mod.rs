@@ -219,6 +219,13 @@ pub trait Catalog: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// When any collector last moved the upload's offset (`CLOCK_REALTIME` ns), where the
+    /// catalog records it; `None` otherwise (then the staging file's time tells).
+    fn touched_ns(&self, snapshot_id: &str) -> Result<Option<u64>, CatalogError> {
+        let _ = snapshot_id;
+        Ok(None)
+    }
+
     /// Calls `deliver` with each group trigger that another collector sharing this catalog
     /// records (PostgreSQL: LISTEN/NOTIFY), so that it reaches the recorders registered here.
     /// A catalog of one process has no other collector, and does nothing.

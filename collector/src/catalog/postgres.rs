@@ -60,6 +60,7 @@ CREATE TABLE group_triggers (
     (
         2,
         "
+ALTER TABLE sessions ADD COLUMN touched_ns BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE staged_chunks (
     snapshot_id TEXT NOT NULL REFERENCES sessions (snapshot_id) ON DELETE CASCADE,
     at BIGINT NOT NULL,
@@ -497,6 +498,10 @@ fn insert_in(c: &mut impl postgres::GenericClient, e: &Entry) -> Result<bool, po
     Ok(true)
 }
 
+fn now_ns() -> i64 {
+    to_i64(crate::now_realtime_ns())
+}
+
 fn parse_cursor(c: &str) -> Option<(i64, String)> {
     let (ts, id) = c.split_once(':')?;
     Some((ts.parse().ok()?, id.to_owned()))
@@ -667,8 +672,8 @@ impl Catalog for PgCatalog {
     fn set_offset(&self, snapshot_id: &str, offset: u64) -> Result<(), CatalogError> {
         self.run(|c| {
             c.execute(
-                "UPDATE sessions SET staged = $2 WHERE snapshot_id = $1",
-                &[&snapshot_id, &to_i64(offset)],
+                "UPDATE sessions SET staged = $2, touched_ns = $3 WHERE snapshot_id = $1",
+                &[&snapshot_id, &to_i64(offset), &now_ns()],
             )
         })?;
         Ok(())
@@ -757,8 +762,9 @@ impl Catalog for PgCatalog {
             // Moves the offset only from `at`, and locks the session row meanwhile: of two
             // replicas taking the same chunk, one wins and the other rolls back.
             let moved = tx.execute(
-                "UPDATE sessions SET staged = $3 WHERE snapshot_id = $1 AND staged = $2",
-                &[&snapshot_id, &at, &end],
+                "UPDATE sessions SET staged = $3, touched_ns = $4 \
+                 WHERE snapshot_id = $1 AND staged = $2",
+                &[&snapshot_id, &at, &end, &now_ns()],
             )?;
             if moved == 0 {
                 return Ok(false);
@@ -803,6 +809,16 @@ impl Catalog for PgCatalog {
             done += take as u64;
         }
         Ok(done)
+    }
+
+    fn touched_ns(&self, snapshot_id: &str) -> Result<Option<u64>, CatalogError> {
+        let row = self.run(|c| {
+            c.query_opt(
+                "SELECT touched_ns FROM sessions WHERE snapshot_id = $1",
+                &[&snapshot_id],
+            )
+        })?;
+        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
     }
 
     fn exclusive(&self, key: i64, f: &mut dyn FnMut()) -> Result<bool, CatalogError> {

@@ -166,6 +166,11 @@ fn contract(c: &dyn Catalog) {
     };
     assert_eq!(c.open_session(&s).unwrap(), s);
     c.set_offset(&s.snapshot_id, 7).unwrap();
+    // Where the catalog is shared, it knows when any replica last moved the offset (upload
+    // expiry must not go by one replica's staging file).
+    let touched = c.touched_ns(&s.snapshot_id).unwrap();
+    assert_eq!(touched.is_some(), c.shares_staging());
+    assert!(touched.is_none_or(|t| t + 60_000_000_000 > schemas::clock::realtime_ns()));
     let again = c
         .open_session(&Session {
             size: 99,
