@@ -99,16 +99,17 @@ fn check_id(id: &str) -> Result<(), AppError> {
 /// if the staging file here holds fewer than `want` bytes (another replica received the
 /// rest), rebuilds it from the catalog. Bytes at an offset are the same whoever received them
 /// (one file, each chunk checksummed), so the file is rewritten from the start.
-async fn sync_staging(st: &AppState, id: &str, path: &Path, want: u64) -> Result<(), AppError> {
+/// Returns whether the file now holds `want` bytes (always true for a catalog of one process).
+async fn sync_staging(st: &AppState, id: &str, path: &Path, want: u64) -> Result<bool, AppError> {
     if !st.catalog.shares_staging() || want == 0 {
-        return Ok(());
+        return Ok(true);
     }
     let on_disk = tokio::fs::metadata(path)
         .await
         .map(|m| m.len())
         .unwrap_or(0);
     if on_disk >= want {
-        return Ok(());
+        return Ok(true);
     }
     let (id2, p) = (id.to_owned(), path.to_owned());
     let got = st
@@ -121,7 +122,7 @@ async fn sync_staging(st: &AppState, id: &str, path: &Path, want: u64) -> Result
         })
         .await?;
     tracing::info!(snapshot = %id, bytes = got, "upload bytes fetched from the shared catalog");
-    Ok(())
+    Ok(got >= want)
 }
 
 fn staging_path(st: &AppState, id: &str) -> PathBuf {
@@ -236,6 +237,7 @@ async fn open(
         return Err(AppError::Forbidden("resume another host's upload"));
     }
     // Bytes another replica received are in the catalog: copy them here first.
+    // (Fewer there than the offset says: the check below trims the offset to them.)
     sync_staging(&st, &id, &path, session.offset).await?;
     // After a crash the staging file may hold less than the catalog says (bytes never reached
     // the disk) or more (written, offset not yet recorded): trust the smaller.
@@ -377,7 +379,15 @@ async fn chunk(
         ));
     }
     let path = staging_path(&st, &id);
-    sync_staging(&st, &id, &path, at).await?;
+    if !sync_staging(&st, &id, &path, at).await? {
+        // The catalog holds fewer bytes than its offset says: resume from what is there
+        // (the next announcement trims the offset to it).
+        st.metrics.reject("offset");
+        return Err(AppError::Conflict {
+            message: "the upload's staged bytes are incomplete; announce it again".into(),
+            offset: None,
+        });
+    }
     let body2 = body.clone();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut f = open_staging(&path)?;
@@ -682,7 +692,12 @@ async fn complete(
         });
     }
     let path = staging_path(&st, &id);
-    sync_staging(&st, &id, &path, s.size).await?;
+    if !sync_staging(&st, &id, &path, s.size).await? {
+        return Err(AppError::Conflict {
+            message: "the upload's staged bytes are incomplete; announce it again".into(),
+            offset: None,
+        });
+    }
     let (p, s2, limits) = (path.clone(), s.clone(), st.limits);
     let verified = tokio::task::spawn_blocking(move || verify(&p, &s2, &limits)).await?;
     let verified = match verified {
