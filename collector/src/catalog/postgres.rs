@@ -223,7 +223,12 @@ impl PgCatalog {
     }
 
     fn db(&self, e: postgres::Error) -> CatalogError {
-        if e.is_closed() || e.code().is_none() {
+        // Connection exceptions (08...), the server shutting down or starting (57P01..3).
+        let going_away = e.code().is_some_and(|c| {
+            let c = c.code();
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+        });
+        if e.is_closed() || e.code().is_none() || going_away {
             // No SQLSTATE: the connection broke (refused, reset, shut down).
             self.unavailable(one_line(&e))
         } else {

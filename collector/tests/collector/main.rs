@@ -10,6 +10,7 @@ mod pg;
 
 pub mod browse;
 mod catalog;
+mod cluster;
 pub mod group;
 mod hardening;
 mod hardening_child;
