@@ -396,7 +396,13 @@ async fn two_replicas_behind_haproxy_on_postgres_and_garage() {
     let mut retried = 0;
     for t in tasks {
         let (out, attempts) = t.await.unwrap();
-        assert!(matches!(out, Outcome::Uploaded { .. }), "{out:?}");
+        // AlreadyArchived: an attempt whose entry was committed just before the database
+        // went away, but whose answer was not (it closes the session after): the retry finds
+        // it catalogued. Either way once.
+        assert!(
+            matches!(out, Outcome::Uploaded { .. } | Outcome::AlreadyArchived),
+            "{out:?}"
+        );
         retried += u32::from(attempts > 1);
     }
     println!("{retried} of 20 uploads needed another attempt over the restart");
