@@ -25,6 +25,34 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Tokens.
     pub auth: AuthConfig,
+    /// Which database holds the catalog.
+    pub catalog: CatalogConfig,
+}
+
+/// `[catalog]`. Empty `url`: the embedded SQLite file in `storage.data_dir`; a
+/// `postgres://` URL: a PostgreSQL database, which several collector replicas can share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (libpq URL syntax; `?host=/run/postgresql`
+    /// for a Unix socket), or empty for SQLite.
+    pub url: String,
+    /// Connections the pool opens at most.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it fails (503), e.g. while the
+    /// database restarts.
+    #[serde(with = "schemas::units::duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            url: String::new(),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[server]`.
@@ -375,6 +403,21 @@ impl Config {
                  loopback only, not on {addr}"
             )));
         }
+        if !self.catalog.url.is_empty() {
+            crate::catalog::postgres::check_url(&self.catalog.url).map_err(ConfigError::Invalid)?;
+            if !(2..=1000).contains(&self.catalog.max_connections) {
+                return Err(ConfigError::Invalid(
+                    "catalog.max_connections must be 2 to 1000".into(),
+                ));
+            }
+            if !(Duration::from_millis(100)..=Duration::from_secs(300))
+                .contains(&self.catalog.connect_timeout)
+            {
+                return Err(ConfigError::Invalid(
+                    "catalog.connect_timeout must be 100ms to 5m".into(),
+                ));
+            }
+        }
         if self.storage.archive == ArchiveKind::S3 && self.storage.s3.bucket.is_empty() {
             return Err(ConfigError::Invalid(
                 "storage.archive = \"s3\" needs storage.s3.bucket".into(),
@@ -423,6 +466,9 @@ impl Config {
         c.auth.readers.iter_mut().for_each(hide);
         c.auth.admins.iter_mut().for_each(hide);
         hide(&mut c.storage.s3.secret_access_key);
+        if !c.catalog.url.is_empty() {
+            c.catalog.url = crate::catalog::postgres::redact_url(&c.catalog.url);
+        }
         c
     }
 

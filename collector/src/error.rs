@@ -57,7 +57,14 @@ impl AppError {
 
 impl From<crate::catalog::CatalogError> for AppError {
     fn from(e: crate::catalog::CatalogError) -> Self {
-        AppError::internal(e)
+        match e {
+            // The database is down or restarting: a client retries later (uploads resume).
+            crate::catalog::CatalogError::Unavailable(why) => {
+                tracing::warn!(%why, "catalog unavailable");
+                AppError::Unavailable("the catalog is unavailable; retry later".into())
+            }
+            e => AppError::internal(e),
+        }
     }
 }
 

@@ -95,6 +95,36 @@ fn check_id(id: &str) -> Result<(), AppError> {
     }
 }
 
+/// With a catalog that keeps upload bytes ([`crate::catalog::Catalog::shares_staging`]):
+/// if the staging file here holds fewer than `want` bytes (another replica received the
+/// rest), rebuilds it from the catalog. Bytes at an offset are the same whoever received them
+/// (one file, each chunk checksummed), so the file is rewritten from the start.
+/// Returns whether the file now holds `want` bytes (always true for a catalog of one process).
+async fn sync_staging(st: &AppState, id: &str, path: &Path, want: u64) -> Result<bool, AppError> {
+    if !st.catalog.shares_staging() || want == 0 {
+        return Ok(true);
+    }
+    let on_disk = tokio::fs::metadata(path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if on_disk >= want {
+        return Ok(true);
+    }
+    let (id2, p) = (id.to_owned(), path.to_owned());
+    let got = st
+        .with_catalog(move |c| {
+            let mut f = open_staging(&p)
+                .map_err(|e| crate::catalog::CatalogError::Value(format!("staging file: {e}")))?;
+            f.set_len(0)
+                .map_err(|e| crate::catalog::CatalogError::Value(format!("staging file: {e}")))?;
+            c.read_staged(&id2, want, &mut |b| f.write_all(b))
+        })
+        .await?;
+    tracing::info!(snapshot = %id, bytes = got, "upload bytes fetched from the shared catalog");
+    Ok(got >= want)
+}
+
 fn staging_path(st: &AppState, id: &str) -> PathBuf {
     st.staging.join(format!("{id}.part"))
 }
@@ -206,6 +236,9 @@ async fn open(
     {
         return Err(AppError::Forbidden("resume another host's upload"));
     }
+    // Bytes another replica received are in the catalog: copy them here first.
+    // (Fewer there than the offset says: the check below trims the offset to them.)
+    sync_staging(&st, &id, &path, session.offset).await?;
     // After a crash the staging file may hold less than the catalog says (bytes never reached
     // the disk) or more (written, offset not yet recorded): trust the smaller.
     let on_disk = tokio::fs::metadata(&path)
@@ -346,18 +379,42 @@ async fn chunk(
         ));
     }
     let path = staging_path(&st, &id);
+    if !sync_staging(&st, &id, &path, at).await? {
+        // The catalog holds fewer bytes than its offset says: resume from what is there
+        // (the next announcement trims the offset to it).
+        st.metrics.reject("offset");
+        return Err(AppError::Conflict {
+            message: "the upload's staged bytes are incomplete; announce it again".into(),
+            offset: None,
+        });
+    }
+    let body2 = body.clone();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut f = open_staging(&path)?;
         // Drops bytes past the recorded offset that a crash may have left.
         f.set_len(at)?;
         f.seek(SeekFrom::Start(at))?;
-        f.write_all(&body)
+        f.write_all(&body2)
     })
     .await?
     .map_err(AppError::internal)?;
     let new = at + len;
     let id2 = id.clone();
-    st.with_catalog(move |c| c.set_offset(&id2, new)).await?;
+    // With a shared catalog the bytes go there too, so any replica can resume the upload.
+    let moved = st
+        .with_catalog(move |c| c.stage_chunk(&id2, at, &body))
+        .await?;
+    if !moved {
+        let s = session_for(&st, &caller, &id).await?;
+        st.metrics.reject("offset");
+        return Err(AppError::Conflict {
+            message: format!(
+                "chunk at offset {at}, but the upload stands at {}",
+                s.offset
+            ),
+            offset: Some(s.offset),
+        });
+    }
     st.metrics
         .chunks_received
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -635,6 +692,12 @@ async fn complete(
         });
     }
     let path = staging_path(&st, &id);
+    if !sync_staging(&st, &id, &path, s.size).await? {
+        return Err(AppError::Conflict {
+            message: "the upload's staged bytes are incomplete; announce it again".into(),
+            offset: None,
+        });
+    }
     let (p, s2, limits) = (path.clone(), s.clone(), st.limits);
     let verified = tokio::task::spawn_blocking(move || verify(&p, &s2, &limits)).await?;
     let verified = match verified {

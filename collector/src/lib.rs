@@ -32,7 +32,6 @@ use axum::routing::get;
 
 use crate::archive::Archive;
 use crate::catalog::Catalog;
-use crate::catalog::sqlite::SqliteCatalog;
 use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
 
@@ -167,7 +166,7 @@ impl AppState {
         };
         let staging = dir("staging")?;
         let cache = dir("cache")?;
-        let catalog = SqliteCatalog::open(&data.join("catalog.sqlite"))?;
+        let catalog = catalog::open(&config)?;
         let mut admin_token_file = None;
         if !config.has_tokens() && !config.auth.open {
             let (token, path) = admin_token(data)?;
@@ -175,16 +174,24 @@ impl AppState {
             admin_token_file = Some(path);
         }
         let archive = Archive::open(&config)?;
+        // Group triggers sent to another replica sharing the catalog reach the recorders
+        // registered here too.
+        let groups: Arc<groups::Registry> = Default::default();
+        let registry = groups.clone();
+        catalog.subscribe_triggers(Box::new(move |t| {
+            let sent = registry.fan_out(Arc::new(t));
+            tracing::debug!(recipients = ?sent, "group trigger from another replica");
+        }))?;
         Ok(AppState {
             limits: config.limits()?,
             config: Arc::new(config),
-            catalog: Arc::new(catalog),
+            catalog,
             archive: Arc::new(archive),
             staging: Arc::new(staging),
             cache: Arc::new(cache),
             upload_locks: Default::default(),
             session_gate: Default::default(),
-            groups: Default::default(),
+            groups,
             metrics: Default::default(),
             derive_locks: Default::default(),
             too_large: Default::default(),

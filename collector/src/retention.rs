@@ -102,7 +102,14 @@ pub async fn expire_uploads(st: &AppState) -> Result<u64, AppError> {
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as u64);
-        if s.created_realtime_ns.max(written) < stale {
+        // With a shared catalog another replica may be receiving this upload: its last
+        // chunk's time is in the catalog.
+        let id = s.snapshot_id.clone();
+        let touched = st
+            .with_catalog(move |c| c.touched_ns(&id))
+            .await?
+            .unwrap_or(0);
+        if s.created_realtime_ns.max(written).max(touched) < stale {
             tracing::info!(snapshot = %s.snapshot_id, host = %s.host_id, "retention: abandoned upload");
             let id = s.snapshot_id.clone();
             st.with_catalog(move |c| c.close_session(&id)).await?;
@@ -113,7 +120,64 @@ pub async fn expire_uploads(st: &AppState) -> Result<u64, AppError> {
     Ok(n)
 }
 
-/// Runs retention every `retention.interval`, forever.
+/// Removes this collector's staging files of uploads that are no longer open (finished or
+/// expired through another replica sharing the catalog), once untouched for a minute.
+pub async fn sweep_staging(st: &AppState) -> Result<u64, AppError> {
+    if !st.catalog.shares_staging() {
+        return Ok(0);
+    }
+    let open: std::collections::HashSet<String> = st
+        .with_catalog(|c| c.sessions())
+        .await?
+        .into_iter()
+        .map(|s| s.snapshot_id)
+        .collect();
+    let mut n = 0;
+    let mut dir = match tokio::fs::read_dir(st.staging.as_path()).await {
+        Ok(d) => d,
+        Err(_) => return Ok(0),
+    };
+    let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    while let Ok(Some(e)) = dir.next_entry().await {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".part") else {
+            continue;
+        };
+        let old = e
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|t| t < minute_ago);
+        if old && !open.contains(id) && tokio::fs::remove_file(e.path()).await.is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Advisory lock key of a retention pass ("retentio"): with a shared catalog, one replica
+/// at a time runs it, and the others skip their turn.
+pub const RETENTION_LOCK: i64 = 0x7265_7465_6e74_696f;
+
+/// One pass of [`run_once`] unless another collector sharing the catalog is running one;
+/// `None` if it was.
+pub async fn run_exclusive(st: &AppState) -> Result<Option<Outcome>, AppError> {
+    let handle = tokio::runtime::Handle::current();
+    let st2 = st.clone();
+    st.with_catalog(move |c| {
+        let mut out = None;
+        let ran = c.exclusive(RETENTION_LOCK, &mut || {
+            out = Some(handle.block_on(run_once(&st2)));
+        })?;
+        Ok(ran.then_some(out).flatten())
+    })
+    .await?
+    .transpose()
+}
+
+/// Runs retention every `retention.interval`, forever (skipping a turn another replica is
+/// already taking).
 pub async fn run(st: AppState) {
     let every = st
         .config
@@ -122,8 +186,12 @@ pub async fn run(st: AppState) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if let Err(e) = run_once(&st).await {
+        if let Err(e) = run_exclusive(&st).await {
             tracing::warn!(error = %e, "retention pass failed");
+        }
+        // Every replica, lock or not: its own disk.
+        if let Err(e) = sweep_staging(&st).await {
+            tracing::warn!(error = %e, "staging sweep failed");
         }
     }
 }

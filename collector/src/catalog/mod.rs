@@ -6,6 +6,7 @@
 //! The trait is synchronous: the server calls it from `spawn_blocking`, which keeps the
 //! implementations plain and lets SQLite use one connection without an async wrapper.
 
+pub mod postgres;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,13 @@ pub enum CatalogError {
     /// The database answered with an error.
     #[error("catalog database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// PostgreSQL answered with an error.
+    #[error("catalog database: {0}")]
+    Pg(String),
+    /// The database cannot be reached (down, restarting, refusing connections); calls
+    /// succeed again once it is back.
+    #[error("{0}")]
+    Unavailable(String),
     /// A stored value could not be decoded.
     #[error("catalog value: {0}")]
     Value(String),
@@ -149,6 +157,9 @@ pub struct Session {
 
 pub use schemas::wire::GroupTrigger;
 
+/// Where [`Catalog::subscribe_triggers`] delivers other collectors' group triggers.
+pub type TriggerSink = Box<dyn Fn(GroupTrigger) + Send + Sync>;
+
 /// Storage of the catalog. Implementations must make `insert` durable before returning: an
 /// upload is acknowledged right after it.
 pub trait Catalog: Send + Sync + 'static {
@@ -181,6 +192,72 @@ pub trait Catalog: Send + Sync + 'static {
     fn insert_trigger(&self, trigger: &GroupTrigger) -> Result<(), CatalogError>;
     /// A group trigger.
     fn trigger(&self, trigger_id: &str) -> Result<Option<GroupTrigger>, CatalogError>;
+
+    /// Whether upload bytes are kept in the catalog ([`Catalog::stage_chunk`]), so that any
+    /// collector sharing it can resume an upload another one started.
+    fn shares_staging(&self) -> bool {
+        false
+    }
+
+    /// Stores `data` as the upload's bytes from `at` on (dropping any staged past `at`) and
+    /// moves the offset from `at` to `at + data.len()`, in one transaction; `false` (nothing
+    /// changed) if the offset was no longer `at` (another collector took a chunk first).
+    fn stage_chunk(&self, snapshot_id: &str, at: u64, data: &[u8]) -> Result<bool, CatalogError> {
+        self.set_offset(snapshot_id, at + data.len() as u64)?;
+        Ok(true)
+    }
+
+    /// Passes the upload's staged bytes below `to`, in order, to `sink`; returns how many
+    /// there were (fewer than `to` if the catalog holds fewer).
+    fn read_staged(
+        &self,
+        snapshot_id: &str,
+        to: u64,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, CatalogError> {
+        let _ = (snapshot_id, to, sink);
+        Ok(0)
+    }
+
+    /// When any collector last moved the upload's offset (`CLOCK_REALTIME` ns), where the
+    /// catalog records it; `None` otherwise (then the staging file's time tells).
+    fn touched_ns(&self, snapshot_id: &str) -> Result<Option<u64>, CatalogError> {
+        let _ = snapshot_id;
+        Ok(None)
+    }
+
+    /// Calls `deliver` with each group trigger that another collector sharing this catalog
+    /// records (PostgreSQL: LISTEN/NOTIFY), so that it reaches the recorders registered here.
+    /// A catalog of one process has no other collector, and does nothing.
+    fn subscribe_triggers(&self, deliver: TriggerSink) -> Result<(), CatalogError> {
+        let _ = deliver;
+        Ok(())
+    }
+
+    /// Runs `f` unless another collector sharing this catalog is running work `key` now;
+    /// `false` if it is (then `f` did not run). A catalog of one process runs `f` always.
+    fn exclusive(&self, key: i64, f: &mut dyn FnMut()) -> Result<bool, CatalogError> {
+        let _ = key;
+        f();
+        Ok(true)
+    }
+}
+
+/// Opens the catalog the configuration names: PostgreSQL for a `catalog.url`, else the
+/// SQLite file `catalog.sqlite` in `data_dir`.
+pub fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Catalog>, CatalogError> {
+    if config.catalog.url.is_empty() {
+        let path = config.storage.data_dir.join("catalog.sqlite");
+        return Ok(std::sync::Arc::new(sqlite::SqliteCatalog::open(&path)?));
+    }
+    let options = postgres::PoolOptions {
+        max_connections: config.catalog.max_connections,
+        connect_timeout: config.catalog.connect_timeout,
+    };
+    Ok(std::sync::Arc::new(postgres::PgCatalog::open(
+        &config.catalog.url,
+        options,
+    )?))
 }
 
 #[cfg(test)]

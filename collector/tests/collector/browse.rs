@@ -234,7 +234,7 @@ async fn browse_api_serves_what_the_library_computes() {
     promtool_check(&m);
 
     // Retention: by size, then by age.
-    let (_, total) = srv.state.catalog.totals().unwrap();
+    let (_, total) = srv.state.with_catalog(|c| c.totals()).await.unwrap();
     let mut config = (*srv.state.config).clone();
     config.retention.max_age = "0".into();
     let one = std::fs::metadata(&files[0]).unwrap().len();
@@ -243,20 +243,32 @@ async fn browse_api_serves_what_the_library_computes() {
     st.config = std::sync::Arc::new(config);
     // An upload opened long ago and never finished.
     srv.state
-        .catalog
-        .open_session(&flightrec_collector::catalog::Session {
-            snapshot_id: "ab".repeat(16),
-            host_id: "web-1".into(),
-            size: 10,
-            sha256: "0".repeat(64),
-            offset: 4,
-            created_realtime_ns: 1,
+        .with_catalog(|c| {
+            c.open_session(&flightrec_collector::catalog::Session {
+                snapshot_id: "ab".repeat(16),
+                host_id: "web-1".into(),
+                size: 10,
+                sha256: "0".repeat(64),
+                offset: 4,
+                created_realtime_ns: 1,
+            })
         })
+        .await
         .unwrap();
-    let out = flightrec_collector::retention::run_once(&st).await.unwrap();
+    // Through the advisory lock (nobody else holds it, so the pass runs).
+    let out = flightrec_collector::retention::run_exclusive(&st)
+        .await
+        .unwrap()
+        .expect("no other replica runs retention");
     assert_eq!(out.over_size, 2, "the two oldest go to fit the cap");
     assert_eq!(out.abandoned_uploads, 1);
-    assert!(srv.state.catalog.sessions().unwrap().is_empty());
+    assert!(
+        srv.state
+            .with_catalog(|c| c.sessions())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let left = get_json(&format!("{url}/v1/snapshots"), READER).await;
     assert_eq!(ids(&left), ["snap6", "snap5", "snap4", "snap3", "snap2"]);
     assert!(srv.archived(&crate::util::id(0)).await.is_none());

@@ -18,7 +18,8 @@ const TOKENS: [(&str, &str); 3] = [
 const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "reader-token-0123456789";
 
-fn join(
+/// Registers `host` in `group` on `srv` as its recorder would; returns its trigger channel.
+pub fn join(
     srv: &Server,
     host: &str,
     token: &str,

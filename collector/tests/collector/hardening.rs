@@ -167,7 +167,7 @@ async fn probe3_one_host_cannot_take_every_upload_session() {
     // Silent sessions expire after upload_expiry, not days: web-1 gets its places back.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(announce(&url, WEB1, &id(700), &f, &sha(&f)).await, 200);
-    let left = srv.state.catalog.sessions().unwrap();
+    let left = srv.state.with_catalog(|c| c.sessions()).await.unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
 }
 
@@ -193,7 +193,7 @@ async fn probe7_records_of_no_known_kind_are_refused_at_upload() {
         srv.archived(&sid).await.unwrap(),
         std::fs::read(&path).unwrap()
     );
-    assert_eq!(srv.state.catalog.totals().unwrap().0, 1);
+    assert_eq!(srv.state.with_catalog(|c| c.totals()).await.unwrap().0, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,15 @@ async fn upload_is_verified_archived_catalogued_and_idempotent() {
         }
     );
     assert_eq!(srv.archived(&sid).await.unwrap(), bytes);
-    let e = srv.state.catalog.get(&sid).unwrap().unwrap();
+    let e = srv
+        .state
+        .with_catalog({
+            let sid = sid.clone();
+            move |c| c.get(&sid)
+        })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(e.host_id, "web-1");
     assert_eq!(e.records, 40_000);
     assert_eq!(e.bytes, bytes.len() as u64);
@@ -42,7 +50,10 @@ async fn upload_is_verified_archived_catalogued_and_idempotent() {
     assert_eq!(e.frozen_realtime_ns, 1_795_594_724_000_000_000);
     // Again: nothing is sent, nothing changes.
     assert_eq!(upload(&cfg, &path).await.unwrap(), Outcome::AlreadyArchived);
-    assert_eq!(srv.state.catalog.totals().unwrap(), (1, bytes.len() as u64));
+    assert_eq!(
+        srv.state.with_catalog(|c| c.totals()).await.unwrap(),
+        (1, bytes.len() as u64)
+    );
     // The download is the same file.
     let got = http()
         .get(format!("{}/v1/snapshots/{sid}/download", srv.url))
@@ -61,7 +72,7 @@ async fn upload_is_verified_archived_catalogued_and_idempotent() {
 }
 
 /// Sends the first `n` bytes of `path` by hand, as an uploader would before dying.
-async fn send_prefix(url: &str, token: &str, path: &Path, sid: &str, n: usize) {
+pub async fn send_prefix(url: &str, token: &str, path: &Path, sid: &str, n: usize) {
     let bytes = std::fs::read(path).unwrap();
     let c = http();
     let r = c
@@ -165,8 +176,9 @@ async fn kill_9_mid_upload_then_restart_resumes_and_archives_the_identical_file(
         &cfg_path,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = \"{}\"\n\
-             [auth]\nopen = true\n",
-            dir.path().join("data").display()
+             [auth]\nopen = true\n{}",
+            dir.path().join("data").display(),
+            crate::util::catalog_toml()
         ),
     )
     .unwrap();
@@ -418,14 +430,24 @@ async fn hostile_uploads_are_rejected_and_leave_nothing_behind() {
     assert_eq!(r.status(), 401);
 
     // Nothing was archived or catalogued, and every rejected upload left no staging bytes.
-    assert_eq!(srv.state.catalog.totals().unwrap(), (0, 0));
+    assert_eq!(
+        srv.state.with_catalog(|c| c.totals()).await.unwrap(),
+        (0, 0)
+    );
     let staged: Vec<_> = std::fs::read_dir(srv.dir.path().join("staging"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(staged.is_empty(), "staging holds {staged:?}");
     // Only the session whose chunk was damaged stays open, to be resumed.
-    assert_eq!(srv.state.catalog.sessions().unwrap().len(), 1);
+    assert_eq!(
+        srv.state
+            .with_catalog(|c| c.sessions())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let archive = srv.dir.path().join("archive");
     let blobs = walk(&archive);
     assert!(blobs.is_empty(), "archive holds {blobs:?}");
@@ -496,7 +518,10 @@ async fn fifty_concurrent_uploads_complete() {
         .iter()
         .map(|(p, _)| std::fs::metadata(p).unwrap().len())
         .sum();
-    assert_eq!(srv.state.catalog.totals().unwrap(), (50, total));
+    assert_eq!(
+        srv.state.with_catalog(|c| c.totals()).await.unwrap(),
+        (50, total)
+    );
     for (p, sid) in &files {
         assert_eq!(srv.archived(sid).await.unwrap(), std::fs::read(p).unwrap());
     }

@@ -10,7 +10,8 @@ use flightrec_uplink::spool::Outcome;
 
 use crate::util::{Server, bulk, http, skip, upload};
 
-fn garage_bin() -> Option<PathBuf> {
+/// The garage binary: on PATH or in ~/.cargo/bin.
+pub fn garage_bin() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
@@ -33,11 +34,12 @@ fn free_port() -> u16 {
 }
 
 /// A Garage node; killed on drop.
-struct Garage {
+pub struct Garage {
     child: std::process::Child,
     bin: PathBuf,
     config: PathBuf,
-    endpoint: String,
+    /// S3 endpoint URL.
+    pub endpoint: String,
 }
 
 impl Drop for Garage {
@@ -63,7 +65,8 @@ impl Garage {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn start(bin: PathBuf, dir: &Path) -> Garage {
+    /// Starts a single-node Garage on free loopback ports with its state in `dir`.
+    pub fn start(bin: PathBuf, dir: &Path) -> Garage {
         let (rpc, s3) = (free_port(), free_port());
         let secret: String = (0..32)
             .map(|i| format!("{:02x}", (i * 37 + 11) as u8))
@@ -99,7 +102,7 @@ impl Garage {
     }
 
     /// Waits for the node, gives it a role, makes a bucket and a key; returns (key id, secret).
-    fn setup(&self, bucket: &str) -> (String, String) {
+    pub fn setup(&self, bucket: &str) -> (String, String) {
         let mut node = None;
         for _ in 0..100 {
             let out = Command::new(&self.bin)

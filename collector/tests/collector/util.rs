@@ -19,6 +19,16 @@ pub fn skip(test: &str, why: &str) {
     println!("skipped {test}: {why}");
 }
 
+/// The `[catalog]` section of a collector config file for this run: empty on SQLite, a fresh
+/// database under `FLIGHTREC_TEST_CATALOG=postgres`.
+pub fn catalog_toml() -> String {
+    if crate::pg::suite_on_postgres() {
+        format!("[catalog]\nurl = \"{}\"\n", crate::pg::shared().fresh_db())
+    } else {
+        String::new()
+    }
+}
+
 /// A collector serving on a loopback port inside this process.
 pub struct Server {
     pub url: String,
@@ -36,6 +46,9 @@ impl Server {
         let mut config = Config::default();
         config.storage.data_dir = dir.path().to_owned();
         config.server.listen = "127.0.0.1:0".into();
+        if crate::pg::suite_on_postgres() {
+            config.catalog.url = crate::pg::shared().fresh_db();
+        }
         edit(&mut config);
         // Tests that configure no token run the collector open, as on a developer's machine;
         // the generated admin token has its own tests.

@@ -1,0 +1,196 @@
+//! Several collector replicas on one PostgreSQL catalog (issue 12): what one replica took in,
+//! another carries on. Each replica here has its own data directory (staging, local archive),
+//! as on separate machines; only the catalog is shared.
+
+use flightrec_uplink::spool::Outcome;
+
+use crate::pg::start_or_skip;
+use crate::util::{Server, bulk, upload};
+
+#[tokio::test]
+async fn an_upload_opened_on_one_replica_resumes_byte_identical_on_another() {
+    let Some(pg) =
+        start_or_skip("an_upload_opened_on_one_replica_resumes_byte_identical_on_another")
+    else {
+        return;
+    };
+    let url = pg.fresh_db();
+    let a = Server::start(|c| c.catalog.url = url.clone()).await;
+    let b = Server::start(|c| c.catalog.url = url.clone()).await;
+    let (path, sid) = bulk(b.dir.path(), 21, "web-1", 20_000);
+    let bytes = std::fs::read(&path).unwrap();
+    let size = bytes.len() as u64;
+    crate::ingest::send_prefix(&a.url, "", &path, &sid, 1_000_000).await;
+    // Replica A goes away with its staging directory: only the shared catalog remains.
+    drop(a.stop().await);
+    let out = upload(&b.client_config(""), &path).await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Uploaded {
+            sent: size - 1_000_000
+        },
+        "B resumes where A stood"
+    );
+    assert_eq!(b.archived(&sid).await.unwrap(), bytes);
+    let (n, total) = b.state.with_catalog(|c| c.totals()).await.unwrap();
+    assert_eq!((n, total), (1, size));
+    // The staged bytes went with the session.
+    assert!(
+        b.state
+            .with_catalog(|c| c.sessions())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn chunks_alternating_between_replicas_make_one_file() {
+    let Some(pg) = start_or_skip("chunks_alternating_between_replicas_make_one_file") else {
+        return;
+    };
+    let url = pg.fresh_db();
+    let a = Server::start(|c| c.catalog.url = url.clone()).await;
+    let b = Server::start(|c| c.catalog.url = url.clone()).await;
+    let (path, sid) = bulk(a.dir.path(), 22, "web-2", 4_000);
+    let bytes = std::fs::read(&path).unwrap();
+    let c = crate::util::http();
+    let sha = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&bytes))
+    };
+    let r = c
+        .post(format!("{}/v1/uploads", a.url))
+        .json(&serde_json::json!({"snapshot_id": sid, "size": bytes.len(), "sha256": sha}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Each chunk to the other replica, as a round-robin balancer without stickiness would.
+    let mut at = 0usize;
+    let mut turn = 0;
+    while at < bytes.len() {
+        let end = (at + 100_000).min(bytes.len());
+        let body = &bytes[at..end];
+        let to = if turn % 2 == 0 { &a.url } else { &b.url };
+        let r = c
+            .patch(format!("{to}/v1/uploads/{sid}"))
+            .header("upload-offset", at)
+            .header("chunk-crc32", format!("{:08x}", crc32fast::hash(body)))
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        at = end;
+        turn += 1;
+    }
+    assert!(turn >= 3);
+    let r = c
+        .post(format!("{}/v1/uploads/{sid}/complete", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(a.archived(&sid).await.unwrap(), bytes);
+    // B sees the entry at once.
+    let e = b
+        .state
+        .with_catalog({
+            let sid = sid.clone();
+            move |c| c.get(&sid)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.bytes, bytes.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_trigger_reaches_recorders_on_both_replicas_within_50_ms() {
+    use flightrec_collector::config::RecorderToken;
+    use std::time::{Duration, Instant};
+    let Some(pg) = start_or_skip("a_group_trigger_reaches_recorders_on_both_replicas_within_50_ms")
+    else {
+        return;
+    };
+    const ADMIN: &str = "admin-token-0123456789";
+    let hosts = ["web-1", "web-2", "web-3", "web-4"];
+    let token = |h: &str| format!("write-token-{h}-xxxxxxxx");
+    let url = pg.fresh_db();
+    let edit = |c: &mut flightrec_collector::config::Config| {
+        c.catalog.url = url.clone();
+        c.auth.admins = vec![ADMIN.into()];
+        c.auth.recorders = hosts
+            .iter()
+            .map(|h| RecorderToken {
+                host_id: h.to_string(),
+                token: token(h),
+                groups: vec!["*".into()],
+            })
+            .collect();
+    };
+    let a = Server::start(edit).await;
+    let b = Server::start(edit).await;
+    // Two recorders on each replica.
+    let mut rxs = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let srv = if i % 2 == 0 { &a } else { &b };
+        rxs.push(crate::group::join(srv, h, &token(h), "checkout").0);
+    }
+    for _ in 0..300 {
+        if a.state.groups.members() == 2 && b.state.groups.members() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!((a.state.groups.members(), b.state.groups.members()), (2, 2));
+    for round in 0..3 {
+        // Each recorder's receipt time, taken as it arrives (realtime: the collector stamps
+        // the trigger with the same clock when it starts the fan-out).
+        let waits: Vec<_> = std::mem::take(&mut rxs)
+            .into_iter()
+            .map(|mut rx| {
+                tokio::spawn(async move {
+                    let t = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                        .await
+                        .expect("every recorder of the group gets the trigger")
+                        .unwrap();
+                    (schemas::clock::realtime_ns(), t, rx)
+                })
+            })
+            .collect();
+        // Sent to A: its own recorders directly, B's through the catalog's NOTIFY.
+        let asked = Instant::now();
+        let resp: serde_json::Value = crate::util::http()
+            .post(format!("{}/v1/trigger", a.url))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({"scope": "group", "group": "checkout", "reason": "slow"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let answered = asked.elapsed();
+        let tid = resp["trigger_id"].as_str().unwrap().to_owned();
+        let sent = resp["sent_realtime_ns"].as_u64().unwrap();
+        let mut each = Vec::new();
+        for w in waits {
+            let (at, t, rx) = w.await.unwrap();
+            assert_eq!(t.fields["trigger_id"], tid.as_str());
+            each.push(Duration::from_nanos(at.saturating_sub(sent)));
+            rxs.push(rx);
+        }
+        let worst = each.iter().max().copied().unwrap();
+        println!(
+            "round {round}: answered in {answered:?}; fan-out to A's recorders {:?}, to B's {:?}",
+            [each[0], each[2]],
+            [each[1], each[3]]
+        );
+        assert!(
+            worst < Duration::from_millis(50),
+            "fan-out across replicas took {worst:?}"
+        );
+    }
+}
