@@ -52,10 +52,12 @@ pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
         None => schemas::floor::RECORD,
     };
     config.check()?;
-    if let Some(note) = config.ring_size_note()? {
-        eprintln!("flightrec: {note}");
-    }
+    // Said with --check-config, or once the rings are up: a refusal to start stays one line.
+    let ring_note = config.ring_size_note()?;
     if args.check_config {
+        if let Some(note) = &ring_note {
+            eprintln!("flightrec: {note}");
+        }
         println!("{}", toml::to_string_pretty(&config.redacted())?);
         eprintln!(
             "flightrec: configuration is valid ({} records of {} bytes per ring)",
@@ -66,6 +68,9 @@ pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
     }
     let socket = config.recorder.control_socket.clone();
     daemon::run(config.clone(), |rings| {
+        if let Some(note) = &ring_note {
+            eprintln!("flightrec: {note}");
+        }
         let bytes = rings.slots() * schemas::RECORD_SIZE as u64;
         eprintln!(
             "flightrec: recording {} on {} CPUs, {} per ring ({} total in the kernel), \
