@@ -369,6 +369,9 @@ impl Rings {
 
         let mut plans = Vec::with_capacity(self.ncpu as usize);
         let mut coverage = Vec::with_capacity(self.ncpu as usize);
+        // One deadline for every CPU: late writers run at the same time on their CPUs, so a
+        // freeze waits for them at most this long in all, not this long per CPU.
+        let deadline = std::time::Instant::now() + LATE_WRITER;
         for cpu in 0..self.ncpu {
             let (start_window, start, end) = self.window(cur, cpu);
             let mut unpublished: Vec<u64> = (start..end)
@@ -377,7 +380,6 @@ impl Rings {
             // A writer that reserved a slot may still be running: a virtual CPU can be
             // descheduled by its host for longer than the grace period, between the reservation
             // and the publication. Give such slots a bounded while before counting them lost.
-            let deadline = std::time::Instant::now() + LATE_WRITER;
             while !unpublished.is_empty() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
                 unpublished.retain(|&idx| !self.published(cur, cpu, idx));
