@@ -95,6 +95,16 @@ fn check_id(id: &str) -> Result<(), AppError> {
     }
 }
 
+/// The answer to a chunk sent at `at` while the upload stands at `offset`: 409 with the
+/// offset to resume from.
+fn wrong_offset(st: &AppState, at: u64, offset: u64) -> AppError {
+    st.metrics.reject("offset");
+    AppError::Conflict {
+        message: format!("chunk at offset {at}, but the upload stands at {offset}"),
+        offset: Some(offset),
+    }
+}
+
 /// With a catalog that keeps upload bytes ([`crate::catalog::Catalog::shares_staging`]):
 /// if the staging file here holds fewer than `want` bytes (another replica received the
 /// rest), rebuilds it from the catalog. Bytes at an offset are the same whoever received them
@@ -354,14 +364,7 @@ async fn chunk(
     let _guard = lock.lock().await;
     let s = session_for(&st, &caller, &id).await?;
     if at != s.offset {
-        st.metrics.reject("offset");
-        return Err(AppError::Conflict {
-            message: format!(
-                "chunk at offset {at}, but the upload stands at {}",
-                s.offset
-            ),
-            offset: Some(s.offset),
-        });
+        return Err(wrong_offset(&st, at, s.offset));
     }
     let len = body.len() as u64;
     if at + len > s.size {
@@ -406,14 +409,7 @@ async fn chunk(
         .await?;
     if !moved {
         let s = session_for(&st, &caller, &id).await?;
-        st.metrics.reject("offset");
-        return Err(AppError::Conflict {
-            message: format!(
-                "chunk at offset {at}, but the upload stands at {}",
-                s.offset
-            ),
-            offset: Some(s.offset),
-        });
+        return Err(wrong_offset(&st, at, s.offset));
     }
     st.metrics
         .chunks_received

@@ -260,6 +260,21 @@ pub fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Catalog
     )?))
 }
 
+/// A count or timestamp as the `INTEGER`/`BIGINT` both catalogs store (saturating).
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A value stored as JSON text, read back.
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, CatalogError> {
+    serde_json::from_str(text).map_err(|e| CatalogError::Value(e.to_string()))
+}
+
+/// A value stored as JSON text.
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("catalog values serialise")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -17,7 +17,10 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::{Catalog, CatalogError, Entry, GroupTrigger, Page, Query, Session, TriggerSink};
+use super::{
+    Catalog, CatalogError, Entry, GroupTrigger, Page, Query, Session, TriggerSink, json, to_i64,
+    to_json,
+};
 
 /// The schema, one migration per version; a migration, once released, never changes.
 pub const MIGRATIONS: &[(i32, &str)] = &[
@@ -116,18 +119,6 @@ impl std::fmt::Debug for PgCatalog {
             .field("url", &self.shown)
             .finish()
     }
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, CatalogError> {
-    serde_json::from_str(text).map_err(|e| CatalogError::Value(e.to_string()))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("catalog values serialise")
 }
 
 /// `url` with the password replaced by `***`.

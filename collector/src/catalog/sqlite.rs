@@ -9,7 +9,9 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Catalog, CatalogError, Entry, GroupTrigger, Page, Query, Session};
+use super::{
+    Catalog, CatalogError, Entry, GroupTrigger, Page, Query, Session, json, to_i64, to_json,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -48,18 +50,6 @@ CREATE TABLE IF NOT EXISTS group_triggers (
 #[derive(Debug)]
 pub struct SqliteCatalog {
     conn: Mutex<Connection>,
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, CatalogError> {
-    serde_json::from_str(text).map_err(|e| CatalogError::Value(e.to_string()))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("catalog values serialise")
 }
 
 impl SqliteCatalog {

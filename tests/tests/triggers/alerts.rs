@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Daemon, TOKEN, read, snapshots_in, status};
+use super::{Daemon, TOKEN, free_port, read, snapshots_in, status};
 use crate::readers::available;
 use crate::util::{privileged, scratch_dir};
 
@@ -39,15 +39,6 @@ fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process killed on drop.

@@ -117,6 +117,15 @@ fn http(
     (status, json)
 }
 
+/// A loopback port nobody listens on now (for servers that take a port, not a listener).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The snapshot files in `dir`, oldest first.
 fn snapshots_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use super::{Daemon, TOKEN, read, snapshots_in, status, wait_for_snapshots};
+use super::{Daemon, TOKEN, free_port, read, snapshots_in, status, wait_for_snapshots};
 use crate::util::{nr, privileged, scratch_dir, syscalls_of};
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -38,14 +38,6 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A GET through nginx; the answer's status.
