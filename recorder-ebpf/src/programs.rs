@@ -2,25 +2,23 @@
 //! typed arguments whose layouts come from `KernelOffsets`, resolved from the running kernel's BTF
 //! by the loader.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
-use core::ptr::{addr_of, read_volatile, write_volatile};
+use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
 };
 use aya_ebpf::macros::{btf_tracepoint, map};
 use aya_ebpf::maps::HashMap;
 use aya_ebpf::programs::BtfTracePointContext;
+use schemas::compact::{self, AUX_ESCAPE};
 use schemas::{
     BlockRq, COMM_LEN, EXEC_FILENAME_LEN, EventKind, IRQ_NAME_LEN, IrqHandlerEntry, IrqHandlerExit,
-    KernelOffsets, PATH_SYSCALLS, ProcessExec, ProcessExit, ProcessFork, Record, SYSCALL_PATH_LEN,
-    SchedSwitch, SchedWakeup, Softirq, SyscallEntry, SyscallExit, SyscallPath, ctrl, filter,
-    record_flags, rule, rwbs,
+    KernelOffsets, PATH_SYSCALLS, ProcessExec, ProcessExit, ProcessFork, SYSCALL_PATH_LEN,
+    SchedSwitch, SchedWakeup, Softirq, filter, rule, rwbs,
 };
 
-use crate::ring::{CTRL, HEADS, NCPU, RING, SLOT_MASK};
+use crate::ring::{self, Slot};
 use crate::rules;
 
 /// Process ids (tgid) to record when the pid filter is on.
@@ -43,6 +41,10 @@ static FILTER_MODE: u32 = 0;
 /// read the clock once and return. Only `flightrec record --bench-floor` sets it.
 #[unsafe(no_mangle)]
 static SYSCALL_FLOOR: u32 = schemas::floor::RECORD;
+/// Number of arguments of each syscall below `AUX_ESCAPE`, set by the loader from the kernel's
+/// syscall formats (6 where unknown): an entry record keeps only those.
+#[unsafe(no_mangle)]
+static ARGC: [u8; 512] = [6; 512];
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets {
     task_pid: KernelOffsets::ABSENT,
@@ -98,57 +100,30 @@ fn task_comm(task: *const u8, dst: &mut [u8; COMM_LEN]) {
     *dst = kread::<[u8; COMM_LEN]>(task, konst!(OFFSETS.task_comm));
 }
 
-/// A reserved slot: written, then published by `publish`.
-struct Slot {
-    rec: *mut Record,
-    idx: u64,
-}
-
-/// Reserves the next slot of this CPU's ring in the active epoch and fills the header.
+/// Reserves a record of `kind` whose body is a `T` (see [`ring::reserve`]).
 #[inline(always)]
-fn reserve(kind: EventKind, ts_ns: u64, pid_tgid: u64) -> Option<Slot> {
-    // SAFETY: BPF helper without preconditions.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let epoch_word = CTRL.get_ptr(ctrl::EPOCH)?;
-    // SAFETY: the map value pointer is valid for the program's run.
-    let epoch = (unsafe { read_volatile(epoch_word) } & 1) as u32;
-    let hidx = epoch * konst!(NCPU) + cpu;
-    let head = HEADS.get_ptr_mut(hidx)?;
-    // SeqCst: LLVM 22 turns a Relaxed fetch-add whose result is used into a non-fetching add.
-    // SAFETY: `head` points into the HEADS map value.
-    let idx =
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*head).head, 1) };
-    let mask = konst!(SLOT_MASK);
-    let slot = hidx as u64 * (mask + 1) + (idx & mask);
-    let rec = RING.get_ptr_mut(slot as u32)?;
-    // SAFETY: `rec` points into the RING map value; userspace only reads it.
-    unsafe {
-        write_volatile(&raw mut (*rec).seq, 0);
-        (*rec).ts_ns = ts_ns;
-        (*rec).pid = (pid_tgid >> 32) as u32;
-        (*rec).tid = pid_tgid as u32;
-        (*rec).kind = kind as u16;
-        (*rec).flags = 0;
-        (*rec).cpu = cpu;
+fn reserve<T>(kind: EventKind, ts: u64, pid_tgid: u64) -> Option<Slot>
+where
+    T: Sized,
+{
+    match size_of::<T>() {
+        8 => ring::reserve::<8>(kind as u32, ts, pid_tgid, 0, 0),
+        32 => ring::reserve::<32>(kind as u32, ts, pid_tgid, 0, 0),
+        40 => ring::reserve::<40>(kind as u32, ts, pid_tgid, 0, 0),
+        48 => ring::reserve::<48>(kind as u32, ts, pid_tgid, 0, 0),
+        56 => ring::reserve::<56>(kind as u32, ts, pid_tgid, 0, 0),
+        64 => ring::reserve::<64>(kind as u32, ts, pid_tgid, 0, 0),
+        _ => None,
     }
-    Some(Slot { rec, idx })
 }
 
-impl Slot {
-    /// Stores the payload.
-    #[inline(always)]
-    fn payload<T>(&self, value: T) {
-        // SAFETY: payload structs are at most 64 bytes with alignment <= 8, like `payload`.
-        unsafe { (&raw mut (*self.rec).payload as *mut T).write(value) }
-    }
-
-    /// Makes the record visible to readers. x86 keeps stores in order, so the fields written
-    /// before are visible before `seq`.
-    #[inline(always)]
-    fn publish(self) {
-        // SAFETY: as in `reserve`.
-        unsafe { write_volatile(&raw mut (*self.rec).seq, self.idx + 1) }
-    }
+/// Writes one record of `kind` whose body is `value`.
+#[inline(always)]
+fn emit<T>(kind: EventKind, ts: u64, pid_tgid: u64, value: T) -> Result<(), ()> {
+    let slot = reserve::<T>(kind, ts, pid_tgid).ok_or(())?;
+    slot.put(0, value);
+    slot.publish();
+    Ok(())
 }
 
 /// Whether events of the current task pass the load-time filters (all active ones must match).
@@ -242,12 +217,59 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         let path = if i == 0 { arg(0) } else { arg(1) };
         record_path(id as u64, path as *const u8, ts, pid_tgid);
     }
-    let slot = reserve(EventKind::SyscallEntry, ts, pid_tgid).ok_or(())?;
-    slot.payload(SyscallEntry {
-        id: id as u64,
-        args: [arg(0), arg(1), arg(2), arg(3), arg(4), arg(5)],
-    });
-    slot.publish();
+    let id = id as u64;
+    // Only the arguments the syscall has (`ARGC`, from the loader): a body size per count, so
+    // each store's offset is a constant the verifier checks.
+    let argc = if id < AUX_ESCAPE {
+        // SAFETY: a load-time constant array, indexed below its length.
+        unsafe { read_volatile(addr_of!(ARGC).cast::<u8>().add(id as usize)) }
+    } else {
+        7
+    };
+    macro_rules! entry {
+        ($n:literal) => {{
+            let slot =
+                ring::reserve::<{ 8 * $n }>(EventKind::SyscallEntry as u32, ts, pid_tgid, 0, id)
+                    .ok_or(())?;
+            if $n > 0 {
+                slot.put(0, arg(0));
+            }
+            if $n > 1 {
+                slot.put(8, arg(1));
+            }
+            if $n > 2 {
+                slot.put(16, arg(2));
+            }
+            if $n > 3 {
+                slot.put(24, arg(3));
+            }
+            if $n > 4 {
+                slot.put(32, arg(4));
+            }
+            if $n > 5 {
+                slot.put(40, arg(5));
+            }
+            slot.publish();
+        }};
+    }
+    match argc {
+        0 => entry!(0),
+        1 => entry!(1),
+        2 => entry!(2),
+        3 => entry!(3),
+        4 => entry!(4),
+        5 => entry!(5),
+        6 => entry!(6),
+        _ => {
+            // A number too large for the header: it leads the body, then all six arguments.
+            let slot =
+                ring::reserve::<56>(EventKind::SyscallEntry as u32, ts, pid_tgid, 0, AUX_ESCAPE)
+                    .ok_or(())?;
+            slot.put(0, id);
+            slot.put(8, [arg(0), arg(1), arg(2), arg(3), arg(4), arg(5)]);
+            slot.publish();
+        }
+    }
     Ok(())
 }
 
@@ -268,22 +290,24 @@ fn path_arg(id: u64) -> Option<usize> {
 /// cannot read (not paged in) leaves an empty path: the record still says a name was asked for.
 #[inline(always)]
 fn record_path(id: u64, user_path: *const u8, ts: u64, pid_tgid: u64) {
-    let Some(slot) = reserve(EventKind::SyscallPath, ts, pid_tgid) else {
+    // The path syscalls all have small numbers: the number is in the header.
+    let Some(mut slot) =
+        ring::reserve::<SYSCALL_PATH_LEN>(EventKind::SyscallPath as u32, ts, pid_tgid, 0, id)
+    else {
         return;
     };
-    let mut e = SyscallPath {
-        id,
-        path: [0; SYSCALL_PATH_LEN],
-    };
-    // SAFETY: the helper copes with any user address, reads at most the buffer's length and
-    // NUL-terminates what it copied.
-    let len =
-        unsafe { bpf_probe_read_user_str_bytes(user_path, &mut e.path) }.map_or(0, |b| b.len());
-    slot.payload(e);
+    // Zeroed first: the helper stops at the name's NUL and the ring holds older bytes.
+    slot.put(0, [0u64; SYSCALL_PATH_LEN / 8]);
+    // SAFETY: the body holds SYSCALL_PATH_LEN bytes at offset 0; the helper copes with any user
+    // address, writes at most the buffer's length and NUL-terminates what it copied.
+    let len = unsafe {
+        let dst = core::slice::from_raw_parts_mut(slot.body_ptr(0), SYSCALL_PATH_LEN);
+        bpf_probe_read_user_str_bytes(user_path, dst)
+    }
+    .map_or(0, |b| b.len());
     if len + 1 >= SYSCALL_PATH_LEN {
         // The buffer is full (the length excludes the NUL): the name was this long or longer.
-        // SAFETY: as in `reserve`.
-        unsafe { (*slot.rec).flags = record_flags::PATH_CUT };
+        slot.set_flags(compact::flag::PATH_CUT);
     }
     slot.publish();
 }
@@ -308,9 +332,24 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let id: u64 = bload(regs, konst!(OFFSETS.regs_orig_ax));
-    if allowed && let Some(slot) = reserve(EventKind::SyscallExit, ts, pid_tgid) {
-        slot.payload(SyscallExit { id, ret });
-        slot.publish();
+    if allowed {
+        let slot = if id < AUX_ESCAPE {
+            ring::reserve::<8>(EventKind::SyscallExit as u32, ts, pid_tgid, 0, id).map(|s| {
+                s.put(0, ret);
+                s
+            })
+        } else {
+            ring::reserve::<16>(EventKind::SyscallExit as u32, ts, pid_tgid, 0, AUX_ESCAPE).map(
+                |s| {
+                    s.put(0, id);
+                    s.put(8, ret);
+                    s
+                },
+            )
+        };
+        if let Some(slot) = slot {
+            slot.publish();
+        }
     }
     // After the publish: a freeze here ends the window at this very event.
     if rules::on(rule::SYSCALL) {
@@ -333,7 +372,6 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
     let pid_tgid = bpf_get_current_pid_tgid();
-    let slot = reserve(EventKind::SchedSwitch, ts, pid_tgid).ok_or(())?;
     let mut e = SchedSwitch {
         next_tid: kread(next, konst!(OFFSETS.task_pid)),
         next_pid: kread(next, konst!(OFFSETS.task_tgid)),
@@ -352,8 +390,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     e.prev_cgroup = unsafe { bpf_get_current_cgroup_id() };
     task_comm(prev, &mut e.prev_comm);
     task_comm(next, &mut e.next_comm);
-    slot.payload(e);
-    slot.publish();
+    emit(EventKind::SchedSwitch, ts, pid_tgid, e)?;
     if rules::on(rule::RUNQUEUE) {
         if e.prev_state == 0 {
             // Preempted: back on the run queue from now.
@@ -368,7 +405,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 fn wakeup(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     let ts = now();
     let p: *const u8 = ctx.arg(0);
-    let slot = reserve(kind, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    let pid_tgid = bpf_get_current_pid_tgid();
     let mut e = SchedWakeup {
         tid: kread(p, konst!(OFFSETS.task_pid)),
         pid: kread(p, konst!(OFFSETS.task_tgid)),
@@ -377,8 +414,7 @@ fn wakeup(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
         ..SchedWakeup::default()
     };
     task_comm(p, &mut e.comm);
-    slot.payload(e);
-    slot.publish();
+    emit(kind, ts, pid_tgid, e)?;
     if rules::on(rule::RUNQUEUE) {
         rules::runnable(e.tid, ts);
     }
@@ -420,7 +456,6 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
         // The parent passed the filters, so its new process is followed too.
         let _ = FILTER_PIDS.insert(&child_pid, &1, 0);
     }
-    let slot = reserve(EventKind::ProcessFork, ts, pid_tgid).ok_or(())?;
     let mut e = ProcessFork {
         parent_tid: kread(parent, konst!(OFFSETS.task_pid)),
         parent_pid: kread(parent, konst!(OFFSETS.task_tgid)),
@@ -433,8 +468,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     };
     task_comm(parent, &mut e.parent_comm);
     task_comm(child, &mut e.child_comm);
-    slot.payload(e);
-    slot.publish();
+    emit(EventKind::ProcessFork, ts, pid_tgid, e)?;
     Ok(())
 }
 
@@ -454,7 +488,6 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let p: *const u8 = ctx.arg(0);
     let old_pid: u32 = ctx.arg(1);
     let bprm: *const u8 = ctx.arg(2);
-    let slot = reserve(EventKind::ProcessExec, ts, pid_tgid).ok_or(())?;
     let mut e = ProcessExec {
         tid: kread(p, konst!(OFFSETS.task_pid)),
         old_tid: old_pid,
@@ -463,8 +496,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let name: *const u8 = kread(bprm, konst!(OFFSETS.binprm_filename));
     // SAFETY: the helper reads at most the buffer's length and NUL-terminates.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut e.filename) };
-    slot.payload(e);
-    slot.publish();
+    emit(EventKind::ProcessExec, ts, pid_tgid, e)?;
     Ok(())
 }
 
@@ -482,7 +514,6 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let ts = now();
     let p: *const u8 = ctx.arg(0);
-    let slot = reserve(EventKind::ProcessExit, ts, pid_tgid).ok_or(())?;
     let mut e = ProcessExit {
         tid: kread(p, konst!(OFFSETS.task_pid)),
         pid: kread(p, konst!(OFFSETS.task_tgid)),
@@ -498,8 +529,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         // The process is gone; its id may be reused by an unrelated one.
         let _ = FILTER_PIDS.remove(&e.pid);
     }
-    slot.payload(e);
-    slot.publish();
+    emit(EventKind::ProcessExit, ts, pid_tgid, e)?;
     Ok(())
 }
 
@@ -540,14 +570,13 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
 fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let rq: *const u8 = ctx.arg(0);
-    let slot = reserve(EventKind::BlockRqIssue, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    let pid_tgid = bpf_get_current_pid_tgid();
     let mut e = BlockRq::default();
     block_common(rq, &mut e);
     e.bytes = kread(rq, konst!(OFFSETS.rq_data_len));
     e.nr_sector = e.bytes >> 9;
     e.comm = bpf_get_current_comm().unwrap_or_default();
-    slot.payload(e);
-    slot.publish();
+    emit(EventKind::BlockRqIssue, ts, pid_tgid, e)?;
     if rules::on(rule::BLOCK) {
         rules::block_issue(e.dev, e.sector, ts);
     }
@@ -585,14 +614,12 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let status: u64 = ctx.arg(1);
     let nr_bytes: u64 = ctx.arg(2);
     let pid_tgid = bpf_get_current_pid_tgid();
-    let slot = reserve(EventKind::BlockRqComplete, ts, pid_tgid).ok_or(())?;
     let mut e = BlockRq::default();
     block_common(rq, &mut e);
     e.bytes = nr_bytes as u32;
     e.nr_sector = e.bytes >> 9;
     e.error = blk_status_errno(status as u8);
-    slot.payload(e);
-    slot.publish();
+    emit(EventKind::BlockRqComplete, ts, pid_tgid, e)?;
     if rules::on(rule::BLOCK) {
         rules::block_complete(e.dev, e.sector, ts, pid_tgid);
     }
@@ -610,7 +637,7 @@ fn try_irq_entry(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let irq: u64 = ctx.arg(0);
     let action: *const u8 = ctx.arg(1);
-    let slot = reserve(EventKind::IrqHandlerEntry, ts, bpf_get_current_pid_tgid()).ok_or(())?;
+    let pid_tgid = bpf_get_current_pid_tgid();
     let mut e = IrqHandlerEntry {
         irq: irq as u32,
         _pad: 0,
@@ -619,8 +646,7 @@ fn try_irq_entry(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let name: *const u8 = kread(action, konst!(OFFSETS.irqaction_name));
     // SAFETY: bounded by the buffer, fails cleanly on a bad pointer.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut e.name) };
-    slot.payload(e);
-    slot.publish();
+    emit(EventKind::IrqHandlerEntry, ts, pid_tgid, e)?;
     if rules::on(rule::IRQ) {
         rules::irq_entry(ts);
     }
@@ -639,12 +665,15 @@ fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let irq: u64 = ctx.arg(0);
     let ret: u64 = ctx.arg(2);
     let pid_tgid = bpf_get_current_pid_tgid();
-    let slot = reserve(EventKind::IrqHandlerExit, ts, pid_tgid).ok_or(())?;
-    slot.payload(IrqHandlerExit {
-        irq: irq as u32,
-        ret: ret as i32,
-    });
-    slot.publish();
+    emit(
+        EventKind::IrqHandlerExit,
+        ts,
+        pid_tgid,
+        IrqHandlerExit {
+            irq: irq as u32,
+            ret: ret as i32,
+        },
+    )?;
     if rules::on(rule::IRQ) {
         rules::irq_exit(irq as u32, ts, pid_tgid);
     }
@@ -655,12 +684,15 @@ fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
 fn softirq(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     let ts = now();
     let vec: u64 = ctx.arg(0);
-    let slot = reserve(kind, ts, bpf_get_current_pid_tgid()).ok_or(())?;
-    slot.payload(Softirq {
-        vec: vec as u32,
-        _pad: 0,
-    });
-    slot.publish();
+    emit(
+        kind,
+        ts,
+        bpf_get_current_pid_tgid(),
+        Softirq {
+            vec: vec as u32,
+            _pad: 0,
+        },
+    )?;
     Ok(())
 }
 

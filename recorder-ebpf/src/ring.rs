@@ -1,17 +1,26 @@
-//! The ring state that userspace mmaps and pins, and its load-time layout: written by the
-//! programs (`programs`) and flipped by a kernel freeze (`rules`). Both use it; it uses neither.
+//! The ring state that userspace mmaps and pins, its load-time layout, and the writer every
+//! program uses: reserve bytes in the current packet of this CPU's ring, fill them, publish the
+//! header last (`schemas::compact` has the format). Used by `programs` and `rules`; uses neither.
+
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+use core::ptr::{addr_of, read_volatile, write_volatile};
 
 use aya_ebpf::bindings::BPF_F_MMAPABLE;
+use aya_ebpf::helpers::bpf_get_smp_processor_id;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::Array;
-use schemas::{CpuHead, Record, ctrl};
+use schemas::compact::{
+    FULL_TS_EVERY_NS, KIND_PAD, PACKET_HEADER_SIZE, PACKET_SIZE, TASK_SIZE, flag, header,
+};
+use schemas::{CpuHead, ctrl};
 
-/// The rings: `2 * NCPU * slots` records, indexed `(epoch * NCPU + cpu) * slots + (i & mask)`.
-/// Sized by the loader.
+/// The rings, one packet per entry: first every CPU's main ring (`NCPU * (PKT_MASK + 1)`
+/// packets, CPU after CPU), then every CPU's spill (`NCPU * (SPILL_MASK + 1)`). Sized by the
+/// loader.
 #[map]
-pub(crate) static RING: Array<Record> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+pub(crate) static RING: Array<[u8; PACKET_SIZE]> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// One `CpuHead` per (epoch, CPU), indexed `epoch * NCPU + cpu`. Sized by the loader.
+/// One `CpuHead` per (area, CPU), indexed `area * NCPU + cpu`. Sized by the loader.
 #[map]
 pub(crate) static HEADS: Array<CpuHead> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
@@ -26,10 +35,212 @@ static META: Array<u64> = Array::with_max_entries(schemas::meta::LEN, 0);
 // Load-time constants of the ring layout, set by the loader (`EbpfLoader::override_global`); the
 // verifier sees their values.
 
-/// Number of possible CPUs, so of rings per epoch.
+/// Number of possible CPUs, so of rings per area.
 #[unsafe(no_mangle)]
 pub(crate) static NCPU: u32 = 1;
-
-/// Slots per ring minus one (the configured ring size is rounded down to a power of two).
+/// Packets per main ring minus one (a power of two minus one).
 #[unsafe(no_mangle)]
-pub(crate) static SLOT_MASK: u64 = 0;
+static PKT_MASK: u64 = 0;
+/// `log2(PKT_MASK + 1)`: a packet number shifted right by it is the ring's lap.
+#[unsafe(no_mangle)]
+static PKT_BITS: u64 = 0;
+/// Packets per spill minus one.
+#[unsafe(no_mangle)]
+static SPILL_MASK: u64 = 0;
+/// `log2(SPILL_MASK + 1)`.
+#[unsafe(no_mangle)]
+static SPILL_BITS: u64 = 0;
+
+macro_rules! konst {
+    ($e:expr) => {
+        // SAFETY: reading a plain integer static; volatile so the loader's value is used.
+        unsafe { read_volatile(addr_of!($e)) }
+    };
+}
+
+const P: u64 = PACKET_SIZE as u64;
+
+/// A reserved record: the body is filled through `body`, then `publish` stores the header.
+pub(crate) struct Slot {
+    hdr: *mut u64,
+    word: u64,
+    /// Where the record's task fields start; the kind's body follows at `TASK_SIZE`.
+    body: *mut u8,
+}
+
+/// The map entry and lap tag of absolute packet `pkt` of `cpu`'s ring in `area`.
+#[inline(always)]
+fn packet(area: u32, cpu: u32, pkt: u64) -> Option<(*mut u8, u64)> {
+    let ncpu = konst!(NCPU) as u64;
+    let (idx, lap) = if area == 0 {
+        let mask = konst!(PKT_MASK);
+        (
+            cpu as u64 * (mask + 1) + (pkt & mask),
+            pkt >> konst!(PKT_BITS),
+        )
+    } else {
+        let mask = konst!(SPILL_MASK);
+        let main = ncpu * (konst!(PKT_MASK) + 1);
+        (
+            main + cpu as u64 * (mask + 1) + (pkt & mask),
+            pkt >> konst!(SPILL_BITS),
+        )
+    };
+    let p = RING.get_ptr_mut(idx as u32)?;
+    Some((p as *mut u8, lap))
+}
+
+/// Reserves a record of kind `kind` with a `BODY`-byte body (a multiple of 8) in this CPU's
+/// current area, for the event at `ts` of the task `pid_tgid`, with header `flags` and `aux`.
+/// Opens a new packet when the record does not fit in the current one. `None` when the
+/// reservation lost three races in a row to nested programs (the record is dropped) or a map
+/// lookup failed.
+#[inline(always)]
+pub(crate) fn reserve<const BODY: usize>(
+    kind: u32,
+    ts: u64,
+    pid_tgid: u64,
+    flags: u64,
+    aux: u64,
+) -> Option<Slot> {
+    // SAFETY: BPF helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let area_word = CTRL.get_ptr(ctrl::EPOCH)?;
+    // SAFETY: the map value pointer is valid for the program's run.
+    let area = (unsafe { read_volatile(area_word) } & 1) as u32;
+    let h = HEADS.get_ptr_mut(area * konst!(NCPU) + cpu)?;
+    // SAFETY: `h` points into the HEADS map value for this run; userspace and nested programs
+    // change `head` only by compare-and-swap.
+    let hint = unsafe { read_volatile(&raw const (*h).hint) };
+    let wants_full = ts.wrapping_sub(hint) >= FULL_TS_EVERY_NS;
+    let task_body = (TASK_SIZE + BODY) as u64;
+    let mut won = false;
+    let mut old = 0;
+    let mut pos = 0;
+    let mut open = false;
+    let mut full = false;
+    let mut tries = 0;
+    while tries < 3 {
+        tries += 1;
+        // SAFETY: as above.
+        old = unsafe { read_volatile(&raw const (*h).head) };
+        let off = old & (P - 1);
+        full = wants_full;
+        let len = 8 + if full { 8 } else { 0 } + task_body;
+        let new;
+        if off != 0 && off + len <= P {
+            open = false;
+            pos = old;
+            new = old + len;
+        } else {
+            // The packet's base timestamp is this record's: no full timestamp needed.
+            open = true;
+            full = false;
+            let start = if off == 0 { old } else { (old | (P - 1)) + 1 };
+            pos = start + PACKET_HEADER_SIZE as u64;
+            new = pos + 8 + task_body;
+        }
+        // SAFETY: `head` is an aligned u64 of the map value.
+        let (_, ok) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                &raw mut (*h).head,
+                old,
+                new,
+            )
+        };
+        if ok {
+            won = true;
+            break;
+        }
+    }
+    if !won {
+        return None;
+    }
+    let pkt = pos >> schemas::compact::PACKET_SHIFT;
+    let (page, lap) = packet(area, cpu, pkt)?;
+    if open {
+        // SAFETY: offsets 0 and 8 of a PACKET_SIZE map value.
+        unsafe {
+            write_volatile(page as *mut u64, pkt + 1);
+            write_volatile(page.add(8) as *mut u64, ts);
+        }
+        let off = old & (P - 1);
+        if off != 0
+            && off <= P - 8
+            && let Some((prev, prev_lap)) = packet(area, cpu, pkt - 1)
+        {
+            // The rest of the previous packet is padding (at most one record's size).
+            let w = header::make(0, (P - off) as usize, KIND_PAD, 0, 0, prev_lap);
+            // SAFETY: off <= P - 8 inside the previous packet's map value.
+            unsafe { write_volatile(prev.add(off as usize) as *mut u64, w) };
+        }
+    }
+    // SAFETY: plain stores into the HEADS map value; see `CpuHead::written`.
+    unsafe {
+        if open || full {
+            write_volatile(&raw mut (*h).hint, ts);
+        }
+        write_volatile(
+            &raw mut (*h).written,
+            read_volatile(&raw const (*h).written) + 1,
+        );
+    }
+    // The bounds below always hold (a record starts after the packet header and fits in its
+    // packet); checking them on the one offset every store derives from tells the verifier.
+    let at = pos & (P - 1);
+    let body_at = if full { at + 16 } else { at + 8 };
+    if body_at < PACKET_HEADER_SIZE as u64 + 8 || body_at > P - task_body {
+        return None;
+    }
+    let len = 8 + if full { 8 } else { 0 } + task_body as usize;
+    let fl = if full { flags | flag::FULL_TS } else { flags };
+    // SAFETY: `body_at` is bounded inside the packet above; the header (and full timestamp)
+    // sit just before it.
+    unsafe {
+        let body = page.add(body_at as usize);
+        let hdr = if full {
+            write_volatile(body.sub(8) as *mut u64, ts);
+            body.sub(16)
+        } else {
+            body.sub(8)
+        };
+        // tid then pid, as `bpf_get_current_pid_tgid` packs them little-endian.
+        write_volatile(body as *mut u64, pid_tgid);
+        Some(Slot {
+            hdr: hdr as *mut u64,
+            word: header::make(ts, len, kind, fl, aux, lap),
+            body,
+        })
+    }
+}
+
+impl Slot {
+    /// Stores `value` at `offset` bytes into the kind's body. `offset` must be a multiple of 8
+    /// and `offset + size_of::<T>()` at most the reserved body.
+    #[inline(always)]
+    pub(crate) fn put<T>(&self, offset: usize, value: T) {
+        // SAFETY: the caller keeps the store inside the reserved body, whose start is 8-aligned.
+        unsafe { write_volatile(self.body.add(TASK_SIZE + offset) as *mut T, value) }
+    }
+
+    /// Adds header flags (before `publish`).
+    #[inline(always)]
+    pub(crate) fn set_flags(&mut self, flags: u64) {
+        self.word |= flags << header::FLAGS_SHIFT;
+    }
+
+    /// A pointer to the body at `offset`, for helpers that write into it.
+    #[inline(always)]
+    pub(crate) fn body_ptr(&self, offset: usize) -> *mut u8 {
+        // SAFETY: inside the reserved body (the caller's offsets are constants below its size).
+        unsafe { self.body.add(TASK_SIZE + offset) }
+    }
+
+    /// Makes the record visible: the header goes last, in one store. x86 keeps stores in order,
+    /// so the body written before is visible first.
+    #[inline(always)]
+    pub(crate) fn publish(self) {
+        // SAFETY: `hdr` is the reserved record's first word.
+        unsafe { write_volatile(self.hdr, self.word) }
+    }
+}

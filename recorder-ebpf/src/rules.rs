@@ -14,7 +14,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf};
 use schemas::{COMM_LEN, RuleHit, RuleSpec, ctrl, freeze_lock, rule};
 
-use crate::ring::{CTRL, HEADS, NCPU};
+use crate::ring::CTRL;
 
 /// The rules, filled by the loader (`kind == 0`: empty entry).
 #[map]
@@ -53,9 +53,6 @@ static IRQ_START: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[unsafe(no_mangle)]
 static RULE_KINDS: u32 = 0;
 
-/// Most CPUs a kernel freeze walks (the loop bound the verifier needs).
-const MAX_CPUS: u32 = 1024;
-
 /// Whether rules of `kind` exist. A load-time constant: dead branches are pruned.
 #[inline(always)]
 pub fn on(kind: u32) -> bool {
@@ -88,22 +85,10 @@ fn kernel_freeze(ts: u64) -> Option<u32> {
         return None;
     }
     let epoch_word = CTRL.get_ptr_mut(ctrl::EPOCH)?;
-    // SAFETY: CTRL map value.
-    let cur = (unsafe { read_volatile(epoch_word) } & 1) as u32;
-    let next = cur ^ 1;
-    // SAFETY: reading a plain integer static.
-    let ncpu = unsafe { read_volatile(addr_of!(NCPU)) };
-    // Restart the inactive epoch's window, as `Rings::freeze` does: its last copy is done (the
-    // lock was free) and its last writers finished long ago.
-    for cpu in 0..MAX_CPUS {
-        if cpu >= ncpu {
-            break;
-        }
-        if let Some(h) = HEADS.get_ptr_mut(next * ncpu + cpu) {
-            // SAFETY: HEADS map value.
-            unsafe { write_volatile(&raw mut (*h).base, read_volatile(&raw const (*h).head)) };
-        }
-    }
+    // The lock was free, so writers are in the main ring and the spill was left ready by the
+    // last fold: moving them to the spill is one store.
+    let cur = 0u32;
+    let next = 1u64;
     // SAFETY: CTRL map values; userspace reads them after it sees the lock at KERNEL.
     unsafe {
         if let Some(p) = CTRL.get_ptr_mut(ctrl::KFREEZE_TS) {
@@ -112,7 +97,7 @@ fn kernel_freeze(ts: u64) -> Option<u32> {
         if let Some(p) = CTRL.get_ptr_mut(ctrl::KFREEZE_EPOCH) {
             write_volatile(p, cur as u64);
         }
-        write_volatile(epoch_word, next as u64);
+        write_volatile(epoch_word, next);
         if let Some(p) = CTRL.get_ptr_mut(ctrl::FLIPS) {
             atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1);
         }

@@ -101,7 +101,7 @@ impl Default for StatedumpConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecorderConfig {
-    /// Ring size per CPU and epoch ("8MiB"); rounded down to a power-of-two number of records.
+    /// Ring size per CPU ("8MiB"); rounded down to a power-of-two number of packets.
     pub ring_size: String,
     /// bpffs directory holding the pinned maps and links.
     pub pin_dir: PathBuf,
@@ -238,7 +238,7 @@ impl Config {
     /// Checks values that the types alone do not constrain.
     pub fn check(&self) -> Result<(), ConfigError> {
         parse_size(&self.recorder.ring_size)?;
-        self.ring_slots()?;
+        self.ring_packets()?;
         if !(1..=19).contains(&self.recorder.compression_level) {
             return Err(ConfigError::Invalid(format!(
                 "recorder.compression_level must be 1..=19, not {}",
@@ -303,44 +303,55 @@ impl Config {
         Ok(())
     }
 
-    /// Records per ring: the largest power of two whose records fit in `ring_size`.
-    pub fn ring_slots(&self) -> Result<u64, ConfigError> {
+    /// Packets of the main ring per CPU: the largest power of two of
+    /// `schemas::compact::PACKET_SIZE`-byte packets that fits in `ring_size`.
+    pub fn ring_packets(&self) -> Result<u64, ConfigError> {
         let bytes = parse_size(&self.recorder.ring_size)?;
-        let records = bytes / schemas::RECORD_SIZE as u64;
-        if records < 64 {
+        let packets = bytes / PACKET as u64;
+        if packets < MIN_PACKETS {
             return Err(ConfigError::Invalid(format!(
-                "recorder.ring_size {} holds fewer than 64 records of {} bytes",
+                "recorder.ring_size {} is below the 64 KiB minimum",
                 self.recorder.ring_size,
-                schemas::RECORD_SIZE
             )));
         }
-        let slots = 1u64 << (63 - records.leading_zeros());
-        if slots > 1 << 24 {
+        let packets = 1u64 << (63 - packets.leading_zeros());
+        if packets > MAX_PACKETS {
             return Err(ConfigError::Invalid(format!(
-                "recorder.ring_size {} is above the 1.5 GiB per CPU limit",
+                "recorder.ring_size {} is above the 1 GiB per CPU limit",
                 self.recorder.ring_size
             )));
         }
-        Ok(slots)
+        Ok(packets)
+    }
+
+    /// Packets of the spill per CPU for a main ring of `packets`: a sixteenth, at least two.
+    pub fn spill_packets(packets: u64) -> u64 {
+        (packets / 16).max(2)
     }
 
     /// Says how `recorder.ring_size` was rounded, when it was: a ring holds a power-of-two
-    /// number of records (the programs index it with a mask), and the kernel maps it in whole
+    /// number of packets (the programs index it with a mask), and the kernel maps it in whole
     /// pages. `None` when the size is used as given.
     pub fn ring_size_note(&self) -> Result<Option<String>, ConfigError> {
         let asked = parse_size(&self.recorder.ring_size)?;
-        let slots = self.ring_slots()?;
-        let used = slots * schemas::RECORD_SIZE as u64;
+        let packets = self.ring_packets()?;
+        let used = packets * PACKET as u64;
         Ok((used != asked).then(|| {
             format!(
-                "recorder.ring_size {} ({asked} bytes) rounded down to {used} bytes: {slots} \
-                 records of {} bytes (rings hold a power-of-two number of records)",
+                "recorder.ring_size {} ({asked} bytes) rounded down to {used} bytes: {packets} \
+                 packets of {PACKET} bytes (rings hold a power-of-two number of packets)",
                 self.recorder.ring_size,
-                schemas::RECORD_SIZE
             )
         }))
     }
 }
+
+/// Bytes of a ring packet.
+const PACKET: usize = schemas::compact::PACKET_SIZE;
+/// Fewest packets per ring (64 KiB).
+const MIN_PACKETS: u64 = 16;
+/// Most packets per ring (1 GiB).
+const MAX_PACKETS: u64 = 1 << 18;
 
 #[cfg(test)]
 mod tests {
@@ -349,26 +360,30 @@ mod tests {
     #[test]
     fn ring_sizes_say_how_they_were_rounded() {
         let mut c = Config::default();
-        // 96 MiB is 2^20 records of 96 bytes: used as given.
-        c.recorder.ring_size = "96MiB".into();
-        assert_eq!(c.ring_size_note().unwrap(), None);
-        // 8 MiB is 87381 records: rounded down to 65536.
+        // 8 MiB is 2048 packets: used as given.
         c.recorder.ring_size = "8MiB".into();
+        assert_eq!(c.ring_size_note().unwrap(), None);
+        // 96 MiB is 24576 packets: rounded down to 16384.
+        c.recorder.ring_size = "96MiB".into();
         let note = c.ring_size_note().unwrap().expect("rounded");
         assert!(
-            note.contains("rounded down to 6291456 bytes: 65536 records"),
+            note.contains("rounded down to 67108864 bytes: 16384 packets"),
             "{note}"
         );
     }
 
     #[test]
-    fn slots_round_down_to_power_of_two() {
+    fn packets_round_down_to_power_of_two() {
         let mut c = Config::default();
-        assert_eq!(c.ring_slots().unwrap(), 65536); // 8 MiB / 96 B = 87381
-        c.recorder.ring_size = "6144".into();
-        assert_eq!(c.ring_slots().unwrap(), 64);
-        c.recorder.ring_size = "6000".into();
-        assert!(c.ring_slots().is_err());
+        assert_eq!(c.ring_packets().unwrap(), 2048);
+        c.recorder.ring_size = "100000".into();
+        assert_eq!(c.ring_packets().unwrap(), 16);
+        c.recorder.ring_size = "60000".into();
+        assert!(c.ring_packets().is_err());
+        c.recorder.ring_size = "2GiB".into();
+        assert!(c.ring_packets().is_err());
+        assert_eq!(Config::spill_packets(2048), 128);
+        assert_eq!(Config::spill_packets(16), 2);
     }
 
     #[test]
@@ -398,7 +413,7 @@ mod tests {
         let e = Config::parse(&format!("{rule}post_ms = 20000")).unwrap_err();
         assert!(e.to_string().contains("`rules.post`"), "{e}");
         let c = Config::parse("[recorder]\nring_size = \"1MiB\"\n[filter]\npids = [1]").unwrap();
-        assert_eq!(c.ring_slots().unwrap(), 8192);
+        assert_eq!(c.ring_packets().unwrap(), 256);
         assert_eq!(c.filter.pids, vec![1]);
     }
 

@@ -340,3 +340,68 @@ mod tests {
         assert!(o.req_flag_masks.iter().all(|m| m.count_ones() == 1));
     }
 }
+
+/// Number of arguments of each syscall (x86-64 numbers below 512), so entry records keep only
+/// the arguments a syscall has: `schemas::compact::SYSCALL_ARGC`, completed by the running
+/// kernel's syscall trace formats (`events/syscalls/sys_enter_*/format`) when tracefs is
+/// mounted (a newer kernel's syscalls). Unknown numbers keep all six.
+pub fn syscall_arg_counts() -> [u8; 512] {
+    let mut argc = schemas::compact::SYSCALL_ARGC;
+    for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        let dir = Path::new(root).join("events/syscalls");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut found = false;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(sys) = name.to_str().and_then(|n| n.strip_prefix("sys_enter_")) else {
+                continue;
+            };
+            let Some(id) = schemas::event::syscall_id(sys).filter(|&id| id < 512) else {
+                continue;
+            };
+            if let Ok(text) = std::fs::read_to_string(e.path().join("format"))
+                && let Some(n) = format_arg_count(&text)
+            {
+                argc[id as usize] = n;
+                found = true;
+            }
+        }
+        if found {
+            break;
+        }
+    }
+    argc
+}
+
+/// The number of syscall arguments a `sys_enter_*` format lists (fields after
+/// `__syscall_nr`), at most six.
+fn format_arg_count(format: &str) -> Option<u8> {
+    let fields: Vec<&str> = format
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("field:"))
+        .collect();
+    let nr = fields.iter().position(|f| f.contains("__syscall_nr"))?;
+    Some((fields.len() - nr - 1).min(6) as u8)
+}
+
+#[cfg(test)]
+mod argc_tests {
+    use super::*;
+
+    #[test]
+    fn format_arg_counts() {
+        let openat = "name: sys_enter_openat\nID: 640\nformat:\n\
+            \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+            \tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\
+            \tfield:int dfd;\toffset:16;\tsize:8;\tsigned:0;\n\
+            \tfield:const char * filename;\toffset:24;\tsize:8;\tsigned:0;\n\
+            \tfield:int flags;\toffset:32;\tsize:8;\tsigned:0;\n\
+            \tfield:umode_t mode;\toffset:40;\tsize:8;\tsigned:0;\n\nprint fmt: \"\"\n";
+        assert_eq!(format_arg_count(openat), Some(4));
+        let getpid = "format:\n\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n";
+        assert_eq!(format_arg_count(getpid), Some(0));
+        assert_eq!(format_arg_count("garbage"), None);
+    }
+}

@@ -84,8 +84,9 @@ pub fn write_with_id(
         clocks: statedump::clock_offsets(),
         recorder: RecorderInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            ring_slots: config.ring_slots().unwrap_or(0),
+            ring_slots: config.ring_packets().unwrap_or(0),
             record_size: schemas::RECORD_SIZE as u32,
+            ring_bytes: config.ring_packets().unwrap_or(0) * schemas::compact::PACKET_SIZE as u64,
             classes: config.events.enabled(),
             filter: FilterInfo {
                 pids: config.filter.pids.clone(),

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "std")]
 pub mod clock;
+pub mod compact;
 
 /// `e` and every cause under it on one line, each layer saying what it was doing
 /// (`writing snapshot /x: No space left on device`): for answers and logs that are one line.
@@ -45,7 +46,7 @@ pub const COMM_LEN: usize = 16;
 
 /// Version of the in-kernel ring layout (maps, records, control words). Pinned state with another
 /// version is discarded at start-up rather than misread.
-pub const RING_LAYOUT_VERSION: u64 = 3;
+pub const RING_LAYOUT_VERSION: u64 = 4;
 
 /// One event as written by the eBPF programs into a ring slot, and as stored in snapshot files.
 ///
@@ -463,25 +464,44 @@ payloads!(
     SyscallPath,
 );
 
-/// Per-(epoch, CPU) ring control block, one cache line so CPUs never share one.
+/// Per-(area, CPU) ring control block, two cache lines so CPUs never share one. The area is the
+/// main ring (0) or the spill (1) writers use while the main ring is frozen
+/// (docs/recorder.md, "Ring format").
 ///
-/// Writers fetch-add `head` to reserve a slot. `base` is the value `head` had when this epoch's
-/// ring was last reset by userspace: the ring covers indexes `max(base, head - slots) .. head`.
+/// The programs write the first three words; the recorder the rest.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuHead {
-    /// Next index to reserve.
+    /// Byte position of the next reservation, counted from the ring's creation (compare-and-swap
+    /// by the writers; `head >> PACKET_SHIFT` is the absolute packet number).
     pub head: u64,
-    /// Index at which the current window of this epoch starts.
+    /// Records written since creation. A plain add: a program nested inside another on the same
+    /// CPU (an irq inside a syscall program) can make it miss one now and then.
+    pub written: u64,
+    /// `CLOCK_MONOTONIC` ns of the last full timestamp written on this CPU
+    /// ([`compact::FULL_TS_EVERY_NS`]).
+    pub hint: u64,
+    /// Byte position where the current window of this ring starts.
     pub base: u64,
+    /// `written` when the window started.
+    pub base_written: u64,
+    /// Records the recorder moved into this ring from the spill (main ring only).
+    pub folded: u64,
+    /// `folded` when the window started.
+    pub base_folded: u64,
+    /// Records lost because the spill wrapped before they could be folded.
+    pub fold_lost: u64,
+    /// `fold_lost` when the window started.
+    pub base_fold_lost: u64,
     /// Reserved, zero.
-    pub _pad: [u64; 6],
+    pub _pad: [u64; 7],
 }
-const _: () = assert!(core::mem::size_of::<CpuHead>() == 64);
+const _: () = assert!(core::mem::size_of::<CpuHead>() == 128);
 
 /// Indexes into the `CTRL` control array (u64 words).
 pub mod ctrl {
-    /// Active epoch (0 or 1): the one writers record into.
+    /// Area writers record into: 0, the main ring; 1, the spill, while the main ring is frozen
+    /// and copied out.
     pub const EPOCH: u32 = 0;
     /// Number of flips so far (informational).
     pub const FLIPS: u32 = 1;
@@ -492,7 +512,7 @@ pub mod ctrl {
     pub const FREEZE_LOCK: u32 = 2;
     /// `CLOCK_MONOTONIC` ns of the last kernel freeze.
     pub const KFREEZE_TS: u32 = 3;
-    /// Epoch the last kernel freeze froze (the one active before it flipped).
+    /// Area the last kernel freeze froze (always the main ring, 0).
     pub const KFREEZE_EPOCH: u32 = 4;
     /// Number of words in the control array.
     pub const LEN: u32 = 8;
@@ -597,7 +617,7 @@ pub mod meta {
     pub const LAYOUT: u32 = 0;
     /// Number of CPUs the rings were sized for.
     pub const NCPU: u32 = 1;
-    /// Slots per (epoch, CPU) ring.
+    /// Packets per CPU of the main ring.
     pub const SLOTS: u32 = 2;
     /// Hash of the recording configuration (classes, filters).
     pub const CONFIG_HASH: u32 = 3;

@@ -68,10 +68,14 @@ pub struct ClockOffsets {
 pub struct RecorderInfo {
     /// flightrec version.
     pub version: String,
-    /// Ring slots per CPU and epoch.
+    /// Ring slots per CPU (ring layouts before the compact one), or packets per CPU of the
+    /// main ring.
     pub ring_slots: u64,
-    /// Bytes per record.
+    /// Bytes per record of the file's record streams.
     pub record_size: u32,
+    /// Bytes of one CPU's main ring (0 in files of recorders before the compact rings).
+    #[serde(default)]
+    pub ring_bytes: u64,
     /// Event classes recorded (`syscalls`, `sched`, `process`, `block`, `irq`).
     pub classes: Vec<String>,
     /// Filters in force, as configured.

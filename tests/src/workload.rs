@@ -1,16 +1,16 @@
 //! Planted behaviour for the privileged tests: makes an exactly known sequence of syscalls.
 //!
 //! ```text
-//! workload syscalls DIR      1000 getppid(MAGIC+i), nanosleep 20 ms, write 64 KiB + fsync in DIR
-//! workload getppid N [CPU]   N getppid(MAGIC+i), optionally pinned to CPU
+//! workload syscalls DIR      1000 getpgid(MAGIC+i), nanosleep 20 ms, write 64 KiB + fsync in DIR
+//! workload getpgid N [CPU]   N getpgid(MAGIC+i), optionally pinned to CPU
 //! workload sleeper N MS      N times: sleep MS milliseconds
 //! workload poll MS           one poll() with no fds and a timeout of MS milliseconds
 //! workload spin MS [CPU]     burn the CPU for MS milliseconds, optionally pinned to CPU
 //! workload spinsleep N SPIN_MS SLEEP_MS [CPU]
 //!                            N times: burn SPIN_MS, then sleep SLEEP_MS
 //! workload execs N PROGRAM   N times: run PROGRAM (a short-lived child) and wait for it
-//! workload slowcall N MS     N getppid(MAGIC+i), one raw nanosleep of MS ms, then N more
-//!                            getppid(MAGIC+N+i)
+//! workload slowcall N MS     N getpgid(MAGIC+i), one raw nanosleep of MS ms, then N more
+//!                            getpgid(MAGIC+N+i)
 //! workload victim N MS CPU   renames itself "rqvictim", goes SCHED_IDLE on CPU, and N times
 //!                            sleeps MS ms (so CPU hogs there make it wait to run)
 //! workload http PORTFILE N   HTTP/1.1 on 127.0.0.1, port written to PORTFILE; answers N
@@ -18,21 +18,23 @@
 //!                            of 300 ms first
 //! ```
 //!
-//! Every getppid passes `MAGIC + i` as its first argument (ignored by the kernel, recorded by
-//! flightrec), so tests can find each call and check order, gaps and duplicates.
+//! Every getpgid passes `MAGIC + i` as its pid argument, recorded by flightrec (getpgid has one
+//! argument, so its entries keep it), so tests can find each call and check order, gaps and
+//! duplicates. The kernel reads the argument as a negative pid and answers ESRCH: no side
+//! effect, and the same answer every time.
 
 mod cpu;
 
 use cpu::pin_to_cpu;
 use std::ffi::CString;
 
-/// First argument of the i-th getppid is `MAGIC + i`.
-const MAGIC: u64 = 0xF11E_0000_0000;
+/// Argument of the i-th getpgid is `MAGIC + i` (a negative `pid_t` in its low half).
+const MAGIC: u64 = 0xF11E_8000_0000;
 
-fn getppid_loop(n: u64) {
+fn getpgid_loop(n: u64) {
     for i in 0..n {
-        // SAFETY: getppid ignores its arguments.
-        unsafe { libc::syscall(libc::SYS_getppid, MAGIC + i) };
+        // SAFETY: getpgid only looks the pid up; a negative one fails with ESRCH.
+        unsafe { libc::syscall(libc::SYS_getpgid, MAGIC + i) };
     }
 }
 
@@ -104,7 +106,7 @@ fn main() {
                     0o644,
                 );
                 assert!(fd >= 0, "open failed");
-                getppid_loop(1000);
+                getpgid_loop(1000);
                 let ts = libc::timespec {
                     tv_sec: 0,
                     tv_nsec: 20_000_000,
@@ -121,12 +123,12 @@ fn main() {
                 libc::close(fd);
             }
         }
-        Some("getppid") => {
+        Some("getpgid") => {
             let n: u64 = args[1].parse().expect("count");
             if let Some(cpu) = args.get(2) {
                 pin_to_cpu(cpu.parse().expect("cpu"));
             }
-            getppid_loop(n);
+            getpgid_loop(n);
         }
         Some("sleeper") => {
             let n: u32 = args[1].parse().expect("count");
@@ -173,11 +175,11 @@ fn main() {
         Some("slowcall") => {
             let n: u64 = args[1].parse().expect("count");
             let ms: u64 = args[2].parse().expect("ms");
-            getppid_loop(n);
+            getpgid_loop(n);
             raw_nanosleep(ms);
             for i in n..2 * n {
-                // SAFETY: getppid ignores its arguments.
-                unsafe { libc::syscall(libc::SYS_getppid, MAGIC + i) };
+                // SAFETY: getpgid only looks the pid up; a negative one fails with ESRCH.
+                unsafe { libc::syscall(libc::SYS_getpgid, MAGIC + i) };
             }
         }
         Some("victim") => {
@@ -201,7 +203,7 @@ fn main() {
         Some("http") => serve_http(&args[1], args[2].parse().expect("count")),
         _ => {
             eprintln!(
-                "usage: workload syscalls DIR | getppid N [CPU] | sleeper N MS | poll MS | \
+                "usage: workload syscalls DIR | getpgid N [CPU] | sleeper N MS | poll MS | \
                  spin MS [CPU] | spinsleep N SPIN_MS SLEEP_MS [CPU] | execs N PROGRAM | \
                  slowcall N MS | victim N MS CPU | http PORTFILE N"
             );

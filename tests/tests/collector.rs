@@ -268,7 +268,7 @@ fn collector_group_trigger_and_spool_survive_real_daemons() {
         (hosts == ["host-a", "host-b"]).then_some(())
     });
     // Some activity for the rings.
-    crate::util::workload(&["getppid", "50"]);
+    crate::util::workload(&["getpgid", "50"]);
 
     let (status, body) = http(
         &addr,

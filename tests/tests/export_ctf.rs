@@ -56,7 +56,7 @@ fn ctf_export_of_a_real_snapshot_matches_the_snapshot() {
         return;
     }
     let rec = TestRecorder::start("export-ctf", |_| {});
-    let pid = workload(&["getppid", "500"]);
+    let pid = workload(&["getpgid", "500"]);
     let snap = rec.snapshot_file("export-ctf");
     let out = rec.dir.join("ctf");
     let stats = export(&snap, Format::Ctf, &out).expect("export");
@@ -103,15 +103,15 @@ fn ctf_export_of_a_real_snapshot_matches_the_snapshot() {
         m.statedump.disks.len()
     );
 
-    // The workload's getppids: each MAGIC-tagged entry and its exit, at the snapshot's times.
+    // The workload's getpgids: each MAGIC-tagged entry and its exit, at the snapshot's times.
     let calls: Vec<(bool, i64, u64)> = events
         .iter()
         .filter(|e| e.tid == pid)
         .filter_map(|e| match e.data {
-            EventData::SyscallEntry(s) if s.id == nr::GETPPID => {
+            EventData::SyscallEntry(s) if s.id == nr::GETPGID => {
                 Some((true, s.args[0] as i64, e.ts_ns))
             }
-            EventData::SyscallExit(s) if s.id == nr::GETPPID => Some((false, s.ret, e.ts_ns)),
+            EventData::SyscallExit(s) if s.id == nr::GETPGID => Some((false, s.ret, e.ts_ns)),
             _ => None,
         })
         .collect();
@@ -119,13 +119,13 @@ fn ctf_export_of_a_real_snapshot_matches_the_snapshot() {
         .iter()
         .filter(|l| l.2 == pid)
         .filter_map(|l| match l.1 {
-            "syscall_entry_getppid" => {
+            "syscall_entry_getpgid" => {
                 assert_eq!(l.3, pid);
                 let arg0 = l.4.split_once("[0] = ").expect("args").1;
                 let arg0 = &arg0[..arg0.find(',').expect("args")];
                 Some((true, arg0.parse::<u64>().expect("arg0") as i64, l.0))
             }
-            "syscall_exit_getppid" => Some((false, field(l.4, "ret"), l.0)),
+            "syscall_exit_getpgid" => Some((false, field(l.4, "ret"), l.0)),
             _ => None,
         })
         .collect();
@@ -140,13 +140,18 @@ fn ctf_export_of_a_real_snapshot_matches_the_snapshot() {
         (0..500).collect::<Vec<i64>>(),
         "all 500 tagged calls in order"
     );
-    let parent = i64::from(std::process::id());
-    assert!(exported.iter().filter(|c| !c.0).all(|c| c.1 == parent));
+    // getpgid of a negative pid: no such process.
+    assert!(
+        exported
+            .iter()
+            .filter(|c| !c.0)
+            .all(|c| c.1 == -i64::from(libc::ESRCH))
+    );
 
     lttng_syscallstats_agrees(test, &trace, pid, &calls);
 }
 
-/// lttng-syscallstats on the export counts the workload's getppids and their min/max latency as
+/// lttng-syscallstats on the export counts the workload's getpgids and their min/max latency as
 /// the snapshot has them.
 fn lttng_syscallstats_agrees(test: &str, trace: &Path, pid: u32, calls: &[(bool, i64, u64)]) {
     if !available(
@@ -183,9 +188,9 @@ fn lttng_syscallstats_agrees(test: &str, trace: &Path, pid: u32, calls: &[(bool,
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r[0]["name"] == "getppid")
-        .expect("getppid row");
-    assert_eq!(row[1]["value"], latencies.len() as u64, "getppid count");
+        .find(|r| r[0]["name"] == "getpgid")
+        .expect("getpgid row");
+    assert_eq!(row[1]["value"], latencies.len() as u64, "getpgid count");
     assert_eq!(row[2]["value"], *latencies.iter().min().unwrap(), "min");
     assert_eq!(row[4]["value"], *latencies.iter().max().unwrap(), "max");
 }

@@ -42,7 +42,7 @@ fn a_real_snapshot_decodes_with_perfettos_classes() {
         return;
     };
     let rec = TestRecorder::start("export-perfetto", |_| {});
-    let pid = workload(&["getppid", "500"]);
+    let pid = workload(&["getpgid", "500"]);
     let snap = rec.snapshot_file("export-perfetto");
     let out = rec.dir.join("snap.perfetto-trace");
     let stats = export(&snap, Format::Perfetto, &out).expect("export");
@@ -93,10 +93,10 @@ fn a_real_snapshot_decodes_with_perfettos_classes() {
         assert_eq!(key, want, "event {i}");
     }
 
-    // The workload's 500 marked getppid calls, with their arguments and results.
+    // The workload's 500 marked getpgid calls, with their arguments and results.
     let calls: Vec<(&str, u64, i64)> = trace
         .iter()
-        .filter(|t| t["tid"] == pid && t["fields"]["id"] == nr::GETPPID)
+        .filter(|t| t["tid"] == pid && t["fields"]["id"] == nr::GETPGID)
         .map(|t| {
             let f = &t["fields"];
             match t["type"].as_str().unwrap() {
@@ -105,9 +105,9 @@ fn a_real_snapshot_decodes_with_perfettos_classes() {
             }
         })
         .collect();
-    let parent = i64::from(std::process::id());
+    let esrch = -i64::from(libc::ESRCH);
     let want: Vec<(&str, u64, i64)> = (0..500)
-        .flat_map(|i| [("enter", MAGIC + i, 0), ("exit", 0, parent)])
+        .flat_map(|i| [("enter", MAGIC + i, 0), ("exit", 0, esrch)])
         .collect();
     assert_eq!(calls, want);
 

@@ -76,7 +76,7 @@ fn real_snapshot_reads_back_in_trace_cmd() {
         return;
     }
     let rec = TestRecorder::start("export-tracedat", |_| {});
-    let pid = workload(&["getppid", "500"]);
+    let pid = workload(&["getpgid", "500"]);
     // A write and fsync on a real disk, for block events.
     let data_dir = util::scratch_dir("export-tracedat-data");
     workload(&["syscalls", data_dir.to_str().unwrap()]);
@@ -131,14 +131,14 @@ fn real_snapshot_reads_back_in_trace_cmd() {
         );
     }
 
-    // The workload's 500 marked getppid calls, in order, under its name.
+    // The workload's 500 marked getpgid calls, in order, under its name.
     let calls: Vec<&Line> = lines
         .iter()
         .filter(|l| l.tid == pid && (l.name == "sys_enter" || l.name == "sys_exit"))
-        .filter(|l| l.info.starts_with(&format!("id={} ", nr::GETPPID)))
+        .filter(|l| l.info.starts_with(&format!("id={} ", nr::GETPGID)))
         .collect();
-    assert_eq!(calls.len(), 1000, "getppid entries and exits of {pid}");
-    let parent = std::process::id();
+    assert_eq!(calls.len(), 1000, "getpgid entries and exits of {pid}");
+    let esrch = -libc::ESRCH;
     for (i, pair) in calls.chunks(2).enumerate() {
         let arg0 = (MAGIC + i as u64).to_le_bytes();
         let arg0: Vec<String> = arg0.iter().map(|b| format!("{b:02x}")).collect();
@@ -146,11 +146,11 @@ fn real_snapshot_reads_back_in_trace_cmd() {
         assert!(
             pair[0]
                 .info
-                .starts_with(&format!("id=110 args=ARRAY[{}", arg0.join(", "))),
+                .starts_with(&format!("id=121 args=ARRAY[{}", arg0.join(", "))),
             "call {i}: {}",
             pair[0].info
         );
-        assert_eq!(pair[1].info, format!("id=110 ret={parent}"), "call {i}");
+        assert_eq!(pair[1].info, format!("id=121 ret={esrch}"), "call {i}");
         assert_eq!(pair[0].comm, "workload", "call {i}");
     }
 }

@@ -33,26 +33,27 @@ fn snapshot_holds_exactly_the_childs_syscalls_in_order() {
     assert!(events.iter().filter(|e| e.tid == pid).all(|e| e.pid == pid));
     let first = calls
         .iter()
-        .position(|&(entry, id, arg, _)| entry && id == nr::GETPPID && arg as u64 == MAGIC)
-        .expect("first marked getppid recorded");
+        .position(|&(entry, id, arg, _)| entry && id == nr::GETPGID && arg as u64 == MAGIC)
+        .expect("first marked getpgid recorded");
     let seq = &calls[first..];
     assert!(
         seq.len() >= 2006,
-        "only {} syscalls after the first getppid",
+        "only {} syscalls after the first getpgid",
         seq.len()
     );
-    let parent = std::process::id() as i64;
+    // getpgid of a negative pid (the marker's low half): no such process.
+    let esrch = -i64::from(libc::ESRCH);
     for i in 0..1000 {
         let (entry, exit) = (seq[2 * i], seq[2 * i + 1]);
         assert_eq!(
             (entry.0, entry.1, entry.2 as u64),
-            (true, nr::GETPPID, MAGIC + i as u64),
-            "getppid #{i} entry"
+            (true, nr::GETPGID, MAGIC + i as u64),
+            "getpgid #{i} entry"
         );
         assert_eq!(
             (exit.0, exit.1, exit.2),
-            (false, nr::GETPPID, parent),
-            "getppid #{i} exit"
+            (false, nr::GETPGID, esrch),
+            "getpgid #{i} exit"
         );
     }
     let rest: Vec<(bool, u64)> = seq[2000..2006].iter().map(|c| (c.0, c.1)).collect();
@@ -195,38 +196,40 @@ fn small_ring_keeps_only_the_newest_records_and_counts_the_rest() {
         return;
     };
     let rec = TestRecorder::start("wrap", |c| {
-        c.recorder.ring_size = "48KiB".into(); // 512 records
+        c.recorder.ring_size = "64KiB".into(); // 16 packets
         c.events.sched = false;
         c.events.process = false;
         c.events.block = false;
         c.events.irq = false;
         c.filter.comms = vec!["workload".into()];
     });
-    let slots = rec.rings().slots();
-    assert_eq!(slots, 512);
+    assert_eq!(rec.rings().packets(), 16);
     let n = 10_000u64;
-    let pid = workload(&["getppid", &n.to_string(), "0"]);
+    let pid = workload(&["getpgid", &n.to_string(), "0"]);
     let (m, events) = rec.snapshot("wrap");
 
     let cpu0 = &m.coverage[0];
-    let written = cpu0.window_end - cpu0.window_start;
+    let written = cpu0.records_kept + cpu0.records_overwritten + cpu0.records_lost;
     assert!(written >= 2 * n, "only {written} records written on cpu 0");
-    assert_eq!(cpu0.records_kept, slots);
+    assert!(cpu0.window_end - cpu0.window_start > rec.rings().ring_bytes());
     assert_eq!(cpu0.records_lost, 0);
-    assert_eq!(cpu0.records_overwritten, written - slots);
+    // A getpgid entry (its one argument) and exit take 24 bytes each: the 16 packets, less
+    // their headers and the one being filled, hold at least this many.
+    let kept = cpu0.records_kept;
+    assert!(kept >= 15 * (4096 - 16) / 24 - 16, "{kept} records kept");
     // Every event is the workload's (the comm filter), and the kept ones are the newest
-    // getppid calls, contiguous and in order, followed by what the process did last.
+    // getpgid calls, contiguous and in order, followed by what the process did last.
     // (Events from before the workload pinned itself may sit on another CPU.)
     assert!(
         events.iter().all(|e| e.pid == pid),
         "the comm filter let others through"
     );
     let cpu0: Vec<_> = events.iter().filter(|e| e.cpu == 0).copied().collect();
-    assert_eq!(cpu0.len() as u64, slots);
+    assert_eq!(cpu0.len() as u64, kept);
     let calls = syscalls_of(&cpu0, pid);
     let marked: Vec<u64> = calls
         .iter()
-        .filter(|c| c.0 && c.1 == nr::GETPPID && c.2 as u64 >= MAGIC)
+        .filter(|c| c.0 && c.1 == nr::GETPGID && c.2 as u64 >= MAGIC)
         .map(|c| c.2 as u64 - MAGIC)
         .collect();
     assert!(marked.len() > 200, "{} marked calls kept", marked.len());
@@ -257,7 +260,7 @@ fn snapshots_under_load_lose_nothing_across_epoch_flips() {
     let n = 300_000u64;
     let bin = env!("CARGO_BIN_EXE_workload");
     let mut child = std::process::Command::new(bin)
-        .args(["getppid", &n.to_string()])
+        .args(["getpgid", &n.to_string()])
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -284,12 +287,12 @@ fn snapshots_under_load_lose_nothing_across_epoch_flips() {
                 let ev = schemas::event::Event::decode(r).unwrap();
                 match ev.data {
                     EventData::SyscallEntry(s)
-                        if ev.tid == pid && s.id == nr::GETPPID && s.args[0] >= MAGIC =>
+                        if ev.tid == pid && s.id == nr::GETPGID && s.args[0] >= MAGIC =>
                     {
                         *seen.entry(s.args[0] - MAGIC).or_default() += 1;
                         here = true;
                     }
-                    EventData::SyscallExit(s) if ev.tid == pid && s.id == nr::GETPPID => exits += 1,
+                    EventData::SyscallExit(s) if ev.tid == pid && s.id == nr::GETPGID => exits += 1,
                     _ => {}
                 }
             }
@@ -333,11 +336,11 @@ fn streamed_snapshot_of_wrapped_rings_holds_every_published_slot_in_time_order()
         return;
     };
     let rec = TestRecorder::start("stream", |c| {
-        c.recorder.ring_size = "6MiB".into(); // 65,536 records: several reorder batches
+        c.recorder.ring_size = "4MiB".into(); // about 90,000 records: several reorder batches
     });
-    let slots = rec.rings().slots();
+    let ring_bytes = rec.rings().ring_bytes();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_workload"))
-        .args(["getppid", "3000000", "0"])
+        .args(["getpgid", "3000000", "0"])
         .spawn()
         .unwrap();
     // Until the workload's CPU has wrapped its ring at least once.
@@ -362,15 +365,12 @@ fn streamed_snapshot_of_wrapped_rings_holds_every_published_slot_in_time_order()
     let (m, streams) = schemas::file::Snapshot::read_all(&mut f).unwrap();
     assert_eq!(streams.len(), m.coverage.len());
     for (recs, c) in streams.iter().zip(&m.coverage) {
-        let held_from = c.window_start.max(c.window_end.saturating_sub(slots));
+        // Byte positions: the newest packets, a ring's worth.
+        let held_from = c
+            .window_start
+            .max((c.window_end & !4095).saturating_sub(ring_bytes));
         assert_eq!(recs.len() as u64, c.records_kept, "cpu {}", c.cpu);
         assert_eq!(c.records_lost, 0, "cpu {}: records lost", c.cpu);
-        assert_eq!(
-            c.records_kept + c.records_lost,
-            c.window_end - held_from,
-            "cpu {}: kept + lost is not the held window",
-            c.cpu
-        );
         assert!(
             recs.windows(2).all(|p| p[0].ts_ns <= p[1].ts_ns),
             "cpu {}: stream out of time order",
@@ -389,7 +389,10 @@ fn streamed_snapshot_of_wrapped_rings_holds_every_published_slot_in_time_order()
         assert_eq!(c.newest_ts_ns, recs.last().map(|r| r.ts_ns));
     }
     let c0 = &m.coverage[0];
-    assert!(c0.records_overwritten > 0 && c0.records_kept == slots);
+    assert!(
+        c0.records_overwritten > 0 && c0.records_kept > 60_000,
+        "{c0:?}"
+    );
     assert_eq!(
         w.records,
         m.coverage.iter().map(|c| c.records_kept).sum::<u64>()
@@ -408,14 +411,14 @@ fn restart_adopts_pinned_rings_and_stale_pins_are_replaced() {
     assert!(!rec.rings().adopted());
     // The daemon goes away; the programs keep recording into the pinned rings.
     rec.rings.take();
-    let pid = workload(&["getppid", "100"]);
+    let pid = workload(&["getpgid", "100"]);
     rec.rings = Some(flightrec::rings::Rings::start(&rec.config).unwrap());
     assert!(rec.rings().adopted(), "pinned rings were not adopted");
     let (_m, events) = rec.snapshot("adopted");
     let calls = syscalls_of(&events, pid);
     let marked = calls
         .iter()
-        .filter(|c| c.0 && c.1 == nr::GETPPID && c.2 as u64 >= MAGIC)
+        .filter(|c| c.0 && c.1 == nr::GETPGID && c.2 as u64 >= MAGIC)
         .count();
     assert_eq!(marked, 100, "history recorded while no daemon ran was lost");
 
@@ -431,7 +434,7 @@ fn restart_adopts_pinned_rings_and_stale_pins_are_replaced() {
     std::fs::create_dir_all(&rec.config.recorder.pin_dir).unwrap();
     rec.rings = Some(flightrec::rings::Rings::start(&rec.config).unwrap());
     assert!(!rec.rings().adopted());
-    let pid = workload(&["getppid", "10"]);
+    let pid = workload(&["getpgid", "10"]);
     let (_m, events) = rec.snapshot("after-crash");
     assert!(!syscalls_of(&events, pid).is_empty());
 
@@ -454,13 +457,13 @@ fn pid_filter_follows_children_and_cgroup_filter_selects_members() {
         c.filter.pids = vec![me];
         c.filter.follow_children = true;
     });
-    let pid = workload(&["getppid", "50"]);
+    let pid = workload(&["getpgid", "50"]);
     let other = std::process::Command::new("true").status().unwrap();
     assert!(other.success());
     let (_m, events) = rec.snapshot("pidfilter");
     let marked = syscalls_of(&events, pid)
         .iter()
-        .filter(|c| c.0 && c.1 == nr::GETPPID && c.2 as u64 >= MAGIC)
+        .filter(|c| c.0 && c.1 == nr::GETPGID && c.2 as u64 >= MAGIC)
         .count();
     assert_eq!(marked, 50, "the forked child was not followed");
     let syscall_pids: std::collections::HashSet<u32> = events
@@ -489,7 +492,7 @@ fn pid_filter_follows_children_and_cgroup_filter_selects_members() {
     });
     let procs = group.join("cgroup.procs");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_workload"));
-    cmd.args(["getppid", "30"]);
+    cmd.args(["getpgid", "30"]);
     // SAFETY: the closure only writes a file, which is async-signal-safe enough for a test.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -498,12 +501,12 @@ fn pid_filter_follows_children_and_cgroup_filter_selects_members() {
     let mut child = cmd.spawn().unwrap();
     let in_group = child.id();
     assert!(child.wait().unwrap().success());
-    let outside = workload(&["getppid", "30"]);
+    let outside = workload(&["getpgid", "30"]);
     let (m, events) = rec.snapshot("cgfilter");
     let count = |pid| {
         syscalls_of(&events, pid)
             .iter()
-            .filter(|c| c.0 && c.1 == nr::GETPPID && c.2 as u64 >= MAGIC)
+            .filter(|c| c.0 && c.1 == nr::GETPGID && c.2 as u64 >= MAGIC)
             .count()
     };
     assert_eq!(count(in_group), 30);

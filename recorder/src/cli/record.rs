@@ -60,9 +60,9 @@ pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
         }
         println!("{}", toml::to_string_pretty(&config.redacted())?);
         eprintln!(
-            "flightrec: configuration is valid ({} records of {} bytes per ring)",
-            config.ring_slots()?,
-            schemas::RECORD_SIZE
+            "flightrec: configuration is valid ({} packets of {} bytes per ring)",
+            config.ring_packets()?,
+            schemas::compact::PACKET_SIZE
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -71,14 +71,15 @@ pub(crate) fn run(args: RecordArgs) -> Result<ExitCode> {
         if let Some(note) = &ring_note {
             eprintln!("flightrec: {note}");
         }
-        let bytes = rings.slots() * schemas::RECORD_SIZE as u64;
+        let bytes = rings.ring_bytes();
+        let spill = rings.spill_packets() * schemas::compact::PACKET_SIZE as u64;
         eprintln!(
             "flightrec: recording {} on {} CPUs, {} per ring ({} total in the kernel), \
              {} pins in {}; control socket {}",
             config.events.enabled().join(","),
             rings.ncpu(),
             fmt_bytes(bytes),
-            fmt_bytes(bytes * 2 * rings.ncpu() as u64),
+            fmt_bytes((bytes + spill) * rings.ncpu() as u64),
             if rings.adopted() {
                 "adopted existing"
             } else {

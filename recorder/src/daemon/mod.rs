@@ -75,7 +75,7 @@ fn status(shared: &Shared) -> Status {
         pid: std::process::id(),
         uptime_s: shared.started.elapsed().as_secs_f64(),
         adopted: rings.adopted(),
-        ring_bytes: rings.slots() * schemas::RECORD_SIZE as u64,
+        ring_bytes: rings.ring_bytes(),
         classes: shared.config.events.enabled(),
         epoch: rings.active_epoch(),
         now_monotonic_ns: crate::rings::monotonic_ns(),

@@ -1,74 +1,76 @@
-//! Freezing an epoch and copying it out, and the freeze lock shared with the kernel's rules
-//! (see the [module documentation](super) for the protocol).
+//! Freezing the main ring, copying it out and folding the spill back, and the freeze lock
+//! shared with the kernel's rules (see the [module documentation](super) for the protocol).
 
 use std::collections::VecDeque;
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use schemas::compact::{self, PACKET_HEADER_SIZE, PACKET_SHIFT, PACKET_SIZE, Stop};
 use schemas::manifest::CpuCoverage;
 use schemas::{Record, ctrl, freeze_lock};
 
-use super::{Rings, monotonic_ns, realtime_ns};
+use super::{MAIN, Rings, SPILL, monotonic_ns, realtime_ns, word};
 
-/// How long a freeze waits for writers that saw the old epoch.
+/// How long a freeze waits for writers that saw the old area.
 const GRACE: Duration = Duration::from_millis(2);
-/// How long a copy waits, past the grace period, for reserved slots still being written.
+/// How long a copy waits, past the grace period, for reserved records still being written.
 const LATE_WRITER: Duration = Duration::from_millis(100);
 
 /// How far out of time order, in ring order, one CPU's records may be for its stream to be
-/// ordered with bounded memory. Programs read the clock before they reserve a slot, so one that
-/// is interrupted in between (by an irq, softirq or NMI program on the same CPU) publishes after
-/// records with later timestamps: the disorder is the few records of the nested programs. A CPU
-/// whose window is more disordered than this is sorted in memory instead.
+/// ordered with bounded memory. Programs read the clock before they reserve a record, so one
+/// that is interrupted in between (by an irq, softirq or NMI program on the same CPU) writes
+/// after records with later timestamps: the disorder is the few records of the nested
+/// programs. A CPU whose window is more disordered than this is sorted in memory instead.
 const REORDER: usize = 4096;
 /// Records read out of a ring between two sorts of the reorder buffer.
 const BATCH: usize = 16_384;
 
-/// A frozen epoch copied out of the kernel.
+const P: u64 = PACKET_SIZE as u64;
+
+/// A frozen main ring copied out of the kernel.
 pub struct Frozen {
     /// Records per CPU, in time order.
     pub cpus: Vec<Vec<Record>>,
     /// What each CPU's records cover.
     pub coverage: Vec<CpuCoverage>,
-    /// `CLOCK_MONOTONIC` at the flip.
+    /// `CLOCK_MONOTONIC` at the freeze.
     pub frozen_monotonic_ns: u64,
-    /// `CLOCK_REALTIME` at the flip.
+    /// `CLOCK_REALTIME` at the freeze.
     pub frozen_realtime_ns: u64,
-    /// Whether a kernel rule flipped the epoch (this copy joined its freeze).
+    /// Whether a kernel rule froze the ring (this copy joined its freeze).
     pub kernel_frozen: bool,
 }
 
-/// A frozen epoch still in the kernel's memory, read CPU by CPU on demand (see
-/// [`Rings::freeze_epoch`]). Kernel rules cannot freeze, and this process cannot freeze
-/// again, until it is dropped.
+/// A frozen main ring still in the kernel's memory, read CPU by CPU on demand (see
+/// [`Rings::freeze_epoch`]). Writers record into the spill until it is dropped, which folds the
+/// spill back into the main ring; kernel rules cannot freeze, and this process cannot freeze
+/// again, until then.
 pub struct FrozenEpoch<'a> {
     rings: &'a Rings,
-    epoch: u32,
     plans: Vec<CpuPlan>,
     coverage: Vec<CpuCoverage>,
-    /// `CLOCK_MONOTONIC` at the flip.
+    /// `CLOCK_MONOTONIC` at the freeze.
     pub frozen_monotonic_ns: u64,
-    /// `CLOCK_REALTIME` at the flip.
+    /// `CLOCK_REALTIME` at the freeze.
     pub frozen_realtime_ns: u64,
-    /// Whether a kernel rule flipped the epoch (this freeze joined it).
+    /// Whether a kernel rule froze the ring (this freeze joined it).
     pub kernel_frozen: bool,
     _copying: MutexGuard<'a, ()>,
 }
 
 /// What the validation of one CPU's frozen window found.
 struct CpuPlan {
-    /// Oldest ring index held.
-    start: u64,
-    /// One past the newest ring index.
-    end: u64,
-    /// Indexes of slots not published (lost), ascending.
-    lost: Vec<u64>,
+    /// The packets of the window, oldest first: absolute number and where its records end
+    /// (the packet's end, the writers' position in the newest one, or a record found torn).
+    packets: Vec<(u64, usize)>,
+    /// Records the window holds.
+    kept: u64,
     /// Whether the records are within [`REORDER`] of time order.
     nearly_ordered: bool,
 }
 
-/// What reading one CPU's records out of a frozen epoch gave.
+/// What reading one CPU's records out of a frozen ring gave.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Emitted {
     /// Records given to the sink.
@@ -77,14 +79,14 @@ pub struct Emitted {
     pub oldest_ts_ns: Option<u64>,
     /// Timestamp of the last record.
     pub newest_ts_ns: Option<u64>,
-    /// Slots valid at the freeze's validation and found overwritten when read (a writer that
-    /// saw the old epoch was stalled past the grace and the late-writer wait); counted lost.
+    /// Records valid at the freeze's validation and not found when read (a writer that saw
+    /// the old area was stalled past the grace and the late-writer wait); counted lost.
     pub lost_since_validation: u64,
 }
 
 impl Emitted {
     /// Corrects the coverage of the CPU read with what reading found: the records kept and
-    /// their time range, and slots found overwritten counted as lost.
+    /// their time range, and records found overwritten counted as lost.
     pub fn apply_to(&self, c: &mut CpuCoverage) {
         c.records_kept = self.records;
         c.records_lost += self.lost_since_validation;
@@ -102,14 +104,14 @@ impl Emitted {
     }
 }
 
-/// A frozen epoch whose records can be read CPU by CPU, in time order: copied ([`Frozen`]) or
-/// still in the rings ([`FrozenEpoch`]).
+/// A frozen ring whose records can be read CPU by CPU, in time order: copied ([`Frozen`]) or
+/// still in the kernel ([`FrozenEpoch`]).
 pub trait FrozenRecords {
     /// What each CPU's records cover, as validated at the freeze.
     fn coverage(&self) -> &[CpuCoverage];
-    /// `CLOCK_MONOTONIC` at the flip.
+    /// `CLOCK_MONOTONIC` at the freeze.
     fn frozen_monotonic_ns(&self) -> u64;
-    /// `CLOCK_REALTIME` at the flip.
+    /// `CLOCK_REALTIME` at the freeze.
     fn frozen_realtime_ns(&self) -> u64;
     /// Gives the records of `cpu` to `sink` in time order, in batches.
     fn records<E>(
@@ -153,7 +155,7 @@ impl FrozenRecords for FrozenEpoch<'_> {
         self.frozen_realtime_ns
     }
 
-    /// Reads the ring of `cpu` in batches, revalidating every slot, and puts the records in
+    /// Reads the packets of `cpu` one at a time, decoding their records, and puts them in
     /// time order with a bounded buffer ([`emit_ordered`]).
     fn records<E>(
         &self,
@@ -161,18 +163,25 @@ impl FrozenRecords for FrozenEpoch<'_> {
         sink: &mut dyn FnMut(&[Record]) -> Result<(), E>,
     ) -> Result<Emitted, E> {
         let plan = &self.plans[cpu as usize];
-        let mut vanished = 0;
-        let mut lost = plan.lost.iter().peekable();
-        let recs = (plan.start..plan.end)
-            .filter(|idx| lost.next_if_eq(&idx).is_none())
-            .filter_map(|idx| {
-                let r = self.rings.read_slot(self.epoch, cpu, idx);
-                vanished += u64::from(r.is_none());
-                r
-            });
-        let held = (plan.end - plan.start) as usize;
-        let mut out = emit_ordered(recs, plan.nearly_ordered, held, sink)?;
-        out.lost_since_validation = vanished;
+        let rings = self.rings;
+        let mut buf = Box::new([0u8; PACKET_SIZE]);
+        let mut pending: VecDeque<Record> = VecDeque::new();
+        let mut packets = plan.packets.iter();
+        let recs = std::iter::from_fn(|| {
+            loop {
+                if let Some(r) = pending.pop_front() {
+                    return Some(r);
+                }
+                let &(pkt, end) = packets.next()?;
+                rings.read_packet(MAIN, cpu, pkt, &mut buf);
+                let lap = rings.lap(MAIN, pkt);
+                compact::walk_packet(&buf[..], pkt, lap, end, cpu, |f| {
+                    pending.push_back(f.record)
+                });
+            }
+        });
+        let mut out = emit_ordered(recs, plan.nearly_ordered, plan.kept as usize, sink)?;
+        out.lost_since_validation = plan.kept.saturating_sub(out.records);
         Ok(out)
     }
 }
@@ -226,7 +235,7 @@ fn emit_ordered<E>(
 }
 
 impl FrozenEpoch<'_> {
-    /// Copies every CPU's records out (for tests and small rings: the memory is the epoch's).
+    /// Copies every CPU's records out (for tests and small rings: the memory is the ring's).
     pub fn copy(self) -> Frozen {
         let mut cpus = Vec::with_capacity(self.plans.len());
         let mut coverage = self.coverage.clone();
@@ -253,6 +262,7 @@ impl FrozenEpoch<'_> {
 
 impl Drop for FrozenEpoch<'_> {
     fn drop(&mut self) {
+        self.rings.fold();
         self.rings
             .ctrl_word(ctrl::FREEZE_LOCK)
             .store(freeze_lock::FREE, Ordering::SeqCst);
@@ -308,24 +318,29 @@ impl Rings {
     }
 
     /// Lets the kernel freeze again without copying what it froze (the governor suppressed the
-    /// hit), or ends a [`Rings::hold`] without freezing.
+    /// hit: the spill is folded back, so no history is lost), or ends a [`Rings::hold`]
+    /// without freezing.
     pub fn release(&self) {
+        if self.active_epoch() == SPILL {
+            let _copying = self.copying.lock().unwrap_or_else(|e| e.into_inner());
+            self.fold();
+        }
         self.ctrl_word(ctrl::FREEZE_LOCK)
             .store(freeze_lock::FREE, Ordering::SeqCst);
     }
 
-    /// Freezes the active epoch (writers move to the other one) and copies it out. When a
-    /// kernel rule froze an epoch that has not been copied yet, copies that one instead.
+    /// Freezes the main ring (writers move to the spill) and copies it out, then folds. When a
+    /// kernel rule froze the ring and it has not been copied yet, copies that.
     pub fn freeze(&self) -> Frozen {
         self.freeze_epoch().copy()
     }
 
-    /// Freezes the active epoch (writers move to the other one), or joins the epoch a kernel
-    /// rule froze, and validates its slots without copying them: which are published (waiting
-    /// a bounded while for late writers), what they cover, and whether each CPU's records can
-    /// be put in time order with a small buffer. The records are read from the rings when the
-    /// snapshot is written ([`FrozenRecords::records`]), so its memory does not grow with the
-    /// rings.
+    /// Freezes the main ring (writers move to the spill), or joins the freeze of a kernel
+    /// rule, and validates its packets without copying them: which records are written
+    /// (waiting a bounded while for late writers), what they cover, and whether each CPU's
+    /// records can be put in time order with a small buffer. The records are read from the
+    /// ring when the snapshot is written ([`FrozenRecords::records`]), so its memory does not
+    /// grow with the rings; dropping the result folds the spill back.
     pub fn freeze_epoch(&self) -> FrozenEpoch<'_> {
         let copying = self.copying.lock().unwrap_or_else(|e| e.into_inner());
         let lock = self.ctrl_word(ctrl::FREEZE_LOCK);
@@ -340,94 +355,38 @@ impl Rings {
             // by the caller).
             _ => false,
         };
-        let (cur, frozen_monotonic_ns, frozen_realtime_ns) = if kernel {
+        let (frozen_monotonic_ns, frozen_realtime_ns) = if kernel {
             let ts = self.ctrl_word(ctrl::KFREEZE_TS).load(Ordering::SeqCst);
-            let epoch = (self.ctrl_word(ctrl::KFREEZE_EPOCH).load(Ordering::SeqCst) & 1) as u32;
             let now = monotonic_ns();
             let offset = realtime_ns().wrapping_sub(now);
-            // Writers that read the epoch just before the kernel's flip get their grace too.
+            // Writers that read the area just before the kernel's switch get their grace too.
             if let Some(left) = GRACE.checked_sub(Duration::from_nanos(now.saturating_sub(ts))) {
                 std::thread::sleep(left);
             }
-            (epoch, ts, ts.wrapping_add(offset))
+            (ts, ts.wrapping_add(offset))
         } else {
-            let cur = self.active_epoch();
-            let next = cur ^ 1;
-            // The inactive epoch's last readers finished a grace period ago: restart its window.
-            for cpu in 0..self.ncpu {
-                let (head, base) = self.head(next, cpu);
-                base.store(head.load(Ordering::SeqCst), Ordering::SeqCst);
-            }
             let frozen_monotonic_ns = monotonic_ns();
             let frozen_realtime_ns = realtime_ns();
             self.ctrl_word(ctrl::EPOCH)
-                .store(next as u64, Ordering::SeqCst);
+                .store(SPILL as u64, Ordering::SeqCst);
             self.ctrl_word(ctrl::FLIPS).fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(GRACE);
-            (cur, frozen_monotonic_ns, frozen_realtime_ns)
+            (frozen_monotonic_ns, frozen_realtime_ns)
         };
 
         let mut plans = Vec::with_capacity(self.ncpu as usize);
         let mut coverage = Vec::with_capacity(self.ncpu as usize);
         // One deadline for every CPU: late writers run at the same time on their CPUs, so a
         // freeze waits for them at most this long in all, not this long per CPU.
-        let deadline = std::time::Instant::now() + LATE_WRITER;
+        let deadline = Instant::now() + LATE_WRITER;
+        let mut buf = Box::new([0u8; PACKET_SIZE]);
         for cpu in 0..self.ncpu {
-            let (start_window, start, end) = self.window(cur, cpu);
-            let mut unpublished: Vec<u64> = (start..end)
-                .filter(|&idx| !self.published(cur, cpu, idx))
-                .collect();
-            // A writer that reserved a slot may still be running: a virtual CPU can be
-            // descheduled by its host for longer than the grace period, between the reservation
-            // and the publication. Give such slots a bounded while before counting them lost.
-            while !unpublished.is_empty() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-                unpublished.retain(|&idx| !self.published(cur, cpu, idx));
-            }
-            let mut lost = unpublished;
-            let mut order = OrderCheck::new();
-            let (mut kept, mut oldest, mut newest) = (0u64, u64::MAX, 0u64);
-            let mut skip = lost.clone().into_iter().peekable();
-            let mut vanished = Vec::new();
-            for idx in start..end {
-                if skip.next_if_eq(&idx).is_some() {
-                    continue;
-                }
-                match self.slot_ts(cur, cpu, idx) {
-                    Some(ts) => {
-                        order.push(ts);
-                        kept += 1;
-                        oldest = oldest.min(ts);
-                        newest = newest.max(ts);
-                    }
-                    None => vanished.push(idx),
-                }
-            }
-            if !vanished.is_empty() {
-                lost.extend(vanished);
-                lost.sort_unstable();
-            }
-            coverage.push(CpuCoverage {
-                cpu,
-                oldest_ts_ns: (kept > 0).then_some(oldest),
-                newest_ts_ns: (kept > 0).then_some(newest),
-                records_kept: kept,
-                records_overwritten: start - start_window,
-                records_lost: lost.len() as u64,
-                window_start: start_window,
-                window_end: end,
-                epoch: cur,
-            });
-            plans.push(CpuPlan {
-                start,
-                end,
-                lost,
-                nearly_ordered: order.ok,
-            });
+            let (plan, c) = self.validate(cpu, deadline, &mut buf);
+            plans.push(plan);
+            coverage.push(c);
         }
         FrozenEpoch {
             rings: self,
-            epoch: cur,
             plans,
             coverage,
             frozen_monotonic_ns,
@@ -435,6 +394,233 @@ impl Rings {
             kernel_frozen: kernel,
             _copying: copying,
         }
+    }
+
+    /// The absolute packets of (area, cpu) from where its window starts (`base`, or the oldest
+    /// packet still held once the ring wrapped) to its newest, each with where its records end.
+    pub(super) fn window_packets(&self, area: u32, cpu: u32) -> Vec<(u64, usize)> {
+        let head = self.hword(area, cpu, word::HEAD).load(Ordering::SeqCst);
+        let base = self
+            .hword(area, cpu, word::BASE)
+            .load(Ordering::SeqCst)
+            .min(head);
+        if head == base {
+            return Vec::new();
+        }
+        let newest = (head - 1) >> PACKET_SHIFT;
+        let held_from = (newest + 1).saturating_sub(self.area_packets(area));
+        let first = (base >> PACKET_SHIFT).max(held_from);
+        (first..=newest)
+            .map(|pkt| {
+                let end = if pkt == head >> PACKET_SHIFT {
+                    (head & (P - 1)) as usize
+                } else {
+                    PACKET_SIZE
+                };
+                (pkt, end)
+            })
+            .collect()
+    }
+
+    /// Walks packet `pkt` of (area, cpu) up to `end`, waiting until `deadline` for a record
+    /// reserved but not yet written. Returns where its readable records end and the records,
+    /// or `None` when the packet is not there (never opened, or written over).
+    fn settle_packet(
+        &self,
+        area: u32,
+        cpu: u32,
+        (pkt, end): (u64, usize),
+        deadline: Instant,
+        buf: &mut [u8; PACKET_SIZE],
+        out: &mut Vec<Record>,
+    ) -> Option<usize> {
+        let lap = self.lap(area, pkt);
+        loop {
+            out.clear();
+            self.read_packet(area, cpu, pkt, buf);
+            let stop = compact::walk_packet(&buf[..], pkt, lap, end, cpu, |f| out.push(f.record));
+            let torn_at = match stop {
+                Some(Stop::End) => return Some(end),
+                Some(Stop::Torn(at)) => Some(at),
+                None => None,
+            };
+            if Instant::now() >= deadline {
+                return torn_at;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Validates the frozen main ring of `cpu`: its packets, records and coverage.
+    fn validate(
+        &self,
+        cpu: u32,
+        deadline: Instant,
+        buf: &mut [u8; PACKET_SIZE],
+    ) -> (CpuPlan, CpuCoverage) {
+        let w = |i| self.hword(MAIN, cpu, i).load(Ordering::SeqCst);
+        let head = w(word::HEAD);
+        let base = w(word::BASE).min(head);
+        let in_window = w(word::WRITTEN).saturating_sub(w(word::BASE_WRITTEN))
+            + w(word::FOLDED).saturating_sub(w(word::BASE_FOLDED));
+        let mut lost = w(word::FOLD_LOST).saturating_sub(w(word::BASE_FOLD_LOST));
+        let mut order = OrderCheck::new();
+        let (mut kept, mut oldest, mut newest) = (0u64, u64::MAX, 0u64);
+        let mut packets = Vec::new();
+        let mut recs = Vec::new();
+        for (pkt, end) in self.window_packets(MAIN, cpu) {
+            match self.settle_packet(MAIN, cpu, (pkt, end), deadline, buf, &mut recs) {
+                Some(stop) => {
+                    // A record still unwritten at the deadline, and the rest of its packet,
+                    // are lost: count it as one.
+                    lost += u64::from(stop < end && end - stop >= 8);
+                    for r in &recs {
+                        order.push(r.ts_ns);
+                        oldest = oldest.min(r.ts_ns);
+                        newest = newest.max(r.ts_ns);
+                    }
+                    kept += recs.len() as u64;
+                    packets.push((pkt, stop));
+                }
+                // Opened but its header not written by the deadline: its records are lost.
+                None => lost += 1,
+            }
+        }
+        let coverage = CpuCoverage {
+            cpu,
+            oldest_ts_ns: (kept > 0).then_some(oldest),
+            newest_ts_ns: (kept > 0).then_some(newest),
+            records_kept: kept,
+            records_overwritten: in_window.saturating_sub(kept + lost),
+            records_lost: lost,
+            window_start: base,
+            window_end: head,
+            epoch: MAIN,
+        };
+        let plan = CpuPlan {
+            packets,
+            kept,
+            nearly_ordered: order.ok,
+        };
+        (plan, coverage)
+    }
+
+    /// Folds the spill back into the main ring and moves writers back to it (a no-op when they
+    /// are in the main ring). For each CPU: pad the main ring's newest packet, leave a hole of
+    /// the spill's size after it, start the next window at the hole and writers after it, then
+    /// copy the spill's packets into the hole (renumbered) and pad what they do not fill.
+    /// Records the spill lost by wrapping are counted in `fold_lost`. Only while the caller
+    /// holds `copying` and no freeze is being read.
+    pub(super) fn fold(&self) {
+        if self.active_epoch() == MAIN {
+            return;
+        }
+        let mut holes = Vec::with_capacity(self.ncpu as usize);
+        for cpu in 0..self.ncpu {
+            let h = |i| self.hword(MAIN, cpu, i);
+            let head = h(word::HEAD).load(Ordering::SeqCst);
+            let at = (head & (P - 1)) as usize;
+            if at != 0 {
+                let pkt = head >> PACKET_SHIFT;
+                self.pad_packet(MAIN, cpu, pkt, at);
+            }
+            let hole = head.next_multiple_of(P);
+            h(word::BASE).store(hole, Ordering::SeqCst);
+            h(word::BASE_WRITTEN).store(h(word::WRITTEN).load(Ordering::SeqCst), Ordering::SeqCst);
+            h(word::BASE_FOLDED).store(h(word::FOLDED).load(Ordering::SeqCst), Ordering::SeqCst);
+            h(word::BASE_FOLD_LOST)
+                .store(h(word::FOLD_LOST).load(Ordering::SeqCst), Ordering::SeqCst);
+            h(word::HEAD).store(hole + self.spill * P, Ordering::SeqCst);
+            holes.push(hole >> PACKET_SHIFT);
+        }
+        self.ctrl_word(ctrl::EPOCH)
+            .store(MAIN as u64, Ordering::SeqCst);
+        std::thread::sleep(GRACE);
+        let deadline = Instant::now() + LATE_WRITER;
+        let mut buf = Box::new([0u8; PACKET_SIZE]);
+        let mut recs = Vec::new();
+        for (cpu, hole) in (0..self.ncpu).zip(holes) {
+            let spill = |i| self.hword(SPILL, cpu, i);
+            let written = spill(word::WRITTEN).load(Ordering::SeqCst)
+                - spill(word::BASE_WRITTEN).load(Ordering::SeqCst);
+            let mut folded = 0u64;
+            let mut next = hole;
+            let mut last_ts = monotonic_ns();
+            for (pkt, end) in self.window_packets(SPILL, cpu) {
+                let Some(stop) =
+                    self.settle_packet(SPILL, cpu, (pkt, end), deadline, &mut buf, &mut recs)
+                else {
+                    continue;
+                };
+                folded += recs.len() as u64;
+                if let Some(r) = recs.last() {
+                    last_ts = r.ts_ns;
+                }
+                self.renumber(&mut buf, pkt, next, stop);
+                self.write_packet(MAIN, cpu, next, 0, &buf[..]);
+                next += 1;
+            }
+            while next < hole + self.spill {
+                let mut empty = [0u8; PACKET_SIZE];
+                empty[..8].copy_from_slice(&(next + 1).to_le_bytes());
+                empty[8..16].copy_from_slice(&last_ts.to_le_bytes());
+                compact::fill_pad(&mut empty, PACKET_HEADER_SIZE, self.lap(MAIN, next));
+                self.write_packet(MAIN, cpu, next, 0, &empty);
+                next += 1;
+            }
+            let h = |i| self.hword(MAIN, cpu, i);
+            h(word::FOLDED).fetch_add(folded, Ordering::SeqCst);
+            h(word::FOLD_LOST).fetch_add(written.saturating_sub(folded), Ordering::SeqCst);
+            // The next spill starts on a fresh packet, its window empty.
+            let sh = spill(word::HEAD).load(Ordering::SeqCst).next_multiple_of(P);
+            spill(word::HEAD).store(sh, Ordering::SeqCst);
+            spill(word::BASE).store(sh, Ordering::SeqCst);
+            spill(word::BASE_WRITTEN).store(
+                spill(word::WRITTEN).load(Ordering::SeqCst),
+                Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// Puts rings adopted from an earlier daemon back in order: writers left in the spill by a
+    /// daemon that died during a copy are folded back (a kernel freeze that is still waiting
+    /// stays for this daemon to copy).
+    pub(super) fn recover(&self) {
+        let lock = self.ctrl_word(ctrl::FREEZE_LOCK);
+        if lock.load(Ordering::SeqCst) == freeze_lock::KERNEL {
+            return;
+        }
+        let _copying = self.copying.lock().unwrap_or_else(|e| e.into_inner());
+        self.fold();
+        lock.store(freeze_lock::FREE, Ordering::SeqCst);
+    }
+
+    /// Pads packet `pkt` of (area, cpu) from `from` to its end.
+    fn pad_packet(&self, area: u32, cpu: u32, pkt: u64, from: usize) {
+        let mut buf = Box::new([0u8; PACKET_SIZE]);
+        self.read_packet(area, cpu, pkt, &mut buf);
+        compact::fill_pad(&mut buf[..], from, self.lap(area, pkt));
+        self.write_packet(area, cpu, pkt, from, &buf[from..]);
+    }
+
+    /// Rewrites spill packet `from` (in `buf`, records up to `end`) as main packet `to`: its
+    /// number, its records' lap tags, and padding after `end`.
+    fn renumber(&self, buf: &mut [u8; PACKET_SIZE], from: u64, to: u64, end: usize) {
+        let (old_lap, new_lap) = (self.lap(SPILL, from), self.lap(MAIN, to));
+        debug_assert_eq!(compact::u64_at(&buf[..], 0), from + 1);
+        buf[..8].copy_from_slice(&(to + 1).to_le_bytes());
+        let lap_bits = compact::header::LAP_MASK << compact::header::LAP_SHIFT;
+        let mut off = PACKET_HEADER_SIZE;
+        while off + 8 <= end {
+            let w = compact::u64_at(&buf[..], off);
+            let h = compact::Header::parse(w);
+            debug_assert_eq!(h.lap, old_lap & compact::header::LAP_MASK);
+            let w = (w & !lap_bits)
+                | ((new_lap & compact::header::LAP_MASK) << compact::header::LAP_SHIFT);
+            buf[off..off + 8].copy_from_slice(&w.to_le_bytes());
+            off += h.len.max(8);
+        }
+        compact::fill_pad(&mut buf[..], end.min(PACKET_SIZE), new_lap);
     }
 }
 

@@ -10,7 +10,8 @@ use aya::programs::links::FdLink;
 use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{BtfError, Ebpf, EbpfError, EbpfLoader};
 use memmap2::{MmapMut, MmapOptions};
-use schemas::{RECORD_SIZE, ctrl, meta};
+use schemas::compact::PACKET_SIZE;
+use schemas::{CpuHead, ctrl, meta};
 
 use super::pin_dir::{self, PinLock};
 use super::tables::{fill_array, filter_mode, rule_specs, write_filters, write_rules};
@@ -114,13 +115,22 @@ fn mmap_map(data: &MapData, name: &'static str, bytes: usize) -> Result<MmapMut,
         .map_err(|source| SetupError::Mmap { map: name, source })
 }
 
-/// Maps RING, HEADS and CTRL, made for `ncpu` CPUs of `slots` records, into this process.
-fn mmap_rings(ncpu: u32, slots: u64, maps: [&MapData; 3]) -> Result<[MmapMut; 3], SetupError> {
-    let n_rings = 2 * ncpu as usize;
+/// Maps RING, HEADS and CTRL, made for `ncpu` CPUs of `packets` main and `spill` spill
+/// packets, into this process.
+fn mmap_rings(
+    ncpu: u32,
+    packets: u64,
+    spill: u64,
+    maps: [&MapData; 3],
+) -> Result<[MmapMut; 3], SetupError> {
     let [ring, heads, ctrl_map] = maps;
     Ok([
-        mmap_map(ring, "RING", n_rings * slots as usize * RECORD_SIZE)?,
-        mmap_map(heads, "HEADS", n_rings * 64)?,
+        mmap_map(
+            ring,
+            "RING",
+            ncpu as usize * (packets + spill) as usize * PACKET_SIZE,
+        )?,
+        mmap_map(heads, "HEADS", 2 * ncpu as usize * size_of::<CpuHead>())?,
         mmap_map(ctrl_map, "CTRL", ctrl::LEN as usize * 8)?,
     ])
 }
@@ -141,7 +151,7 @@ impl Rings {
     /// otherwise (a stale or half-built pin directory never blocks a start).
     pub fn start(config: &Config) -> Result<Rings, SetupError> {
         kernel::probe_features()?;
-        let slots = config.ring_slots().map_err(|source| SetupError::Config {
+        let slots = config.ring_packets().map_err(|source| SetupError::Config {
             what: "the ring size",
             source,
         })?;
@@ -179,7 +189,7 @@ impl Rings {
     /// programs are kept by the pinned links.
     fn new(
         ncpu: u32,
-        slots: u64,
+        packets: u64,
         pins: PinLock,
         [ring, heads, ctrl]: [MmapMut; 3],
         created_realtime_ns: u64,
@@ -188,7 +198,8 @@ impl Rings {
     ) -> Rings {
         Rings {
             ncpu,
-            slots,
+            packets,
+            spill: Config::spill_packets(packets),
             ring,
             heads,
             ctrl,
@@ -246,11 +257,12 @@ impl Rings {
             let map = Map::RingBuf(open("RULE_HITS")?);
             Some(RingBuf::try_from(map).map_err(unreadable("RULE_HITS"))?)
         };
-        let mapped = mmap_rings(ncpu, slots, [&ring, &heads, &ctrl_map])?;
+        let spill = Config::spill_packets(slots);
+        let mapped = mmap_rings(ncpu, slots, spill, [&ring, &heads, &ctrl_map])?;
         let lock = lock.take().expect("held until adopted");
-        Ok(Rings::new(
-            ncpu, slots, lock, mapped, created, rule_hits, None,
-        ))
+        let rings = Rings::new(ncpu, slots, lock, mapped, created, rule_hits, None);
+        rings.recover();
+        Ok(rings)
     }
 
     fn create(
@@ -268,25 +280,29 @@ impl Rings {
             source: e.into(),
         })?;
         let mode = filter_mode(&config.filter);
-        let n_rings = 2 * ncpu;
-        let ring_entries = u32::try_from(n_rings as u64 * slots).map_err(|_| {
-            SetupError::Unsatisfiable(format!(
-                "{n_rings} rings of {slots} records exceed a BPF map"
-            ))
+        let spill = Config::spill_packets(slots);
+        let ring_entries = u32::try_from(ncpu as u64 * (slots + spill)).map_err(|_| {
+            SetupError::Unsatisfiable(format!("{ncpu} rings of {slots} packets exceed a BPF map"))
         })?;
-        let mask = slots - 1;
+        let (mask, bits) = (slots - 1, slots.trailing_zeros() as u64);
+        let (spill_mask, spill_bits) = (spill - 1, spill.trailing_zeros() as u64);
+        let argc = kernel::syscall_arg_counts();
         let specs = rule_specs(config)?;
         let kinds = specs.iter().fold(0u32, |k, s| k | s.kind);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("NCPU", &ncpu, true)
-            .override_global("SLOT_MASK", &mask, true)
+            .override_global("PKT_MASK", &mask, true)
+            .override_global("PKT_BITS", &bits, true)
+            .override_global("SPILL_MASK", &spill_mask, true)
+            .override_global("SPILL_BITS", &spill_bits, true)
+            .override_global("ARGC", &argc, true)
             .override_global("FILTER_MODE", &mode, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("RULE_KINDS", &kinds, true)
             .override_global("SYSCALL_FLOOR", &config.syscall_floor, true)
             .map_max_entries("RING", ring_entries)
-            .map_max_entries("HEADS", n_rings)
+            .map_max_entries("HEADS", 2 * ncpu)
             .load(EBPF_OBJECT)
             .map_err(load_error)?;
 
@@ -313,6 +329,7 @@ impl Rings {
         let mapped = mmap_rings(
             ncpu,
             slots,
+            spill,
             [map_data("RING"), map_data("HEADS"), map_data("CTRL")],
         )?;
         let created = realtime_ns();

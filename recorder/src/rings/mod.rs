@@ -1,32 +1,36 @@
 //! The in-kernel rings seen from userspace: loading and attaching the programs, pinning them in
-//! bpffs (or adopting the pins of an earlier run), mapping the rings with mmap, and freezing an
-//! epoch to copy it out.
+//! bpffs (or adopting the pins of an earlier run), mapping the rings with mmap, and freezing
+//! them to copy them out.
 //!
-//! # Epochs
+//! # Main ring and spill
 //!
-//! Each CPU has one ring per epoch. Writers record into the active epoch (`CTRL[EPOCH]`). A
-//! freeze first resets the inactive epoch's window (`base = head`), then flips `CTRL[EPOCH]`, waits
-//! a grace period for programs that read the old epoch just before the flip (they run with
-//! preemption off and take well under a microsecond), then copies the frozen rings. Recording
-//! never stops, and consecutive snapshots cover consecutive windows: every event lands in exactly
-//! one snapshot unless the ring wrapped (counted as overwritten) or it was still being written
-//! at the copy (counted as lost). The copy waits up to 100 ms for slots reserved but not yet
-//! published: under virtualisation a CPU can stall mid-write for longer than the grace period.
+//! Each CPU has a main ring of packets (`schemas::compact`) and a spill a sixteenth its size.
+//! Writers record into the area `CTRL[EPOCH]` names. A freeze moves them to the spill (one
+//! store), waits a grace period for programs that read the old area just before (they run with
+//! preemption off and take well under a microsecond), and reads the frozen main ring out while
+//! recording carries on in the spill. After the copy the recorder *folds* the spill back: it
+//! leaves a hole of the spill's size after the main ring's newest packet, moves writers back
+//! to the main ring after the hole, and copies the spill's packets into it. The history stays
+//! one ring, and consecutive snapshots cover consecutive windows: every event lands in exactly
+//! one snapshot unless the ring wrapped (counted as overwritten), the spill wrapped during a
+//! copy (counted as lost in the next snapshot), or a record was still being written at the copy
+//! (counted as lost). The copy waits up to 100 ms for records reserved but not yet written:
+//! under virtualisation a CPU can stall mid-write for longer than the grace period.
 //!
 //! # Kernel freezes
 //!
-//! A kernel latency rule without a post window flips the epoch itself, in the program that saw
-//! the slow event, so the frozen window ends exactly there. `CTRL[FREEZE_LOCK]` keeps the two
-//! sides apart: either takes it from `FREE` with a compare-and-swap (userspace to `USER` for its
-//! whole freeze and copy, the kernel to `KERNEL`). A userspace freeze that finds `KERNEL` copies
-//! the epoch the kernel froze instead of flipping again (it joins the kernel's freeze), then frees
-//! the lock. While userspace holds the rings for a post-trigger window ([`Rings::hold`]) the
-//! kernel does not freeze; its rules still report their hits.
+//! A kernel latency rule without a post window moves writers to the spill itself, in the
+//! program that saw the slow event, so the frozen window ends exactly there. `CTRL[FREEZE_LOCK]`
+//! keeps the two sides apart: either takes it from `FREE` with a compare-and-swap (userspace to
+//! `USER` for its whole freeze, copy and fold, the kernel to `KERNEL`). A userspace freeze that
+//! finds `KERNEL` copies what the kernel froze (it joins the kernel's freeze), then folds and
+//! frees the lock. While userspace holds the rings for a post-trigger window ([`Rings::hold`])
+//! the kernel does not freeze; its rules still report their hits.
 //!
 //! # Layout
 //!
 //! Loading, pinning, adopting and removing the rings is in `load`, the filter and rule tables
-//! the programs read in `tables`, freezing and copying an epoch out in `freeze`, and the live
+//! the programs read in `tables`, freezing, copying out and folding in `freeze`, and the live
 //! fill of the rings in `status`. This module holds what they share: the mapped memory and how
 //! to read it.
 
@@ -37,7 +41,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aya::Ebpf;
 use aya::maps::{Map, MapData, MapError, RingBuf};
 use memmap2::MmapMut;
-use schemas::{CpuHead, Record, ctrl};
+use schemas::compact::{PACKET_SHIFT, PACKET_SIZE};
+use schemas::{CpuHead, ctrl};
 
 use crate::error::SetupError;
 
@@ -54,10 +59,30 @@ pub use schemas::clock::{monotonic_ns, realtime_ns};
 pub use status::CpuStatus;
 pub use tables::rule_specs;
 
+/// The main ring (where writers record outside freezes).
+const MAIN: u32 = 0;
+/// The spill (where writers record while the main ring is frozen).
+const SPILL: u32 = 1;
+
+/// Words of a `CpuHead`, by index.
+mod word {
+    pub const HEAD: usize = 0;
+    pub const WRITTEN: usize = 1;
+    pub const BASE: usize = 3;
+    pub const BASE_WRITTEN: usize = 4;
+    pub const FOLDED: usize = 5;
+    pub const BASE_FOLDED: usize = 6;
+    pub const FOLD_LOST: usize = 7;
+    pub const BASE_FOLD_LOST: usize = 8;
+}
+
 /// Running rings: mapped into this process, recording in the kernel.
 pub struct Rings {
     ncpu: u32,
-    slots: u64,
+    /// Packets per CPU of the main ring (a power of two).
+    packets: u64,
+    /// Packets per CPU of the spill (a power of two).
+    spill: u64,
     ring: MmapMut,
     heads: MmapMut,
     ctrl: MmapMut,
@@ -66,7 +91,7 @@ pub struct Rings {
     rule_hits: Option<RingBuf<MapData>>,
     // The pin directory, locked while the rings live: one daemon per pin directory.
     pins: PinLock,
-    // Held while a frozen epoch is being read: a second freeze would flip writers back into it.
+    // Held while frozen rings are read and folded: one freeze at a time.
     copying: Mutex<()>,
     // Keeps the programs loaded for the life of the process (links are pinned as well).
     _ebpf: Option<Ebpf>,
@@ -84,14 +109,24 @@ where
 }
 
 impl Rings {
-    /// Number of CPUs (rings per epoch).
+    /// Number of CPUs (rings per area).
     pub fn ncpu(&self) -> u32 {
         self.ncpu
     }
 
-    /// Records per ring.
-    pub fn slots(&self) -> u64 {
-        self.slots
+    /// Packets per CPU of the main ring.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Packets per CPU of the spill.
+    pub fn spill_packets(&self) -> u64 {
+        self.spill
+    }
+
+    /// Bytes of one CPU's main ring.
+    pub fn ring_bytes(&self) -> u64 {
+        self.packets * PACKET_SIZE as u64
     }
 
     /// Whether the rings were adopted from an earlier run's pins.
@@ -115,75 +150,64 @@ impl Rings {
         unsafe { AtomicU64::from_ptr((self.ctrl.as_ptr() as *mut u64).add(i as usize)) }
     }
 
-    fn head(&self, epoch: u32, cpu: u32) -> (&AtomicU64, &AtomicU64) {
-        assert!(epoch < 2 && cpu < self.ncpu);
-        let idx = (epoch * self.ncpu + cpu) as usize;
-        // SAFETY: the mapping holds 2 * ncpu CpuHead blocks of 64 bytes; head and base are its
-        // first two aligned u64 words.
+    /// Word `w` (see [`word`]) of the `CpuHead` of (area, cpu).
+    fn hword(&self, area: u32, cpu: u32, w: usize) -> &AtomicU64 {
+        assert!(area < 2 && cpu < self.ncpu && w < 16);
+        let idx = (area * self.ncpu + cpu) as usize;
+        // SAFETY: the mapping holds 2 * ncpu CpuHead blocks of 128 bytes, 16 aligned u64 words
+        // each.
         unsafe {
             let p = self.heads.as_ptr().add(idx * size_of::<CpuHead>()) as *mut u64;
-            (AtomicU64::from_ptr(p), AtomicU64::from_ptr(p.add(1)))
+            AtomicU64::from_ptr(p.add(w))
         }
     }
 
-    fn slot(&self, epoch: u32, cpu: u32, idx: u64) -> *const Record {
-        let ring = (epoch * self.ncpu + cpu) as u64;
-        let i = ring * self.slots + (idx & (self.slots - 1));
-        // SAFETY: i < 2 * ncpu * slots, the mapping's record count.
-        unsafe { (self.ring.as_ptr() as *const Record).add(i as usize) }
+    /// Packets per CPU in `area`.
+    fn area_packets(&self, area: u32) -> u64 {
+        if area == MAIN {
+            self.packets
+        } else {
+            self.spill
+        }
     }
 
-    /// Reads slot `idx` if it holds the record published with that index.
-    fn read_slot(&self, epoch: u32, cpu: u32, idx: u64) -> Option<Record> {
-        let p = self.slot(epoch, cpu, idx);
-        // SAFETY: `p` is inside the mapping; records are plain integers. A writer may be
-        // changing the slot; the seq checks before and after reject a torn copy.
-        let (seq1, rec) = unsafe {
-            let seq1 = AtomicU64::from_ptr(&raw const (*p).seq as *mut u64).load(Ordering::Acquire);
-            (seq1, std::ptr::read_volatile(p))
+    /// The lap tag records of absolute packet `pkt` of `area` carry.
+    fn lap(&self, area: u32, pkt: u64) -> u64 {
+        pkt >> self.area_packets(area).trailing_zeros()
+    }
+
+    /// Pointer to the slot holding absolute packet `pkt` of (area, cpu).
+    fn packet_ptr(&self, area: u32, cpu: u32, pkt: u64) -> *mut u8 {
+        let n = self.area_packets(area);
+        let first = if area == MAIN {
+            cpu as u64 * self.packets
+        } else {
+            self.ncpu as u64 * self.packets + cpu as u64 * self.spill
         };
-        // SAFETY: as above.
-        let seq2 =
-            unsafe { AtomicU64::from_ptr(&raw const (*p).seq as *mut u64) }.load(Ordering::Acquire);
-        (seq1 == idx + 1 && seq2 == seq1).then_some(rec)
+        let i = first + (pkt & (n - 1));
+        // SAFETY: i < ncpu * (packets + spill), the mapping's packet count.
+        unsafe { (self.ring.as_ptr() as *mut u8).add((i as usize) << PACKET_SHIFT) }
     }
 
-    /// The publication word of slot `idx`.
-    fn seq(&self, epoch: u32, cpu: u32, idx: u64) -> u64 {
-        let p = self.slot(epoch, cpu, idx);
-        // SAFETY: `p` is inside the mapping; `seq` is an aligned u64 the kernel writes.
-        unsafe { AtomicU64::from_ptr(&raw const (*p).seq as *mut u64) }.load(Ordering::Acquire)
+    /// Copies absolute packet `pkt` of (area, cpu) out of the ring.
+    fn read_packet(&self, area: u32, cpu: u32, pkt: u64, out: &mut [u8; PACKET_SIZE]) {
+        let p = self.packet_ptr(area, cpu, pkt);
+        // SAFETY: `p` starts a PACKET_SIZE slot inside the mapping; the bytes are plain data a
+        // writer may be changing, which the walk's header and lap checks catch.
+        unsafe { std::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), PACKET_SIZE) };
+        std::sync::atomic::fence(Ordering::Acquire);
     }
 
-    /// Whether slot `idx` holds the record published with that index (without copying it).
-    fn published(&self, epoch: u32, cpu: u32, idx: u64) -> bool {
-        self.seq(epoch, cpu, idx) == idx + 1
+    /// Writes `bytes` into absolute packet `pkt` of (area, cpu) at `offset` (only where no
+    /// program writes: the frozen main ring, or a spill writers have left).
+    fn write_packet(&self, area: u32, cpu: u32, pkt: u64, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= PACKET_SIZE);
+        let p = self.packet_ptr(area, cpu, pkt);
+        // SAFETY: inside the packet's slot of the mapping, which no program writes now.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(offset), bytes.len()) };
     }
 
-    /// The timestamp of slot `idx` if it holds the record published with that index.
-    fn slot_ts(&self, epoch: u32, cpu: u32, idx: u64) -> Option<u64> {
-        let p = self.slot(epoch, cpu, idx);
-        let seq1 = self.seq(epoch, cpu, idx);
-        // SAFETY: `p` is inside the mapping; a torn read is rejected by the seq checks.
-        let ts = unsafe { std::ptr::read_volatile(&raw const (*p).ts_ns) };
-        let seq2 = self.seq(epoch, cpu, idx);
-        (seq1 == idx + 1 && seq2 == seq1).then_some(ts)
-    }
-
-    /// Ring indexes of the current window of (epoch, cpu): where the window started, the oldest
-    /// index still held (later than the start once the ring wrapped), and one past the newest.
-    fn window(&self, epoch: u32, cpu: u32) -> (u64, u64, u64) {
-        let (head, base) = self.head(epoch, cpu);
-        let end = head.load(Ordering::SeqCst);
-        let start_window = base.load(Ordering::SeqCst).min(end);
-        (
-            start_window,
-            start_window.max(end.saturating_sub(self.slots)),
-            end,
-        )
-    }
-
-    /// The epoch writers are recording into now.
+    /// The area writers are recording into now: 0, the main ring; 1, the spill.
     pub fn active_epoch(&self) -> u32 {
         (self.ctrl_word(ctrl::EPOCH).load(Ordering::SeqCst) & 1) as u32
     }

@@ -2,56 +2,88 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Rings;
+use schemas::compact::{self, PACKET_SIZE};
 
-/// Live state of one CPU's active ring.
+use super::{MAIN, Rings, SPILL, word};
+
+/// Live state of one CPU's main ring. Record counts other than `written` and `total` are
+/// estimates: the ring holds bytes, and records vary in size, so they are the bytes held at
+/// the window's average record size.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CpuStatus {
     /// CPU number.
     pub cpu: u32,
     /// Records written since the window started (including overwritten ones).
     pub written: u64,
-    /// Records currently held.
+    /// Records currently held (estimate).
     pub held: u64,
-    /// Ring capacity in records.
+    /// Records the ring holds at the window's average record size (estimate).
     pub capacity: u64,
-    /// Records overwritten in this window.
+    /// Records overwritten in this window (estimate).
     pub overwritten: u64,
-    /// Timestamp of the oldest record held.
+    /// Bytes of the window held.
+    #[serde(default)]
+    pub held_bytes: u64,
+    /// Bytes of the ring.
+    #[serde(default)]
+    pub capacity_bytes: u64,
+    /// Timestamp of the oldest record held (the oldest packet's first).
     pub oldest_ts_ns: Option<u64>,
     /// Timestamp of the newest record held.
     pub newest_ts_ns: Option<u64>,
-    /// Total records ever written on this CPU (both epochs), for rates.
+    /// Total records ever written on this CPU (main ring and spill), for rates.
     pub total: u64,
 }
 
 impl Rings {
-    /// Records ever written on `cpu`, both epochs (monotonic, for rates).
+    /// Records ever written on `cpu`, main ring and spill (monotonic, for rates).
     pub fn total(&self, cpu: u32) -> u64 {
-        (0..2)
-            .map(|epoch| self.head(epoch, cpu).0.load(Ordering::SeqCst))
+        [MAIN, SPILL]
+            .iter()
+            .map(|&area| self.hword(area, cpu, word::WRITTEN).load(Ordering::SeqCst))
             .sum()
     }
 
-    /// Fill and time window of each CPU's active ring.
+    /// Fill and time window of each CPU's main ring.
     pub fn status(&self) -> Vec<CpuStatus> {
-        let epoch = self.active_epoch();
+        let mut buf = Box::new([0u8; PACKET_SIZE]);
         (0..self.ncpu)
             .map(|cpu| {
-                let (start_window, start, end) = self.window(epoch, cpu);
-                let oldest = (start..end)
-                    .take(64)
-                    .find_map(|i| self.read_slot(epoch, cpu, i).map(|r| r.ts_ns));
-                let newest = (start..end)
-                    .rev()
-                    .take(64)
-                    .find_map(|i| self.read_slot(epoch, cpu, i).map(|r| r.ts_ns));
+                let w = |i| self.hword(MAIN, cpu, i).load(Ordering::SeqCst);
+                let head = w(word::HEAD);
+                let base = w(word::BASE).min(head);
+                let written = w(word::WRITTEN).saturating_sub(w(word::BASE_WRITTEN))
+                    + w(word::FOLDED).saturating_sub(w(word::BASE_FOLDED));
+                let capacity_bytes = self.ring_bytes();
+                let window_bytes = head - base;
+                let held_bytes = window_bytes.min(capacity_bytes);
+                let per_record = if written > 0 {
+                    window_bytes as f64 / written as f64
+                } else {
+                    24.0
+                };
+                let held = ((held_bytes as f64 / per_record) as u64).min(written);
+                let packets = self.window_packets(MAIN, cpu);
+                let oldest = packets.iter().find_map(|&(pkt, _)| {
+                    self.read_packet(MAIN, cpu, pkt, &mut buf);
+                    (compact::u64_at(&buf[..], 0) == pkt + 1).then(|| compact::u64_at(&buf[..], 8))
+                });
+                let newest = packets.last().and_then(|&(pkt, end)| {
+                    self.read_packet(MAIN, cpu, pkt, &mut buf);
+                    let mut newest = None;
+                    compact::walk_packet(&buf[..], pkt, self.lap(MAIN, pkt), end, cpu, |f| {
+                        newest = newest.max(Some(f.record.ts_ns))
+                    });
+                    newest
+                });
                 CpuStatus {
                     cpu,
-                    written: end - start_window,
-                    held: end - start,
-                    capacity: self.slots,
-                    overwritten: start - start_window,
+                    written,
+                    held,
+                    capacity: (capacity_bytes as f64 / per_record) as u64,
+                    overwritten: written - held,
+                    held_bytes,
+                    capacity_bytes,
                     oldest_ts_ns: oldest,
                     newest_ts_ns: newest,
                     total: self.total(cpu),

@@ -54,18 +54,18 @@ fn syscall_rule_freezes_at_the_slow_nanosleep() {
     let calls = syscalls_of(&events, pid);
     let first = calls
         .iter()
-        .position(|&(entry, id, arg, _)| entry && id == nr::GETPPID && arg as u64 == MAGIC)
-        .expect("first getppid recorded");
+        .position(|&(entry, id, arg, _)| entry && id == nr::GETPGID && arg as u64 == MAGIC)
+        .expect("first getpgid recorded");
     let seq = &calls[first..];
     assert_eq!(
         seq.len(),
         402,
-        "200 getppid pairs and the nanosleep, nothing after"
+        "200 getpgid pairs and the nanosleep, nothing after"
     );
     for i in 0..200 {
         assert_eq!(
             (seq[2 * i].1, seq[2 * i].2 as u64),
-            (nr::GETPPID, MAGIC + i as u64)
+            (nr::GETPGID, MAGIC + i as u64)
         );
     }
     assert_eq!((seq[400].0, seq[400].1), (true, nr::NANOSLEEP));

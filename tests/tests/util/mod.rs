@@ -10,15 +10,15 @@ use schemas::event::{Event, EventData};
 use schemas::manifest::Manifest;
 use schemas::manifest::TriggerInfo;
 
-/// First argument of the workload's i-th getppid.
-pub const MAGIC: u64 = 0xF11E_0000_0000;
+/// First argument of the workload's i-th getpgid.
+pub const MAGIC: u64 = 0xF11E_8000_0000;
 
 /// x86-64 syscall numbers used by the workload.
 pub mod nr {
     pub const WRITE: u64 = 1;
     pub const NANOSLEEP: u64 = 35;
     pub const FSYNC: u64 = 74;
-    pub const GETPPID: u64 = 110;
+    pub const GETPGID: u64 = 121;
     pub const OPENAT: u64 = 257;
 }
 

@@ -1,0 +1,552 @@
+//! The compact ring format: variable-size records in fixed-size packets, written by the eBPF
+//! programs and read back by the recorder (specified in docs/recorder.md, "Ring format").
+//!
+//! # Packets
+//!
+//! Each CPU's ring is a run of [`PACKET_SIZE`]-byte packets. A writer reserves bytes with a
+//! compare-and-swap on its CPU's byte position (`CpuHead::head`, counted from the ring's
+//! creation, so `position / PACKET_SIZE` is the packet's absolute number). A record never
+//! straddles two packets: a writer whose record does not fit in the rest of the packet pads
+//! that rest ([`KIND_PAD`]) and opens the next packet, writing its [`PacketHeader`] (absolute
+//! number + 1, and the opener's full timestamp). So a reader can start at any packet of a
+//! wrapped ring and find every record boundary by walking the lengths.
+//!
+//! # Records
+//!
+//! A record is an 8-byte header, an optional 8-byte full timestamp, the task (`tid`, `pid`),
+//! then the kind's body, all a multiple of 8 bytes (so the programs store whole aligned words). The header is stored last, in one 8-byte
+//! store, so a reader that finds a valid header finds the whole record; a reserved record not
+//! yet written still holds an older lap's bytes, whose lap tag differs ([`header`]).
+//!
+//! Timestamps keep their low 30 bits in the header. The reader rebuilds the rest from the
+//! latest full timestamp before it in the packet (the packet's base, or a record flagged
+//! [`flag::FULL_TS`]). A writer writes a full timestamp whenever its time is not within
+//! [`FULL_TS_EVERY_NS`] after the last full one written on its CPU (`CpuHead::hint`), which
+//! keeps every record within half the 30-bit range of the reader's reference.
+//!
+//! # Bodies
+//!
+//! Syscall entries carry only the arguments the syscall has (a per-syscall count table given
+//! to the programs at load time), exits only the return value; both keep the syscall number in
+//! the header (`aux`) when it is below [`AUX_ESCAPE`]. Every other kind
+//! stores its payload struct as is.
+
+/// Bytes of one packet.
+pub const PACKET_SIZE: usize = 4096;
+/// `log2(PACKET_SIZE)`.
+pub const PACKET_SHIFT: u32 = 12;
+/// Bytes of a [`PacketHeader`], where a packet's first record starts.
+pub const PACKET_HEADER_SIZE: usize = 16;
+/// Size of the largest record a program writes (a `sched_switch` with a full timestamp).
+pub const MAX_RECORD: usize = 8 + 8 + 8 + 64;
+
+/// The start of every packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketHeader {
+    /// Absolute packet number + 1 (0: never written).
+    pub seq: u64,
+    /// `CLOCK_MONOTONIC` ns of the record that opened the packet: the first reference for
+    /// rebuilding the packet's timestamps.
+    pub base_ts: u64,
+}
+const _: () = assert!(core::mem::size_of::<PacketHeader>() == PACKET_HEADER_SIZE);
+
+/// Record kind of padding (the unused end of a packet, or a folded hole).
+pub const KIND_PAD: u32 = 31;
+/// `aux` value meaning "the syscall number is in the body" (numbers at or above it).
+pub const AUX_ESCAPE: u64 = 511;
+/// A writer stores a full timestamp when its time is not within this many ns after the last
+/// full one of its CPU: half the range the 30-bit low part can tell apart around a reference.
+pub const FULL_TS_EVERY_NS: u64 = 1 << 28;
+/// Bits of the timestamp kept in a record header.
+pub const TS_BITS: u32 = 30;
+
+/// Bits of a record header's `flags` field.
+pub mod flag {
+    /// A full 8-byte timestamp follows the header.
+    pub const FULL_TS: u64 = 1;
+    /// A syscall path that did not fit and was cut.
+    pub const PATH_CUT: u64 = 4;
+}
+
+/// The record header word: `ts_low:30 | len4:6 | kind:5 | flags:3 | aux:9 | lap:11`, low bits
+/// first. `len4` is the record's length in 4-byte units; `lap` is the low bits of the number
+/// of times the ring had wrapped when the record's packet was opened
+/// (`packet number >> log2(packets per ring)`), so a stale record of an earlier lap left in a
+/// reserved but unwritten place is told apart from a written one.
+pub mod header {
+    /// Shift of the 6-bit length (4-byte units).
+    pub const LEN_SHIFT: u32 = 30;
+    /// Shift of the 5-bit kind.
+    pub const KIND_SHIFT: u32 = 36;
+    /// Shift of the 3-bit flags.
+    pub const FLAGS_SHIFT: u32 = 41;
+    /// Shift of the 9-bit aux field (syscall number).
+    pub const AUX_SHIFT: u32 = 44;
+    /// Shift of the 11-bit lap tag.
+    pub const LAP_SHIFT: u32 = 53;
+    /// Mask of the lap tag (after shifting).
+    pub const LAP_MASK: u64 = (1 << 11) - 1;
+
+    /// Builds a header word.
+    #[inline(always)]
+    pub const fn make(ts: u64, len: usize, kind: u32, flags: u64, aux: u64, lap: u64) -> u64 {
+        (ts & ((1 << super::TS_BITS) - 1))
+            | ((len as u64 / 4) << LEN_SHIFT)
+            | ((kind as u64) << KIND_SHIFT)
+            | (flags << FLAGS_SHIFT)
+            | ((aux & 511) << AUX_SHIFT)
+            | ((lap & LAP_MASK) << LAP_SHIFT)
+    }
+}
+
+/// Bytes of the record fields every record has after the header and its optional full
+/// timestamp: `tid` then `pid`.
+pub const TASK_SIZE: usize = 8;
+
+/// Size of the body of a syscall exit: the return value.
+pub const EXIT_BODY: usize = 8;
+/// Size of the body of a syscall path record: the NUL-padded path.
+pub const PATH_BODY: usize = crate::SYSCALL_PATH_LEN;
+
+/// Number of arguments of each x86-64 syscall below 512, from Linux 6.18's syscall trace formats
+/// (`events/syscalls/sys_enter_*/format`) and, for the few without one, their definitions;
+/// numbers without a syscall say 6. Syscall argument counts are ABI and never change. The loader
+/// gives the table to the programs, so an entry record keeps only the arguments its syscall has.
+pub const SYSCALL_ARGC: [u8; 512] = [
+    3, 3, 3, 1, 2, 2, 2, 3, 3, 6, 3, 2, 1, 4, 4, 0, 3, 4, 4, 3, 3, 2, 1, 5, 0, 5, 3, 3, 3, 3, 3, 3,
+    1, 2, 0, 2, 2, 1, 3, 0, 4, 3, 3, 3, 6, 6, 3, 3, 2, 3, 2, 3, 3, 4, 5, 5, 5, 0, 0, 3, 1, 4, 2, 1,
+    3, 3, 4, 1, 2, 4, 5, 3, 3, 2, 1, 1, 2, 2, 3, 2, 1, 1, 2, 2, 1, 2, 2, 1, 2, 3, 2, 2, 3, 3, 3, 1,
+    2, 2, 2, 1, 1, 4, 0, 3, 0, 1, 1, 0, 0, 2, 0, 0, 0, 2, 2, 2, 2, 3, 3, 3, 3, 1, 1, 1, 1, 2, 2, 2,
+    4, 3, 2, 2, 2, 3, 6, 1, 2, 2, 2, 3, 2, 3, 2, 2, 3, 1, 1, 1, 2, 2, 2, 1, 0, 0, 3, 2, 6, 5, 2, 1,
+    2, 1, 0, 1, 2, 5, 2, 2, 1, 4, 2, 2, 1, 3, 6, 3, 2, 6, 6, 4, 6, 6, 6, 6, 6, 6, 0, 3, 5, 5, 5, 4,
+    4, 4, 3, 3, 3, 2, 2, 2, 2, 1, 6, 3, 3, 1, 2, 1, 5, 3, 3, 1, 3, 1, 6, 6, 5, 3, 1, 0, 4, 4, 3, 4,
+    2, 1, 1, 2, 2, 2, 4, 1, 4, 4, 3, 2, 6, 6, 3, 5, 4, 1, 5, 5, 2, 3, 4, 5, 5, 4, 5, 3, 2, 0, 3, 2,
+    4, 4, 3, 4, 5, 3, 4, 3, 4, 5, 3, 4, 3, 3, 6, 5, 1, 2, 3, 6, 4, 4, 4, 6, 4, 6, 3, 2, 1, 4, 4, 2,
+    4, 4, 2, 1, 3, 2, 1, 5, 5, 4, 5, 5, 2, 5, 4, 5, 3, 2, 1, 4, 2, 3, 6, 6, 5, 3, 3, 4, 5, 3, 3, 2,
+    5, 3, 5, 1, 3, 3, 6, 6, 6, 4, 2, 1, 5, 6, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 4, 2, 6, 4, 3, 5, 2, 5, 3, 3, 2, 2, 3, 4, 3, 4, 5, 6, 5, 4, 3, 4, 2, 1,
+    2, 5, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+];
+
+#[cfg(feature = "std")]
+pub use decode::*;
+
+#[cfg(feature = "std")]
+mod decode {
+    use super::*;
+    use crate::{
+        EventKind, PAYLOAD_SIZE, Record, SyscallEntry, SyscallExit, SyscallPath, record_flags,
+    };
+
+    /// Fields of a header word.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Header {
+        /// Low [`TS_BITS`] bits of the timestamp.
+        pub ts_low: u64,
+        /// Bytes of the record, header included.
+        pub len: usize,
+        /// Kind ([`EventKind`] value or [`KIND_PAD`]).
+        pub kind: u32,
+        /// [`flag`] bits.
+        pub flags: u64,
+        /// Syscall number when below [`AUX_ESCAPE`].
+        pub aux: u64,
+        /// Lap tag.
+        pub lap: u64,
+    }
+
+    impl Header {
+        /// Splits a header word.
+        pub fn parse(w: u64) -> Header {
+            Header {
+                ts_low: w & ((1 << TS_BITS) - 1),
+                len: ((w >> header::LEN_SHIFT) & 63) as usize * 4,
+                kind: ((w >> header::KIND_SHIFT) & 31) as u32,
+                flags: (w >> header::FLAGS_SHIFT) & 7,
+                aux: (w >> header::AUX_SHIFT) & 511,
+                lap: (w >> header::LAP_SHIFT) & header::LAP_MASK,
+            }
+        }
+    }
+
+    /// The timestamp whose low [`TS_BITS`] bits are `low` nearest to `reference`.
+    pub fn rebuild_ts(reference: u64, low: u64) -> u64 {
+        let span = 1u64 << TS_BITS;
+        let delta = low.wrapping_sub(reference) & (span - 1);
+        if delta < span / 2 {
+            reference.wrapping_add(delta)
+        } else {
+            reference.wrapping_sub(span - delta)
+        }
+    }
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+    }
+
+    /// The little-endian u64 at `off` of `b`.
+    pub fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+    }
+
+    /// Size of each kind's body in the ring (syscall entries: the least, without arguments).
+    pub fn body_size(kind: EventKind) -> usize {
+        use EventKind::*;
+        match kind {
+            SyscallEntry => 0,
+            SyscallExit => EXIT_BODY,
+            SyscallPath => PATH_BODY,
+            SchedSwitch => size_of::<crate::SchedSwitch>(),
+            SchedWakeup | SchedWakeupNew => size_of::<crate::SchedWakeup>(),
+            ProcessFork => size_of::<crate::ProcessFork>(),
+            ProcessExec => size_of::<crate::ProcessExec>(),
+            ProcessExit => size_of::<crate::ProcessExit>(),
+            BlockRqIssue | BlockRqComplete => size_of::<crate::BlockRq>(),
+            IrqHandlerEntry => size_of::<crate::IrqHandlerEntry>(),
+            IrqHandlerExit => size_of::<crate::IrqHandlerExit>(),
+            SoftirqEntry | SoftirqExit => size_of::<crate::Softirq>(),
+        }
+    }
+
+    /// Why a packet's walk stopped before its end.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Stop {
+        /// The walk reached the end it was given.
+        End,
+        /// A header that is not a written record of this lap (a record reserved but not yet
+        /// written, or written over), at this offset in the packet.
+        Torn(usize),
+    }
+
+    /// One record found in a packet: its offset in the packet and the decoded record.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Found {
+        /// Offset of the record in its packet.
+        pub offset: usize,
+        /// The record with its full timestamp, `cpu` and `seq` (the absolute byte position +
+        /// 1) filled in.
+        pub record: Record,
+    }
+
+    /// Walks the records of one packet.
+    ///
+    /// `packet` is the packet's bytes, `number` its absolute number, `lap` the lap tag its
+    /// records must carry, `end` how far to walk (the packet size, or the writers' position
+    /// in the packet being filled). Returns `None` when the packet header is not the one of
+    /// `number` (never written, or written over since), else why the walk stopped; `each` is
+    /// called for every record, padding excluded.
+    pub fn walk_packet(
+        packet: &[u8],
+        number: u64,
+        lap: u64,
+        end: usize,
+        cpu: u32,
+        mut each: impl FnMut(Found),
+    ) -> Option<Stop> {
+        assert!(packet.len() >= PACKET_SIZE);
+        let end = end.min(PACKET_SIZE);
+        if u64_at(packet, 0) != number + 1 {
+            return None;
+        }
+        let mut reference = u64_at(packet, 8);
+        let mut off = PACKET_HEADER_SIZE;
+        while off + 8 <= end {
+            let h = Header::parse(u64_at(packet, off));
+            if h.lap != lap & header::LAP_MASK || h.len < 8 || off + h.len > end {
+                return Some(Stop::Torn(off));
+            }
+            if h.kind == KIND_PAD {
+                off += h.len;
+                continue;
+            }
+            let Some(record) = decode_record(&packet[off..off + h.len], h, &mut reference) else {
+                return Some(Stop::Torn(off));
+            };
+            let mut record = record;
+            record.cpu = cpu;
+            record.seq = (number << PACKET_SHIFT) + off as u64 + 1;
+            each(Found {
+                offset: off,
+                record,
+            });
+            off += h.len;
+        }
+        Some(Stop::End)
+    }
+
+    /// Decodes one record (`bytes` is exactly the record), updating the timestamp reference.
+    /// `None` when its length does not fit its kind.
+    pub fn decode_record(bytes: &[u8], h: Header, reference: &mut u64) -> Option<Record> {
+        let kind = EventKind::from_u16(h.kind as u16)?;
+        let mut off = 8;
+        let ts = if h.flags & flag::FULL_TS != 0 {
+            if bytes.len() < 16 {
+                return None;
+            }
+            off = 16;
+            u64_at(bytes, 8)
+        } else {
+            rebuild_ts(*reference, h.ts_low)
+        };
+        *reference = ts;
+        if bytes.len() < off + TASK_SIZE {
+            return None;
+        }
+        let mut r = Record {
+            ts_ns: ts,
+            tid: u32_at(bytes, off),
+            pid: u32_at(bytes, off + 4),
+            kind: kind as u16,
+            ..Record::ZERO
+        };
+        off += TASK_SIZE;
+        let body = &bytes[off..];
+        // The syscall number: in the header, or the body's first word when escaped.
+        let take_id = |body: &mut &[u8]| -> Option<u64> {
+            if h.aux < AUX_ESCAPE {
+                Some(h.aux)
+            } else if body.len() >= 8 {
+                let id = u64_at(body, 0);
+                *body = &body[8..];
+                Some(id)
+            } else {
+                None
+            }
+        };
+        let mut body = body;
+        match kind {
+            EventKind::SyscallEntry => {
+                let id = take_id(&mut body)?;
+                if !body.len().is_multiple_of(8) || body.len() > 48 {
+                    return None;
+                }
+                let mut args = [0u64; 6];
+                for (i, a) in args.iter_mut().enumerate().take(body.len() / 8) {
+                    *a = u64_at(body, i * 8);
+                }
+                r.set_payload(SyscallEntry { id, args });
+            }
+            EventKind::SyscallExit => {
+                let id = take_id(&mut body)?;
+                if body.len() != EXIT_BODY {
+                    return None;
+                }
+                let ret = u64_at(body, 0) as i64;
+                r.set_payload(SyscallExit { id, ret });
+            }
+            EventKind::SyscallPath => {
+                let id = take_id(&mut body)?;
+                if body.len() != PATH_BODY {
+                    return None;
+                }
+                let mut p = SyscallPath {
+                    id,
+                    ..SyscallPath::default()
+                };
+                p.path.copy_from_slice(body);
+                r.set_payload(p);
+                if h.flags & flag::PATH_CUT != 0 {
+                    r.flags = record_flags::PATH_CUT;
+                }
+            }
+            _ => {
+                let n = body_size(kind);
+                if body.len() != n {
+                    return None;
+                }
+                let mut payload = [0u8; PAYLOAD_SIZE];
+                payload[..n].copy_from_slice(&body[..n]);
+                for (i, w) in r.payload.iter_mut().enumerate() {
+                    *w = u64_at(&payload, i * 8);
+                }
+            }
+        }
+        Some(r)
+    }
+
+    /// Encodes `r` as the programs would (for tests and fixtures): the record's bytes, with a
+    /// full timestamp when `full_ts`, for a packet of lap `lap`. `argc` is the number of
+    /// arguments kept for a syscall entry.
+    pub fn encode_record(r: &Record, full_ts: bool, lap: u64, argc: usize) -> Vec<u8> {
+        let kind = EventKind::from_u16(r.kind).expect("a known kind");
+        let mut flags = if full_ts { flag::FULL_TS } else { 0 };
+        let mut body: Vec<u8> = Vec::new();
+        let mut aux = 0;
+        let mut id_body = |id: u64, body: &mut Vec<u8>| {
+            if id < AUX_ESCAPE {
+                aux = id;
+            } else {
+                aux = AUX_ESCAPE;
+                body.extend_from_slice(&id.to_le_bytes());
+            }
+        };
+        match kind {
+            EventKind::SyscallEntry => {
+                let e: SyscallEntry = r.payload();
+                id_body(e.id, &mut body);
+                for a in &e.args[..argc.min(6)] {
+                    body.extend_from_slice(&a.to_le_bytes());
+                }
+            }
+            EventKind::SyscallExit => {
+                let e: SyscallExit = r.payload();
+                id_body(e.id, &mut body);
+                body.extend_from_slice(&e.ret.to_le_bytes());
+            }
+            EventKind::SyscallPath => {
+                let p: SyscallPath = r.payload();
+                id_body(p.id, &mut body);
+                body.extend_from_slice(&p.path);
+                if r.flags & record_flags::PATH_CUT != 0 {
+                    flags |= flag::PATH_CUT;
+                }
+            }
+            _ => {
+                let n = body_size(kind);
+                let bytes: Vec<u8> = r.payload.iter().flat_map(|w| w.to_le_bytes()).collect();
+                body.extend_from_slice(&bytes[..n]);
+            }
+        }
+        let len = 8 + if full_ts { 8 } else { 0 } + TASK_SIZE + body.len();
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(
+            &header::make(r.ts_ns, len, kind as u32, flags, aux, lap).to_le_bytes(),
+        );
+        if full_ts {
+            out.extend_from_slice(&r.ts_ns.to_le_bytes());
+        }
+        out.extend_from_slice(&r.tid.to_le_bytes());
+        out.extend_from_slice(&r.pid.to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A padding record of `len` bytes (a multiple of 8, from 8 to [`MAX_PAD`]) for lap `lap`.
+    pub fn pad(len: usize, lap: u64) -> [u8; 8] {
+        debug_assert!((8..=MAX_PAD).contains(&len) && len.is_multiple_of(8));
+        header::make(0, len, KIND_PAD, 0, 0, lap).to_le_bytes()
+    }
+
+    /// Pads `packet` from `from` (a multiple of 8) to its end with padding records of lap
+    /// `lap`.
+    pub fn fill_pad(packet: &mut [u8], mut from: usize, lap: u64) {
+        while from + 8 <= PACKET_SIZE {
+            let len = (PACKET_SIZE - from).min(MAX_PAD);
+            packet[from..from + 8].copy_from_slice(&pad(len, lap));
+            from += len;
+        }
+    }
+
+    /// The longest padding record (the header's length field counts 4-byte units in 6 bits).
+    pub const MAX_PAD: usize = 248;
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::{EventKind, Record, SchedSwitch, SyscallEntry, SyscallExit};
+
+    fn rec(kind: EventKind, ts: u64) -> Record {
+        Record {
+            ts_ns: ts,
+            tid: 7,
+            pid: 5,
+            kind: kind as u16,
+            ..Record::ZERO
+        }
+    }
+
+    #[test]
+    fn timestamps_rebuild_around_the_reference_both_ways() {
+        let r = 10_000_000_000u64;
+        for t in [r, r + 1, r + (1 << 29) - 1, r - 1, r - (1 << 29)] {
+            assert_eq!(rebuild_ts(r, t & ((1 << TS_BITS) - 1)), t, "{t}");
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_a_packet() {
+        let lap = 3u64;
+        let mut packet = vec![0u8; PACKET_SIZE];
+        let number = (lap << 5) + 2;
+        packet[..8].copy_from_slice(&(number + 1).to_le_bytes());
+        packet[8..16].copy_from_slice(&1_000u64.to_le_bytes());
+        let mut want = Vec::new();
+        let mut e = rec(EventKind::SyscallEntry, 1_005);
+        e.set_payload(SyscallEntry {
+            id: 257,
+            args: [1, 2, 3, 0, 0, 0],
+        });
+        want.push((e, false, 3));
+        let mut x = rec(EventKind::SyscallExit, 1_010);
+        x.set_payload(SyscallExit { id: 257, ret: -2 });
+        want.push((x, false, 0));
+        let mut x64 = rec(EventKind::SyscallExit, 1_011);
+        x64.set_payload(SyscallExit {
+            id: 9,
+            ret: 0x7f00_0000_0000,
+        });
+        want.push((x64, false, 0));
+        let mut big = rec(EventKind::SyscallEntry, 5_000_000_000);
+        big.set_payload(SyscallEntry {
+            id: 0x4000_0001,
+            args: [9, 0, 0, 0, 0, 0],
+        });
+        want.push((big, true, 1));
+        let mut sw = rec(EventKind::SchedSwitch, 5_000_000_100);
+        sw.set_payload(SchedSwitch {
+            next_tid: 9,
+            prev_state: 1,
+            prev_cgroup: 77,
+            ..SchedSwitch::default()
+        });
+        want.push((sw, false, 0));
+        let mut off = PACKET_HEADER_SIZE;
+        for (r, full, argc) in &want {
+            let b = encode_record(r, *full, lap, *argc);
+            packet[off..off + b.len()].copy_from_slice(&b);
+            off += b.len();
+        }
+        let used = off;
+        fill_pad(&mut packet, off, lap);
+        let mut got = Vec::new();
+        let stop = walk_packet(&packet, number, lap, PACKET_SIZE, 1, |f| got.push(f.record));
+        assert_eq!(stop, Some(Stop::End));
+        assert_eq!(got.len(), want.len());
+        for (g, (w, _, _)) in got.iter().zip(&want) {
+            assert_eq!(
+                (g.ts_ns, g.kind, g.tid, g.pid, g.cpu),
+                (w.ts_ns, w.kind, 7, 5, 1)
+            );
+            assert_eq!(g.payload, w.payload, "{:?}", EventKind::from_u16(g.kind));
+        }
+        // A record of another lap where one was reserved: the walk stops there, never misreads.
+        let stale = encode_record(&want[1].0, false, lap - 1, 0);
+        let at = used - 80; // the switch starts here: 8 header + 8 task + 64 body
+        let mut torn = packet.clone();
+        torn[at..at + 8].copy_from_slice(&stale[..8]);
+        let mut n = 0;
+        assert_eq!(
+            walk_packet(&torn, number, lap, PACKET_SIZE, 1, |_| n += 1),
+            Some(Stop::Torn(at))
+        );
+        assert_eq!(n, want.len() - 1);
+        // A packet header of another number: the packet is not this one.
+        assert_eq!(
+            walk_packet(&packet, number + 32, lap + 1, PACKET_SIZE, 1, |_| ()),
+            None
+        );
+        // The writers' position ends the walk in the packet being filled.
+        let mut m = 0;
+        assert_eq!(
+            walk_packet(&packet, number, lap, PACKET_HEADER_SIZE + 40, 1, |_| m += 1),
+            Some(Stop::End)
+        );
+        assert_eq!(m, 1);
+    }
+}
