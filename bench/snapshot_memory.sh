@@ -24,67 +24,22 @@ PIN_DIR=/sys/fs/bpf/flightrec-bench-snap
 SOCKET=/tmp/flightrec-bench-snap.sock
 
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd -- "$script_dir/.." && pwd)
-bin=${FLIGHTREC:-$root/target/release/flightrec}
+BENCH=snapshot_memory
+# shellcheck source=bench/lib.sh
+source "$script_dir/lib.sh"
 
-die() {
-    echo "snapshot_memory: $*" >&2
-    exit 1
-}
-note() { echo "snapshot_memory: $*" >&2; }
-
-if [[ $EUID -ne 0 ]]; then
-    die "must run as root (it loads eBPF programs): sudo bash bench/snapshot_memory.sh"
-fi
-[[ $REPS =~ ^[0-9]+$ ]] && ((REPS > 0)) || die "REPS must be a positive integer, got '$REPS'"
-for tool in gcc awk sort; do
-    command -v "$tool" >/dev/null || die "needs $tool in PATH"
-done
-ncpu=$(nproc --all)
+bench_preconditions "REPS" "gcc awk sort"
+((REPS > 0)) || die "REPS must be positive, got '$REPS'"
 
 tmp=""
-daemon_pid=""
 sampler_pid=""
 
-stop_daemon() {
-    [[ -n $daemon_pid ]] || return 0
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$daemon_pid" 2>/dev/null || break
-        if ((i % 10 == 0)); then kill -INT "$daemon_pid" 2>/dev/null || true; fi
-        sleep 0.05
-    done
-    if kill -0 "$daemon_pid" 2>/dev/null; then
-        note "daemon $daemon_pid ignored SIGINT for 5 s; sending SIGKILL"
-        kill -KILL "$daemon_pid" 2>/dev/null || true
-    fi
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=""
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
+bench_cleanup_extra() {
     if [[ -n $sampler_pid ]]; then kill "$sampler_pid" 2>/dev/null; wait "$sampler_pid" 2>/dev/null; fi
-    stop_daemon
-    if [[ -e $PIN_DIR ]]; then
-        "$bin" teardown --pin-dir "$PIN_DIR" >/dev/null 2>&1 || note "flightrec teardown failed"
-    fi
-    rm -f -- "$SOCKET"
-    [[ -n $tmp ]] && rm -rf -- "$tmp"
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps
 
-if [[ -z ${FLIGHTREC:-} ]]; then
-    if [[ ! -x $bin ]] || [[ -n $(find "$root/recorder" "$root/schemas" -type f -newer "$bin" -print -quit) ]]; then
-        note "building flightrec (cargo build --release -p flightrec)"
-        (cd -- "$root" && cargo build --release -p flightrec) || die "cargo build failed"
-    fi
-fi
+bench_build
 [[ -x $bin ]] || die "no flightrec binary at $bin"
 
 if [[ -e $PIN_DIR || -e $SOCKET ]]; then

@@ -30,105 +30,29 @@ BUFFER_KB=8192
 
 PIN_DIR=/sys/fs/bpf/flightrec-bench
 SOCKET=/tmp/flightrec-bench.sock
-TRACEFS=/sys/kernel/tracing
-INSTANCE=$TRACEFS/instances/flightrec-bench
 
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd -- "$script_dir/.." && pwd)
-bin=${FLIGHTREC:-$root/target/release/flightrec}
-
-die() {
-    echo "syscall_overhead: $*" >&2
-    exit 1
-}
-note() { echo "syscall_overhead: $*" >&2; }
+BENCH=syscall_overhead
+# shellcheck source=bench/lib.sh
+source "$script_dir/lib.sh"
+INSTANCE=$TRACEFS/instances/flightrec-bench
 
 # ---------------------------------------------------------------------------------------------
 # Preconditions.
 
-if [[ $EUID -ne 0 ]]; then
-    die "must run as root (it loads eBPF programs and writes tracefs): sudo bash bench/syscall_overhead.sh"
-fi
-for v in CALLS REPS CPU; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
-done
+bench_preconditions "CALLS REPS CPU" "gcc taskset mountpoint timeout awk sort"
 ((CALLS > 0 && REPS > 0)) || die "CALLS and REPS must be positive"
-for tool in gcc taskset mountpoint timeout awk sort; do
-    command -v "$tool" >/dev/null || die "needs $tool in PATH"
-done
-ncpu=$(nproc --all)
-((ncpu >= 2)) || die "needs at least 2 CPUs (the loop gets one, the daemon another)"
-((CPU < ncpu)) || die "CPU=$CPU does not exist (this machine has $ncpu)"
-if ((CPU == 0)); then house_cpu=1; else house_cpu=0; fi
 
 # ---------------------------------------------------------------------------------------------
 # Cleanup: runs on every exit path; each step tolerates "already gone".
 
 tmp=""
-daemon_pid=""
-mounted_tracefs=0
-
-stop_daemon() {
-    [[ -n $daemon_pid ]] || return 0
-    # SIGINT is repeated: a daemon still loading its programs has no handler yet, and as a
-    # background job of a script it inherits SIGINT ignored until it installs one.
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$daemon_pid" 2>/dev/null || break
-        if ((i % 10 == 0)); then kill -INT "$daemon_pid" 2>/dev/null || true; fi
-        sleep 0.05
-    done
-    if kill -0 "$daemon_pid" 2>/dev/null; then
-        note "daemon $daemon_pid ignored SIGINT for 5 s; sending SIGKILL"
-        kill -KILL "$daemon_pid" 2>/dev/null || true
-    fi
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=""
-}
-
-teardown_flightrec() {
-    if [[ -e $PIN_DIR ]]; then
-        "$bin" teardown --pin-dir "$PIN_DIR" >/dev/null 2>&1 ||
-            note "flightrec teardown --pin-dir $PIN_DIR failed"
-    fi
-    [[ -e $PIN_DIR ]] && note "WARNING: $PIN_DIR still exists"
-    rm -f -- "$SOCKET"
-}
-
-remove_instance() {
-    [[ -d $INSTANCE ]] || return 0
-    echo 0 >"$INSTANCE/events/raw_syscalls/enable" 2>/dev/null || true
-    echo 0 >"$INSTANCE/tracing_on" 2>/dev/null || true
-    rmdir "$INSTANCE" 2>/dev/null || note "WARNING: could not remove $INSTANCE (is its trace_pipe open?)"
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    stop_daemon
-    teardown_flightrec
-    remove_instance
-    if ((mounted_tracefs)); then umount "$TRACEFS" 2>/dev/null; fi
-    [[ -n $tmp ]] && rm -rf -- "$tmp"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps
 
 # ---------------------------------------------------------------------------------------------
 # Build flightrec (release) unless the binary is newer than everything it is built from.
 
-sources_newer() {
-    [[ -n $(find "$root/Cargo.toml" "$root/Cargo.lock" "$root/rust-toolchain.toml" \
-        "$root/recorder" "$root/schemas" -type f -newer "$bin" -print -quit 2>/dev/null) ]]
-}
-if [[ -z ${FLIGHTREC:-} ]] && { [[ ! -x $bin ]] || sources_newer; }; then
-    # cargo decides what really changed (it leaves the binary alone when nothing did).
-    note "building flightrec (cargo build --release -p flightrec)"
-    (cd -- "$root" && cargo build --release -p flightrec) || die "cargo build failed"
-fi
+bench_build
 
 tmp=$(mktemp -d /tmp/flightrec-bench.XXXXXX)
 gcc -O2 -Wall -Wextra -o "$tmp/getpid_loop" "$script_dir/getpid_loop.c" || die "compiling getpid_loop.c failed"
@@ -156,10 +80,7 @@ if [[ -e $PIN_DIR || -e $SOCKET ]]; then
     teardown_flightrec
 fi
 
-if ! mountpoint -q "$TRACEFS"; then
-    mount -t tracefs nodev "$TRACEFS" || die "cannot mount tracefs on $TRACEFS"
-    mounted_tracefs=1
-fi
+bench_tracefs
 if [[ -d $INSTANCE ]]; then
     note "removing stale ftrace instance $INSTANCE"
     remove_instance
@@ -181,23 +102,6 @@ fi
 
 measure() {
     "$tmp/getpid_loop" "$CPU" "$CALLS" 1
-}
-
-flightrec_on() {
-    taskset -c "$house_cpu" "$bin" record --config "$tmp/flightrec.toml" --pin-dir "$PIN_DIR" \
-        --socket "$SOCKET" --ring-size "$RING_SIZE" "$@" >>"$tmp/daemon.log" 2>&1 &
-    daemon_pid=$!
-    local i
-    for ((i = 0; i < 300; i++)); do
-        if ! kill -0 "$daemon_pid" 2>/dev/null; then
-            tail -n 20 "$tmp/daemon.log" >&2
-            die "flightrec record exited before answering (log above)"
-        fi
-        "$bin" status --socket "$SOCKET" >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    tail -n 20 "$tmp/daemon.log" >&2
-    die "flightrec record did not answer on $SOCKET within 15 s"
 }
 
 flightrec_off() {
@@ -247,7 +151,7 @@ run_one() {
     case $1 in
     baseline) base+=("$(measure)") ;;
     flightrec)
-        flightrec_on
+        flightrec_on "$tmp/flightrec.toml" "$RING_SIZE"
         frec+=("$(measure)")
         flightrec_off
         ;;
@@ -257,7 +161,7 @@ run_one() {
         ftrace_off
         ;;
     empty | clock)
-        flightrec_on --bench-floor "$1"
+        flightrec_on "$tmp/flightrec.toml" "$RING_SIZE" --bench-floor "$1"
         if [[ $1 == empty ]]; then empty+=("$(measure)"); else clock+=("$(measure)"); fi
         flightrec_off "$1"
         ;;

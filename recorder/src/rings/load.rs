@@ -11,7 +11,7 @@ use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{BtfError, Ebpf, EbpfError, EbpfLoader};
 use memmap2::{MmapMut, MmapOptions};
 use schemas::compact::PACKET_SIZE;
-use schemas::{CpuHead, ctrl, meta};
+use schemas::{CpuHead, ctrl, meta, rule};
 
 use super::pin_dir::{self, PinLock};
 use super::tables::{fill_array, filter_mode, rule_specs, write_filters, write_rules};
@@ -287,8 +287,16 @@ impl Rings {
         let (mask, bits) = (slots - 1, slots.trailing_zeros() as u64);
         let (spill_mask, spill_bits) = (spill - 1, spill.trailing_zeros() as u64);
         let argc = kernel::syscall_arg_counts();
+        let len_or_1 = |n: usize| (n as u32).max(1);
+        // Followed children join the pid set in the kernel: room for them.
+        let pid_set = match (config.filter.pids.len(), config.filter.follow_children) {
+            (0, _) => 1,
+            (_, true) => 16384,
+            (n, false) => len_or_1(n),
+        };
         let specs = rule_specs(config)?;
         let kinds = specs.iter().fold(0u32, |k, s| k | s.kind);
+        let ruled = |kind: u32, n: u32| if kinds & kind != 0 { n } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("NCPU", &ncpu, true)
@@ -303,6 +311,14 @@ impl Rings {
             .override_global("SYSCALL_FLOOR", &config.syscall_floor, true)
             .map_max_entries("RING", ring_entries)
             .map_max_entries("HEADS", 2 * ncpu)
+            // Tables sized to what this configuration uses: kernel memory is history lost.
+            .map_max_entries("FILTER_PIDS", pid_set)
+            .map_max_entries("FILTER_COMMS", len_or_1(config.filter.comms.len()))
+            .map_max_entries("FILTER_CGROUPS", len_or_1(config.filter.cgroups.len()))
+            .map_max_entries("SYSCALL_START", ruled(rule::SYSCALL, 16384))
+            .map_max_entries("RUNQ_START", ruled(rule::RUNQUEUE, 16384))
+            .map_max_entries("BLOCK_START", ruled(rule::BLOCK, 8192))
+            .map_max_entries("RULE_HITS", if specs.is_empty() { 4096 } else { 64 * 1024 })
             .load(EBPF_OBJECT)
             .map_err(load_error)?;
 
