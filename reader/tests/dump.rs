@@ -2,6 +2,10 @@
 //! from the statedump and the events, an exec's new name included), the switches, wakeups and
 //! forks that name a chosen thread, and time bounds in every form `--begin`/`--end` take.
 
+#[path = "common/fixtures.rs"]
+#[allow(dead_code)]
+mod fixtures;
+
 use std::path::PathBuf;
 
 use flightrec_reader::analyze::TimeSpec;
@@ -135,3 +139,4 @@ fn time_bounds_take_absolute_and_relative_forms() {
     };
     assert_eq!(times(&head), [1000, 2000, 2500]);
 }
+

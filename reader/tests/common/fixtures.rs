@@ -48,3 +48,25 @@ pub fn syscall_snapshot() -> SnapshotBuilder {
     });
     b
 }
+
+/// Every kind of event the recorder writes, on two CPUs: the content of the committed
+/// format-1 file `reader/tests/fixtures/v1-all-kinds.frs`, which was written from it by the
+/// format-1 writer.
+pub fn all_kinds_snapshot() -> SnapshotBuilder {
+    let mut b = syscall_snapshot();
+    b.process(400, 1, "web", ("/web", 7), &[400, 401]);
+    let web = (400, 400, "web");
+    let worker = (400, 401, "web");
+    let t = 2 * B;
+    b.path(t, 0, web, 257, "/etc/hosts");
+    b.syscall(0, web, 257, 0xffff_ff9c, 3, t, t + 3 * US);
+    b.switch(t + 10 * US, 0, web, 1, worker);
+    b.wakeup(t + 20 * US, 1, worker, web, 0);
+    b.fork(t + 30 * US, 1, worker, (402, 402, "web"));
+    b.exec(t + 40 * US, 1, (402, 402, "web"), "/usr/bin/true");
+    b.exit(t + 50 * US, 1, (402, 402, "true"));
+    b.block(0, web, (8 << 20) | 16, 2048, 4096, 1, t + 60 * US, t + 900 * US);
+    b.irq(1, worker, 24, "virtio0-input.0", t + 70 * US, t + 72 * US);
+    b.softirq(1, worker, 3, t + 73 * US, t + 80 * US);
+    b
+}
