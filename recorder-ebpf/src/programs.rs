@@ -21,7 +21,7 @@ use schemas::{
 };
 
 use crate::ring::{CTRL, HEADS, NCPU, RING, SLOT_MASK};
-use crate::rules;
+use crate::{hist, rules};
 
 /// Process ids (tgid) to record when the pid filter is on.
 #[map]
@@ -220,10 +220,11 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // Rules see every task, whatever the recording filters say.
     let watched = rules::on(rule::SYSCALL) && rules::syscall_watched(id as u64);
     let allowed = current_allowed(pid_tgid);
-    if !allowed && !watched {
+    if !allowed && !watched && !hist::on(schemas::hist::family::SYSCALL) {
         return Ok(());
     }
     let ts = now();
+    hist::syscall_enter(pid_tgid as u32, ts);
     if watched {
         // The same timestamp as the record: the rule's latency is exactly exit - entry.
         rules::syscall_enter(pid_tgid as u32, ts);
@@ -301,13 +302,14 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let allowed = current_allowed(pid_tgid);
-    if !allowed && !rules::on(rule::SYSCALL) {
+    if !allowed && !rules::on(rule::SYSCALL) && !hist::on(schemas::hist::family::SYSCALL) {
         return Ok(());
     }
     let ts = now();
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let id: u64 = bload(regs, konst!(OFFSETS.regs_orig_ax));
+    hist::syscall_exit(pid_tgid as u32, id, ts);
     if allowed && let Some(slot) = reserve(EventKind::SyscallExit, ts, pid_tgid) {
         slot.payload(SyscallExit { id, ret });
         slot.publish();
@@ -354,12 +356,13 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     task_comm(next, &mut e.next_comm);
     slot.payload(e);
     slot.publish();
+    hist::sched_switch(ts, preempt & 1 != 0, pid_tgid as u32, next, e.next_tid);
     if rules::on(rule::RUNQUEUE) {
         if e.prev_state == 0 {
             // Preempted: back on the run queue from now.
             rules::runnable(pid_tgid as u32, ts);
         }
-        rules::running(e.next_pid, e.next_tid, e.next_comm, ts);
+        rules::running(next, e.next_pid, e.next_tid, e.next_comm, ts);
     }
     Ok(())
 }
@@ -379,6 +382,7 @@ fn wakeup(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     task_comm(p, &mut e.comm);
     slot.payload(e);
     slot.publish();
+    hist::wakeup(e.tid, ts);
     if rules::on(rule::RUNQUEUE) {
         rules::runnable(e.tid, ts);
     }
@@ -548,6 +552,7 @@ fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
     e.comm = bpf_get_current_comm().unwrap_or_default();
     slot.payload(e);
     slot.publish();
+    hist::block_issue(rq, ts);
     if rules::on(rule::BLOCK) {
         rules::block_issue(e.dev, e.sector, ts);
     }
@@ -593,6 +598,7 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     e.error = blk_status_errno(status as u8);
     slot.payload(e);
     slot.publish();
+    hist::block_complete(rq, e.dev, e.op, ts);
     if rules::on(rule::BLOCK) {
         rules::block_complete(e.dev, e.sector, ts, pid_tgid);
     }
@@ -621,6 +627,7 @@ fn try_irq_entry(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut e.name) };
     slot.payload(e);
     slot.publish();
+    hist::irq_entry(ts);
     if rules::on(rule::IRQ) {
         rules::irq_entry(ts);
     }
@@ -645,6 +652,7 @@ fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
         ret: ret as i32,
     });
     slot.publish();
+    hist::irq_exit(irq as u32, ts);
     if rules::on(rule::IRQ) {
         rules::irq_exit(irq as u32, ts, pid_tgid);
     }
@@ -661,6 +669,11 @@ fn softirq(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
         _pad: 0,
     });
     slot.publish();
+    if matches!(kind, EventKind::SoftirqEntry) {
+        hist::softirq_entry(ts);
+    } else {
+        hist::softirq_exit(vec as u32, ts);
+    }
     Ok(())
 }
 
