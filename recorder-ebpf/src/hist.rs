@@ -219,8 +219,10 @@ pub fn wakeup(tid: u32, ts: u64) {
     }
 }
 
-/// sched_switch at `ts` from the current task (`prev_tid`, preempted when `preempted`) to
-/// `next` (`next_tid`): ends `next`'s run-queue wait, starts `prev`'s when it was preempted.
+/// sched_switch at `ts` from the current task (`prev_tid`) to `next` (`next_tid`): ends
+/// `next`'s run-queue wait, and starts `prev`'s when it was switched out still runnable
+/// (`preempted`: by the kernel's preemption, or on its way back to user space, which the
+/// tracepoint's `preempt` flag does not cover).
 #[inline(always)]
 pub fn sched_switch(ts: u64, preempted: bool, prev_tid: u32, next: *const u8, next_tid: u32) {
     if !on(family::RUNQUEUE | family::PREEMPTION) {

@@ -356,7 +356,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     task_comm(next, &mut e.next_comm);
     slot.payload(e);
     slot.publish();
-    hist::sched_switch(ts, preempt & 1 != 0, pid_tgid as u32, next, e.next_tid);
+    hist::sched_switch(ts, e.prev_state == 0, pid_tgid as u32, next, e.next_tid);
     if rules::on(rule::RUNQUEUE) {
         if e.prev_state == 0 {
             // Preempted: back on the run queue from now.
