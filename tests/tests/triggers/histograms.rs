@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use schemas::event::EventData;
 
-use super::alerts::{can_run, metrics_addr, query, start_prometheus, until};
+use super::alerts::{can_run, get, metrics_addr, query, sample, start_prometheus, until};
 use super::{Daemon, read, wait_for_snapshots};
 use crate::analyze::{CpuWeight, Group};
-use crate::util::scratch_dir;
+use crate::util::{privileged, scratch_dir, workload};
 
 /// Run-queue wait and times run of a task, from `/proc/PID/schedstat` (the kernel's own
 /// accounting: time on CPU, time waiting on a run queue, timeslices).
@@ -174,6 +174,61 @@ fn prometheus_reads_run_queue_latency_and_the_noisy_neighbour_from_kernel_histog
         let _ = c.wait();
     }
     drop(weight);
+}
+
+/// Without Prometheus (so it runs in the kernel matrix's guests too): with `[metrics]` on, every
+/// family is loaded, every planted syscall is counted, and every histogram is well formed.
+#[test]
+fn kernel_histograms_count_every_planted_syscall() {
+    let Some(_p) = privileged("kernel_histograms_count_every_planted_syscall") else {
+        return;
+    };
+    let d = Daemon::start("histcount", |c| {
+        c.metrics.listen = "127.0.0.1:0".into();
+    });
+    let addr = metrics_addr(&d);
+    let series = "flightrec_syscall_latency_seconds_count{syscall=\"getppid\"}";
+    let before = sample(&get(addr, "/metrics", None).1, series).unwrap_or(0.0);
+    workload(&["getppid", "1000"]);
+    let (code, text) = get(addr, "/metrics", None);
+    assert_eq!(code, 200, "{text}");
+    let after = sample(&text, series).unwrap_or(0.0);
+    assert!(
+        after - before >= 1000.0,
+        "{before} then {after} getppid calls"
+    );
+    for family in [
+        "runqueue_latency",
+        "block_latency",
+        "syscall_latency",
+        "hardirq",
+        "softirq",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE flightrec_{family}_seconds histogram\n")),
+            "{family}"
+        );
+    }
+    assert!(text.contains("flightrec_runqueue_latency_seconds_count{cgroup=\""));
+    // Each series: buckets never decrease, and +Inf is the count.
+    let mut last: Option<(String, f64)> = None;
+    for line in text.lines().filter(|l| l.contains("_bucket{")) {
+        let (head, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap();
+        let key = head.split(",le=").next().unwrap().to_owned();
+        if let Some((k, v)) = &last
+            && *k == key
+        {
+            assert!(value >= *v, "{line} after {v}");
+        }
+        if head.ends_with("le=\"+Inf\"}") {
+            let count = key.replacen("_bucket{", "_count{", 1) + "}";
+            assert_eq!(sample(&text, &count), Some(value), "{line}");
+            last = None;
+        } else {
+            last = Some((key, value));
+        }
+    }
 }
 
 /// The run-queue waits of `tasks` in the snapshot at `path`, sorted: from a wakeup or a switch
