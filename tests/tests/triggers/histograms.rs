@@ -148,6 +148,15 @@ fn prometheus_reads_run_queue_latency_and_the_noisy_neighbour_from_kernel_histog
         "histogram median {median} s, events' median {event_median} s"
     );
 
+    // Prometheus accepts every query of the Grafana dashboard, and the run-queue ones answer.
+    for expr in dashboard().0 {
+        let rows = query(prom, &as_sent(&expr));
+        assert!(
+            !expr.contains("runqueue") || !rows.is_empty(),
+            "no data for {expr}"
+        );
+    }
+
     // The victim's preemptions are charged to the hogs' group, above every other.
     let victim_sel = format!("{{victim_cgroup=\"{}\"}}", victims.name);
     let top = query(
@@ -174,6 +183,53 @@ fn prometheus_reads_run_queue_latency_and_the_noisy_neighbour_from_kernel_histog
         let _ = c.wait();
     }
     drop(weight);
+}
+
+/// The Grafana dashboard shipped in the docs.
+const DASHBOARD: &str = include_str!("../../../docs/grafana/flightrec.json");
+
+/// The PromQL of every panel of the dashboard, and the metric names anything in it queries
+/// (panels and template variables).
+fn dashboard() -> (Vec<String>, Vec<String>) {
+    let d: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    let exprs: Vec<String> = d["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().expect("targets").iter())
+        .map(|t| t["expr"].as_str().expect("expr").to_owned())
+        .collect();
+    let vars = d["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter_map(|v| v["definition"].as_str());
+    let mut names: Vec<String> = exprs
+        .iter()
+        .map(String::as_str)
+        .chain(vars)
+        .flat_map(|e| {
+            e.match_indices("flightrec_").map(|(i, _)| {
+                e[i..]
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 8, "{names:?}");
+    (exprs, names)
+}
+
+/// A dashboard query as Grafana sends it: its variables replaced.
+fn as_sent(expr: &str) -> String {
+    expr.replace("$__rate_interval", "10s")
+        .replace("$cgroup", ".*")
+        .replace("$disk", ".*")
+        .replace("$syscall", ".*")
 }
 
 /// Without Prometheus (so it runs in the kernel matrix's guests too): with `[metrics]` on, every
@@ -210,6 +266,13 @@ fn kernel_histograms_count_every_planted_syscall() {
         );
     }
     assert!(text.contains("flightrec_runqueue_latency_seconds_count{cgroup=\""));
+    // Everything the Grafana dashboard queries is in the exposition.
+    for name in dashboard().1 {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name}{{"))),
+            "the dashboard queries {name}, which the exposition lacks"
+        );
+    }
     // Each series: buckets never decrease, and +Inf is the count.
     let mut last: Option<(String, f64)> = None;
     for line in text.lines().filter(|l| l.contains("_bucket{")) {
