@@ -253,6 +253,21 @@ fn kernel_histograms_count_every_planted_syscall() {
         after - before >= 1000.0,
         "{before} then {after} getppid calls"
     );
+
+    // Writes made durable on the disk of the scratch directory are counted under its name.
+    let dir = scratch_dir("histcount");
+    if let Some(disk) = disk_of(&dir) {
+        let writes =
+            format!("flightrec_block_latency_seconds_count{{disk=\"{disk}\",op=\"write\"}}");
+        let before = sample(&get(addr, "/metrics", None).1, &writes).unwrap_or(0.0);
+        let mut f = std::fs::File::create(dir.join("data")).unwrap();
+        std::io::Write::write_all(&mut f, &vec![7u8; 1 << 20]).unwrap();
+        f.sync_all().unwrap();
+        let after = sample(&get(addr, "/metrics", None).1, &writes).unwrap_or(0.0);
+        assert!(after > before, "{writes}: {before} then {after}");
+    } else {
+        eprintln!("the scratch directory is on no block device: block latency not checked");
+    }
     for family in [
         "runqueue_latency",
         "block_latency",
@@ -299,6 +314,21 @@ fn kernel_histograms_count_every_planted_syscall() {
             last = Some((key, value));
         }
     }
+}
+
+/// The disk holding `path`, named as the block histograms name it (the whole disk, never a
+/// partition); `None` off block devices (tmpfs, overlay).
+fn disk_of(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    let disk = if sys.join("partition").exists() {
+        sys.parent()?
+    } else {
+        &sys
+    };
+    Some(disk.file_name()?.to_string_lossy().into_owned())
 }
 
 /// The run-queue waits of `tasks` in the snapshot at `path`, sorted: from a wakeup or a switch
