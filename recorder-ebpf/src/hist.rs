@@ -57,9 +57,11 @@ static HIST_ZERO: Array<Hist> = Array::with_max_entries(1, 0);
 #[map]
 static HIST_RUNQ_START: LruHashMap<u32, RunqStart> = LruHashMap::with_max_entries(16384, 0);
 
-/// Thread id → sys_enter time of the syscall in progress (0: none).
+/// Thread id → `[sys_enter time, syscall number]` of the syscall in progress (time 0: none).
+/// The number guards against a thread that ended inside `exit`, whose id a new thread reuses:
+/// that thread's first event is the `sys_exit` of `clone`, which must not end the old `exit`.
 #[map]
-static HIST_SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+static HIST_SYSCALL_START: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);
 
 /// `struct request *` → issue time (0: completed).
 #[map]
@@ -172,11 +174,11 @@ macro_rules! set_start {
     }};
 }
 
-/// sys_enter of thread `tid` at `ts`.
+/// sys_enter of syscall `id` in thread `tid` at `ts`.
 #[inline(always)]
-pub fn syscall_enter(tid: u32, ts: u64) {
+pub fn syscall_enter(tid: u32, id: u64, ts: u64) {
     if on(family::SYSCALL) {
-        set_start!(HIST_SYSCALL_START, tid, ts);
+        set_start!(HIST_SYSCALL_START, tid, [ts, id]);
     }
 }
 
@@ -190,12 +192,12 @@ pub fn syscall_exit(tid: u32, id: u64, ts: u64) {
         return;
     };
     // SAFETY: a map value; only this thread's events write it.
-    let start = unsafe { read_volatile(p) };
-    if start == 0 {
+    let [start, entered] = unsafe { read_volatile(p) };
+    if start == 0 || entered != id {
         return;
     }
     // SAFETY: as above.
-    unsafe { write_volatile(p, 0) };
+    unsafe { write_volatile(p, [0, 0]) };
     if id < MAX_SYSCALL as u64
         && let Some(h) = SYSCALL_HIST.get_ptr_mut(id as u32)
     {

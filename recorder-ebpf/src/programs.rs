@@ -224,7 +224,7 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let ts = now();
-    hist::syscall_enter(pid_tgid as u32, ts);
+    hist::syscall_enter(pid_tgid as u32, id as u64, ts);
     if watched {
         // The same timestamp as the record: the rule's latency is exactly exit - entry.
         rules::syscall_enter(pid_tgid as u32, ts);
