@@ -121,6 +121,32 @@ pub(super) fn metrics_addr(d: &Daemon) -> SocketAddr {
         .unwrap()
 }
 
+/// The YAML block of docs/metrics.md whose first line is `# FILE`, with `# FILE` dropped.
+fn doc_yaml(file: &str) -> String {
+    let doc = include_str!("../../../docs/metrics.md");
+    let head = format!("```yaml\n# {file}\n");
+    let start = doc
+        .find(&head)
+        .unwrap_or_else(|| panic!("no {file} in docs/metrics.md"))
+        + head.len();
+    let len = doc[start..].find("```").expect("closed block");
+    doc[start..start + len].to_owned()
+}
+
+/// Runs `tool args… FILE` on `text` written to `dir/name`; fails with its output unless it
+/// succeeds.
+fn check_file(tool: &str, args: &[&str], dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(tool).args(args).arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} on the docs' {name}: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     let test = "metrics_pass_promtool_and_a_real_prometheus_scrapes_them";
@@ -202,6 +228,9 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
 
     // A real Prometheus scrapes it with the token and sees events counted on every CPU.
     let dir = scratch_dir("metrics-prometheus");
+    // The alert rules docs/metrics.md proposes are valid.
+    let rules = doc_yaml("/etc/prometheus/rules/flightrec.yml");
+    check_file("promtool", &["check", "rules"], &dir, "rules.yml", &rules);
     std::fs::write(dir.join("token"), METRICS_TOKEN).unwrap();
     let (_prom, prom) = start_prometheus(
         &dir,
@@ -249,6 +278,12 @@ fn an_alert_through_alertmanager_takes_exactly_one_snapshot_with_its_labels() {
         .to_owned();
     let dir = scratch_dir("alerts-servers");
     std::fs::write(dir.join("hook.token"), TOKEN).unwrap();
+    // The receiver docs/metrics.md proposes is valid (its token file here).
+    let receiver = doc_yaml("/etc/prometheus/alertmanager.yml").replace(
+        "/etc/flightrec/hook.token",
+        &dir.join("hook.token").display().to_string(),
+    );
+    check_file("amtool", &["check-config"], &dir, "receiver.yml", &receiver);
 
     // Alertmanager: every alert to the hook, re-sent often, so duplicates do arrive.
     let am_port = free_port();
