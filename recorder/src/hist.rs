@@ -151,27 +151,24 @@ fn read_array(dir: &Path, name: &str) -> Vec<(u32, Hist)> {
 /// cgroup ids named by path, refreshed from the cgroup2 tree when an unknown id shows up.
 static CGROUP_PATHS: Mutex<Option<HashMap<u64, String>>> = Mutex::new(None);
 
-/// Paths of the cgroup `ids` (`id:N` for a group that is gone).
+/// Paths of the cgroup `ids` (`id:N` for a group that is gone). The tree is walked again only
+/// for an id never seen: cgroup ids are never reused, so a gone group's `id:N` is remembered
+/// and a kernel map still holding its counts costs no walk per scrape.
 fn cgroup_paths(ids: impl IntoIterator<Item = u64>) -> HashMap<u64, String> {
     let mut cache = CGROUP_PATHS.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     let ids: Vec<u64> = ids.into_iter().collect();
-    if ids.iter().any(|id| !cache.contains_key(id))
-        && let Some(root) = crate::statedump::cgroup2_mount()
-    {
-        let mut tree = std::collections::BTreeSet::new();
-        crate::statedump::cgroup_tree(&root, &mut tree);
-        *cache = tree.into_iter().collect();
+    if ids.iter().any(|id| !cache.contains_key(id)) {
+        if let Some(root) = crate::statedump::cgroup2_mount() {
+            let mut tree = std::collections::BTreeSet::new();
+            crate::statedump::cgroup_tree(&root, &mut tree);
+            *cache = tree.into_iter().collect();
+        }
+        for id in &ids {
+            cache.entry(*id).or_insert_with(|| format!("id:{id}"));
+        }
     }
-    ids.into_iter()
-        .map(|id| {
-            let path = cache
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| format!("id:{id}"));
-            (id, path)
-        })
-        .collect()
+    ids.into_iter().map(|id| (id, cache[&id].clone())).collect()
 }
 
 /// The name of block device `dev` (`major << 20 | minor`), from `/sys/dev/block`.
@@ -384,6 +381,15 @@ mod tests {
         );
         assert!(text.contains("x_seconds_sum{k=\"v\"} 3\n"), "{text}");
         assert!(text.contains("x_seconds_count{k=\"v\"} 4\n"), "{text}");
+    }
+
+    #[test]
+    fn a_gone_cgroup_is_named_by_its_id() {
+        let gone = u64::MAX - 7;
+        assert_eq!(cgroup_paths([gone])[&gone], format!("id:{gone}"));
+        // Remembered: asked again, it is answered from the cache.
+        let cache = CGROUP_PATHS.lock().unwrap();
+        assert!(cache.as_ref().unwrap().contains_key(&gone));
     }
 
     #[test]
