@@ -19,12 +19,16 @@
 #
 # Environment: CALLS (per repetition, default 2000000), REPS (rounds, default 7), CPU (the CPU
 # the loop runs on, default 1; everything else this script starts runs on another CPU),
-# FLIGHTREC (a flightrec binary to measure instead of building target/release/flightrec).
+# FLIGHTREC (a flightrec binary to measure instead of building target/release/flightrec),
+# CONFIGS (the configurations, in order, default "baseline flightrec ftrace empty clock"; one
+# more exists: `histograms`, flightrec as above with /metrics on loopback and the in-kernel
+# syscall latency histogram on, which bench/histogram_cost.sh measures).
 set -euo pipefail
 
 CALLS=${CALLS:-2000000}
 REPS=${REPS:-7}
 CPU=${CPU:-1}
+read -r -a configs <<<"${CONFIGS:-baseline flightrec ftrace empty clock}"
 RING_SIZE=8MiB
 BUFFER_KB=8192
 
@@ -42,6 +46,13 @@ INSTANCE=$TRACEFS/instances/flightrec-bench
 
 bench_preconditions "CALLS REPS CPU" "gcc taskset mountpoint timeout awk sort"
 ((CALLS > 0 && REPS > 0)) || die "CALLS and REPS must be positive"
+((${#configs[@]} > 0)) || die "CONFIGS is empty"
+for c in "${configs[@]}"; do
+    case $c in
+    baseline | flightrec | histograms | ftrace | empty | clock) ;;
+    *) die "CONFIGS: unknown configuration '$c' (baseline flightrec histograms ftrace empty clock)" ;;
+    esac
+done
 
 # ---------------------------------------------------------------------------------------------
 # Cleanup: runs on every exit path; each step tolerates "already gone".
@@ -63,6 +74,14 @@ sched = false
 process = false
 block = false
 irq = false
+EOF
+# The same, with /metrics on a loopback port of the kernel's choosing, which turns the syscall
+# latency histogram on (the histograms of the other classes need their programs, off here).
+cat "$tmp/flightrec.toml" - >"$tmp/flightrec-histograms.toml" <<'EOF'
+
+[metrics]
+listen = "127.0.0.1:0"
+histograms = ["syscall"]
 EOF
 
 # Everything this script runs from now on (daemon, status calls, tracefs writes) stays off the
@@ -102,6 +121,32 @@ fi
 
 measure() {
     "$tmp/getpid_loop" "$CPU" "$CALLS" 1
+}
+
+# `flightrec_on` with this script's config and ring size; `--histograms` first: the config
+# with the syscall histogram on.
+frec_on() {
+    local config=$tmp/flightrec.toml
+    if [[ ${1:-} == --histograms ]]; then
+        config=$tmp/flightrec-histograms.toml
+        shift
+    fi
+    : >"$tmp/daemon.log"
+    flightrec_on "$config" "$RING_SIZE" "$@"
+}
+
+# Proof that the histogram counted the measured calls: the getpid count on /metrics.
+histograms_counted() {
+    local addr host port count
+    addr=$(sed -n 's|.*metrics on http://\([0-9.:]*\)/metrics.*|\1|p' "$tmp/daemon.log" | tail -n 1)
+    [[ -n $addr ]] || die "the daemon did not say where /metrics listens (log: $tmp/daemon.log)"
+    host=${addr%:*} port=${addr##*:}
+    exec 3<>"/dev/tcp/$host/$port" || die "cannot connect to /metrics on $addr"
+    printf 'GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$addr" >&3
+    count=$(awk '/^flightrec_syscall_latency_seconds_count\{syscall="getpid"\}/ { print $2 }' <&3)
+    exec 3<&-
+    [[ ${count:-0} -ge $CALLS ]] ||
+        die "the syscall histogram counted ${count:-no} getpid calls, fewer than the $CALLS measured; the figure is void"
 }
 
 flightrec_off() {
@@ -144,31 +189,39 @@ ftrace_off() {
     echo >"$INSTANCE/trace" # empty the buffer for the next round
 }
 
-ftrace_setup
-
-declare -a base=() frec=() ftr=() empty=() clock=()
+# ns/call of each round, by configuration, space-separated.
+declare -A results=()
 run_one() {
+    local v
     case $1 in
-    baseline) base+=("$(measure)") ;;
+    baseline) v=$(measure) ;;
     flightrec)
-        flightrec_on "$tmp/flightrec.toml" "$RING_SIZE"
-        frec+=("$(measure)")
+        frec_on
+        v=$(measure)
+        flightrec_off
+        ;;
+    histograms)
+        frec_on --histograms
+        v=$(measure)
+        histograms_counted
         flightrec_off
         ;;
     ftrace)
         ftrace_on
-        ftr+=("$(measure)")
+        v=$(measure)
         ftrace_off
         ;;
     empty | clock)
-        flightrec_on "$tmp/flightrec.toml" "$RING_SIZE" --bench-floor "$1"
-        if [[ $1 == empty ]]; then empty+=("$(measure)"); else clock+=("$(measure)"); fi
+        frec_on --bench-floor "$1"
+        v=$(measure)
         flightrec_off "$1"
         ;;
     esac
+    results[$1]="${results[$1]:-} $v"
 }
 
-configs=(baseline flightrec ftrace empty clock)
+if [[ " ${configs[*]} " == *" ftrace "* ]]; then ftrace_setup; fi
+
 start_s=$SECONDS
 echo "syscall_overhead: $(date -u +%Y-%m-%dT%H:%M:%SZ), kernel $(uname -r), $ncpu CPUs," \
     "loop on CPU $CPU, $REPS rounds x $CALLS getpid calls per configuration"
@@ -177,8 +230,12 @@ for ((r = 0; r < REPS; r++)); do
     for ((k = 0; k < ${#configs[@]}; k++)); do
         run_one "${configs[(r + k) % ${#configs[@]}]}"
     done
-    printf 'round %d/%d: baseline %s  flightrec %s  ftrace %s  empty %s  clock %s ns/call\n' \
-        $((r + 1)) "$REPS" "${base[r]}" "${frec[r]}" "${ftr[r]}" "${empty[r]}" "${clock[r]}"
+    line="round $((r + 1))/$REPS:"
+    for c in "${configs[@]}"; do
+        read -r -a vs <<<"${results[$c]}"
+        line+="  $c ${vs[r]}"
+    done
+    echo "$line ns/call"
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -188,31 +245,46 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
     if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 minimum() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { printf "%.1f", $1 }'; }
 
-m_base=$(median "${base[@]}")
-m_frec=$(median "${frec[@]}")
-m_ftr=$(median "${ftr[@]}")
-m_empty=$(median "${empty[@]}")
-m_clock=$(median "${clock[@]}")
-over() { awk -v a="$1" -v b="$m_base" 'BEGIN { printf "%.1f", a - b }'; }
-o_frec=$(over "$m_frec")
-o_ftr=$(over "$m_ftr")
-o_empty=$(over "$m_empty")
-o_clock=$(over "$m_clock")
+has() { [[ -n ${results[$1]:-} ]]; }
+declare -A med=() over=()
+for c in "${configs[@]}"; do
+    # shellcheck disable=SC2086 # numbers, split on purpose
+    med[$c]=$(median ${results[$c]})
+done
+label() {
+    case $1 in
+    empty | clock) echo "floor $1" ;;
+    histograms) echo "+histograms" ;;
+    *) echo "$1" ;;
+    esac
+}
 
 echo
 printf '%-12s %14s %10s %16s\n' configuration "ns/call (med)" "min" "overhead (ns)"
-printf '%-12s %14s %10s %16s\n' baseline "$m_base" "$(minimum "${base[@]}")" "-"
-printf '%-12s %14s %10s %16s\n' flightrec "$m_frec" "$(minimum "${frec[@]}")" "$o_frec"
-printf '%-12s %14s %10s %16s\n' ftrace "$m_ftr" "$(minimum "${ftr[@]}")" "$o_ftr"
-printf '%-12s %14s %10s %16s\n' "floor empty" "$m_empty" "$(minimum "${empty[@]}")" "$o_empty"
-printf '%-12s %14s %10s %16s\n' "floor clock" "$m_clock" "$(minimum "${clock[@]}")" "$o_clock"
+for c in baseline flightrec histograms ftrace empty clock; do
+    has "$c" || continue
+    if has baseline && [[ $c != baseline ]]; then
+        over[$c]=$(awk -v a="${med[$c]}" -v b="${med[baseline]}" 'BEGIN { printf "%.1f", a - b }')
+    fi
+    # shellcheck disable=SC2086 # numbers, split on purpose
+    printf '%-12s %14s %10s %16s\n' "$(label "$c")" "${med[$c]}" "$(minimum ${results[$c]})" "${over[$c]:--}"
+done
 echo "($REPS rounds of $CALLS calls, medians; measuring took $((SECONDS - start_s)) s)"
-awk -v f="$o_frec" -v t="$o_ftr" 'BEGIN {
-    if (t > 0) printf "ratio flightrec/ftrace overhead: %.2f (target <= 0.5)\n", f / t
-    else print "ratio flightrec/ftrace overhead: n/a (ftrace overhead not positive) (target <= 0.5)"
-}'
-awk -v f="$o_frec" -v c="$o_clock" -v e="$o_empty" 'BEGIN {
-    if (c > 0) printf "ratio flightrec/clock floor overhead: %.2f (target <= 1.1); above the clock floor: %.1f ns/call\n", f / c, f - c
-    else print "ratio flightrec/clock floor overhead: n/a (clock floor overhead not positive)"
-    if (e > 0) printf "ratio flightrec/empty floor overhead: %.2f (target <= 1.3)\n", f / e
-}'
+if has flightrec && has ftrace && has baseline; then
+    awk -v f="${over[flightrec]}" -v t="${over[ftrace]}" 'BEGIN {
+        if (t > 0) printf "ratio flightrec/ftrace overhead: %.2f (target <= 0.5)\n", f / t
+        else print "ratio flightrec/ftrace overhead: n/a (ftrace overhead not positive) (target <= 0.5)"
+    }'
+fi
+if has flightrec && has clock && has empty && has baseline; then
+    awk -v f="${over[flightrec]}" -v c="${over[clock]}" -v e="${over[empty]}" 'BEGIN {
+        if (c > 0) printf "ratio flightrec/clock floor overhead: %.2f (target <= 1.1); above the clock floor: %.1f ns/call\n", f / c, f - c
+        else print "ratio flightrec/clock floor overhead: n/a (clock floor overhead not positive)"
+        if (e > 0) printf "ratio flightrec/empty floor overhead: %.2f (target <= 1.3)\n", f / e
+    }'
+fi
+if has flightrec && has histograms; then
+    awk -v h="${med[histograms]}" -v f="${med[flightrec]}" 'BEGIN {
+        printf "histograms on minus off: %.1f ns per syscall (one sys_enter and one sys_exit event)\n", h - f
+    }'
+fi

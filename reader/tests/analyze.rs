@@ -2,6 +2,7 @@
 //! were worked out by hand (see the comment above each).
 
 #[path = "common/fixtures.rs"]
+#[allow(dead_code, reason = "each test crate uses some of the shared fixtures")]
 mod fixtures;
 
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! forks that name a chosen thread, and time bounds in every form `--begin`/`--end` take.
 
 #[path = "common/fixtures.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, reason = "each test crate uses some of the shared fixtures")]
 mod fixtures;
 
 use std::path::PathBuf;
@@ -139,4 +139,3 @@ fn time_bounds_take_absolute_and_relative_forms() {
     };
     assert_eq!(times(&head), [1000, 2000, 2500]);
 }
-

@@ -18,6 +18,8 @@
 )]
 
 #[cfg(target_arch = "bpf")]
+mod hist;
+#[cfg(target_arch = "bpf")]
 mod programs;
 #[cfg(target_arch = "bpf")]
 mod ring;

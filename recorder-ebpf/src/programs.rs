@@ -19,7 +19,7 @@ use schemas::{
 };
 
 use crate::ring::{self, Slot};
-use crate::rules;
+use crate::{hist, rules};
 
 /// Process ids (tgid) to record when the pid filter is on.
 #[map]
@@ -195,10 +195,11 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // Rules see every task, whatever the recording filters say.
     let watched = rules::on(rule::SYSCALL) && rules::syscall_watched(id as u64);
     let allowed = current_allowed(pid_tgid);
-    if !allowed && !watched {
+    if !allowed && !watched && !hist::on(schemas::hist::family::SYSCALL) {
         return Ok(());
     }
     let ts = now();
+    hist::syscall_enter(pid_tgid as u32, id as u64, ts);
     if watched {
         // The same timestamp as the record: the rule's latency is exactly exit - entry.
         rules::syscall_enter(pid_tgid as u32, ts);
@@ -325,13 +326,14 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let allowed = current_allowed(pid_tgid);
-    if !allowed && !rules::on(rule::SYSCALL) {
+    if !allowed && !rules::on(rule::SYSCALL) && !hist::on(schemas::hist::family::SYSCALL) {
         return Ok(());
     }
     let ts = now();
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let id: u64 = bload(regs, konst!(OFFSETS.regs_orig_ax));
+    hist::syscall_exit(pid_tgid as u32, id, ts);
     if allowed {
         let slot = if id < AUX_ESCAPE {
             ring::reserve::<8>(EventKind::SyscallExit as u32, ts, pid_tgid, 0, id).map(|s| {
@@ -390,13 +392,14 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     e.prev_cgroup = unsafe { bpf_get_current_cgroup_id() };
     task_comm(prev, &mut e.prev_comm);
     task_comm(next, &mut e.next_comm);
-    emit(EventKind::SchedSwitch, ts, pid_tgid, e)?;
+    let _ = emit(EventKind::SchedSwitch, ts, pid_tgid, e);
+    hist::sched_switch(ts, e.prev_state == 0, pid_tgid as u32, next, e.next_tid);
     if rules::on(rule::RUNQUEUE) {
         if e.prev_state == 0 {
             // Preempted: back on the run queue from now.
             rules::runnable(pid_tgid as u32, ts);
         }
-        rules::running(e.next_pid, e.next_tid, e.next_comm, ts);
+        rules::running(next, e.next_pid, e.next_tid, e.next_comm, ts);
     }
     Ok(())
 }
@@ -414,7 +417,8 @@ fn wakeup(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
         ..SchedWakeup::default()
     };
     task_comm(p, &mut e.comm);
-    emit(kind, ts, pid_tgid, e)?;
+    let _ = emit(kind, ts, pid_tgid, e);
+    hist::wakeup(e.tid, ts);
     if rules::on(rule::RUNQUEUE) {
         rules::runnable(e.tid, ts);
     }
@@ -576,7 +580,8 @@ fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
     e.bytes = kread(rq, konst!(OFFSETS.rq_data_len));
     e.nr_sector = e.bytes >> 9;
     e.comm = bpf_get_current_comm().unwrap_or_default();
-    emit(EventKind::BlockRqIssue, ts, pid_tgid, e)?;
+    let _ = emit(EventKind::BlockRqIssue, ts, pid_tgid, e);
+    hist::block_issue(rq, ts);
     if rules::on(rule::BLOCK) {
         rules::block_issue(e.dev, e.sector, ts);
     }
@@ -619,7 +624,8 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     e.bytes = nr_bytes as u32;
     e.nr_sector = e.bytes >> 9;
     e.error = blk_status_errno(status as u8);
-    emit(EventKind::BlockRqComplete, ts, pid_tgid, e)?;
+    let _ = emit(EventKind::BlockRqComplete, ts, pid_tgid, e);
+    hist::block_complete(rq, e.dev, e.op, ts);
     if rules::on(rule::BLOCK) {
         rules::block_complete(e.dev, e.sector, ts, pid_tgid);
     }
@@ -646,7 +652,8 @@ fn try_irq_entry(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let name: *const u8 = kread(action, konst!(OFFSETS.irqaction_name));
     // SAFETY: bounded by the buffer, fails cleanly on a bad pointer.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut e.name) };
-    emit(EventKind::IrqHandlerEntry, ts, pid_tgid, e)?;
+    let _ = emit(EventKind::IrqHandlerEntry, ts, pid_tgid, e);
+    hist::irq_entry(ts);
     if rules::on(rule::IRQ) {
         rules::irq_entry(ts);
     }
@@ -665,7 +672,7 @@ fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let irq: u64 = ctx.arg(0);
     let ret: u64 = ctx.arg(2);
     let pid_tgid = bpf_get_current_pid_tgid();
-    emit(
+    let _ = emit(
         EventKind::IrqHandlerExit,
         ts,
         pid_tgid,
@@ -673,7 +680,8 @@ fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
             irq: irq as u32,
             ret: ret as i32,
         },
-    )?;
+    );
+    hist::irq_exit(irq as u32, ts);
     if rules::on(rule::IRQ) {
         rules::irq_exit(irq as u32, ts, pid_tgid);
     }
@@ -684,7 +692,7 @@ fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
 fn softirq(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     let ts = now();
     let vec: u64 = ctx.arg(0);
-    emit(
+    let _ = emit(
         kind,
         ts,
         bpf_get_current_pid_tgid(),
@@ -692,7 +700,12 @@ fn softirq(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
             vec: vec as u32,
             _pad: 0,
         },
-    )?;
+    );
+    if matches!(kind, EventKind::SoftirqEntry) {
+        hist::softirq_entry(ts);
+    } else {
+        hist::softirq_exit(vec as u32, ts);
+    }
     Ok(())
 }
 

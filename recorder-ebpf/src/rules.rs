@@ -66,6 +66,8 @@ pub struct Subject {
     pub pid_tgid: u64,
     /// Its comm when the caller already has it; read from the current task otherwise.
     pub comm: Option<[u8; COMM_LEN]>,
+    /// Its `task_struct` when it is not the current task (null: current), for its cgroup.
+    pub task: *const u8,
 }
 
 /// Flips the epoch exactly as userspace's freeze does, unless someone else is freezing. Returns
@@ -180,8 +182,14 @@ pub fn check(kind: u32, ts: u64, start: u64, key: u64, aux: u64, who: Subject) {
             }
         }
         if spec.flags & rule::MATCH_CGROUP != 0 {
-            // SAFETY: BPF helper without preconditions.
-            let cg = *cgroup.get_or_insert_with(|| unsafe { bpf_get_current_cgroup_id() });
+            let cg = *cgroup.get_or_insert_with(|| {
+                if who.task.is_null() {
+                    // SAFETY: BPF helper without preconditions.
+                    unsafe { bpf_get_current_cgroup_id() }
+                } else {
+                    crate::hist::task_cgroup(who.task)
+                }
+            });
             if cg != spec.cgroup {
                 continue;
             }
@@ -247,6 +255,7 @@ pub fn syscall_exit(pid_tgid: u64, id: u64, ret: i64, ts: u64) {
         Subject {
             pid_tgid,
             comm: None,
+            task: core::ptr::null(),
         },
     );
 }
@@ -259,9 +268,9 @@ pub fn runnable(tid: u32, ts: u64) {
     }
 }
 
-/// A task got the CPU: its run-queue wait ends.
+/// A task (`task`, not yet current) got the CPU: its run-queue wait ends.
 #[inline(always)]
-pub fn running(pid: u32, tid: u32, comm: [u8; COMM_LEN], ts: u64) {
+pub fn running(task: *const u8, pid: u32, tid: u32, comm: [u8; COMM_LEN], ts: u64) {
     // SAFETY: copied out before removal.
     let Some(start) = (unsafe { RUNQ_START.get(&tid) }).copied() else {
         return;
@@ -276,6 +285,7 @@ pub fn running(pid: u32, tid: u32, comm: [u8; COMM_LEN], ts: u64) {
         Subject {
             pid_tgid: ((pid as u64) << 32) | tid as u64,
             comm: Some(comm),
+            task,
         },
     );
 }
@@ -304,6 +314,7 @@ pub fn block_complete(dev: u32, sector: u64, ts: u64, pid_tgid: u64) {
         Subject {
             pid_tgid,
             comm: Some([0; COMM_LEN]),
+            task: core::ptr::null(),
         },
     );
 }
@@ -339,6 +350,7 @@ pub fn irq_exit(irq: u32, ts: u64, pid_tgid: u64) {
         Subject {
             pid_tgid,
             comm: Some([0; COMM_LEN]),
+            task: core::ptr::null(),
         },
     );
 }

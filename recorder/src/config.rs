@@ -271,6 +271,7 @@ impl Config {
         }
         self.hook.check()?;
         self.metrics.check()?;
+        crate::hist::families(self)?;
         self.governor.check()?;
         let rules = triggers::rules::check_rules(&self.rules)?;
         let enabled = self.events.enabled();

@@ -303,6 +303,19 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, SetupError> {
     })
 }
 
+/// Offsets of the chain from a task to its cgroup v2 id (`task->cgroups->dfl_cgrp->kn->id`),
+/// which the run-queue histograms and run-queue rules on a cgroup read for the task that gets
+/// the CPU (it is not current yet). Fields the kernel lacks are left absent.
+pub fn cgroup_offsets(btf: &Btf) -> schemas::hist::CgroupOffsets {
+    let opt = |s: &str, p: &str| member_offset(btf, s, p).unwrap_or(u32::MAX);
+    schemas::hist::CgroupOffsets {
+        task_cgroups: opt("task_struct", "cgroups"),
+        css_set_dfl_cgrp: opt("css_set", "dfl_cgrp"),
+        cgroup_kn: opt("cgroup", "kn"),
+        kernfs_node_id: opt("kernfs_node", "id"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +351,8 @@ mod tests {
         assert_ne!(o.rq_sector, KernelOffsets::ABSENT);
         assert_eq!(o.req_op_mask, 0xff);
         assert!(o.req_flag_masks.iter().all(|m| m.count_ones() == 1));
+        let cg = cgroup_offsets(&btf);
+        assert!(cg.complete(), "{cg:?}");
     }
 }
 

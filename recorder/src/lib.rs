@@ -8,6 +8,7 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod hist;
 pub mod kernel;
 pub mod metrics;
 pub mod rings;

@@ -32,6 +32,9 @@ pub struct MetricsConfig {
     pub token_file: PathBuf,
     /// Allow a listen address that is not loopback (there is no TLS).
     pub allow_remote: bool,
+    /// In-kernel latency histogram families to keep (`crate::hist::families`): unset, every
+    /// family whose event class is recorded; `[]`, none.
+    pub histograms: Option<Vec<String>>,
 }
 
 impl MetricsConfig {
@@ -102,15 +105,20 @@ fn escape(v: &str) -> String {
 }
 
 /// Writes families into one exposition.
-struct Exposition(String);
+pub(crate) struct Exposition(pub(crate) String);
 
 impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    pub(crate) fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    pub(crate) fn sample(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: impl std::fmt::Display,
+    ) {
         self.0.push_str(name);
         if !labels.is_empty() {
             self.0.push('{');
@@ -131,8 +139,9 @@ impl Exposition {
     }
 }
 
-/// The exposition of `status`.
-pub fn render(status: &Status) -> String {
+/// The exposition of `status`, then of the histograms pinned in `pin_dir` that `histograms`
+/// (`crate::hist::families`) has on.
+pub fn render(status: &Status, pin_dir: &std::path::Path, histograms: u32) -> String {
     let mut e = Exposition(String::with_capacity(4096));
     e.family(
         "flightrec_build_info",
@@ -300,6 +309,7 @@ pub fn render(status: &Status) -> String {
             u.spool_bytes,
         );
     }
+    crate::hist::render(&mut e, pin_dir, histograms);
     e.0
 }
 

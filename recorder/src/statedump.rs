@@ -399,7 +399,7 @@ const MAX_CGROUPS: usize = 20_000;
 /// Adds every cgroup directory under the cgroup2 mount `root` to `out` as (id, path), so the
 /// cgroup ids the kernel records carry name groups that hold no process at the freeze: the
 /// group of a job whose processes all exited is still named, as long as it exists.
-fn cgroup_tree(root: &Path, out: &mut std::collections::BTreeSet<(u64, String)>) {
+pub(crate) fn cgroup_tree(root: &Path, out: &mut std::collections::BTreeSet<(u64, String)>) {
     let mut stack = vec![(root.to_path_buf(), String::from("/"))];
     let mut seen = 0;
     while let Some((dir, path)) = stack.pop() {

@@ -2,6 +2,7 @@
 //! job: daemon, status, `snapshot record`, `dump --json`, teardown.
 
 #[path = "../../reader/tests/common/fixtures.rs"]
+#[allow(dead_code, reason = "each test crate uses some of the shared fixtures")]
 mod fixtures;
 
 use std::path::{Path, PathBuf};

@@ -30,6 +30,7 @@ pub mod config;
 pub mod event;
 #[cfg(feature = "std")]
 pub mod file;
+pub mod hist;
 #[cfg(feature = "std")]
 pub mod manifest;
 #[cfg(feature = "std")]
@@ -546,7 +547,8 @@ pub mod rule {
     pub const MATCH_PID: u32 = 2;
     /// `RuleSpec::comm` must equal the task's comm.
     pub const MATCH_COMM: u32 = 4;
-    /// `RuleSpec::cgroup` must equal the current task's cgroup v2 id.
+    /// `RuleSpec::cgroup` must equal the measured task's cgroup v2 id (for run-queue rules, the
+    /// task that got the CPU, read through `schemas::hist::CgroupOffsets`).
     pub const MATCH_CGROUP: u32 = 8;
     /// Freeze the epoch in the program that matched (no post window).
     pub const FREEZE: u32 = 16;

@@ -65,7 +65,8 @@ pub struct RuleConfig {
     /// `syscall` and `runqueue` rules: only this process id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    /// `syscall` rules: only tasks in this cgroup v2 path, e.g. "/system.slice/db.service".
+    /// `syscall` and `runqueue` rules: only tasks in this cgroup v2 path, e.g.
+    /// "/system.slice/db.service" (for `runqueue`, the cgroup of the task that waited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
     /// `block` rules: the whole disk as "MAJOR:MINOR" (e.g. "8:0"); any disk when absent.
@@ -172,7 +173,7 @@ impl RuleConfig {
         let allowed: &[&str] = match self.kind {
             RuleKind::Syscall => &["syscall", "comm", "pid", "cgroup"],
             RuleKind::Block => &["device"],
-            RuleKind::Runqueue => &["comm", "pid"],
+            RuleKind::Runqueue => &["comm", "pid", "cgroup"],
             RuleKind::Irq => &["irq"],
         };
         let given = [
@@ -338,6 +339,8 @@ mod tests {
             rule("name='rq'\nkind='runqueue'\ncomm='app'\nthreshold='5ms'\npost='100ms'").unwrap();
         assert_eq!(r.post_ms, 100);
         assert!(rule("name='i'\nkind='irq'\nthreshold='1ms'").is_ok());
+        // The cgroup of the task that waited, read from BTF-resolved offsets in the program.
+        assert!(rule("name='c'\nkind='runqueue'\ncgroup='/db'\nthreshold='1ms'").is_ok());
     }
 
     #[test]
@@ -352,7 +355,7 @@ mod tests {
                 "not an x86-64 syscall",
             ),
             (
-                "name='x'\nkind='runqueue'\ncgroup='/a'\nthreshold='1ms'",
+                "name='x'\nkind='irq'\ncgroup='/a'\nthreshold='1ms'",
                 "cgroup does not apply",
             ),
             (

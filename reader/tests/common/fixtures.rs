@@ -65,7 +65,16 @@ pub fn all_kinds_snapshot() -> SnapshotBuilder {
     b.fork(t + 30 * US, 1, worker, (402, 402, "web"));
     b.exec(t + 40 * US, 1, (402, 402, "web"), "/usr/bin/true");
     b.exit(t + 50 * US, 1, (402, 402, "true"));
-    b.block(0, web, (8 << 20) | 16, 2048, 4096, 1, t + 60 * US, t + 900 * US);
+    b.block(
+        0,
+        web,
+        (8 << 20) | 16,
+        2048,
+        4096,
+        1,
+        t + 60 * US,
+        t + 900 * US,
+    );
     b.irq(1, worker, 24, "virtio0-input.0", t + 70 * US, t + 72 * US);
     b.softirq(1, worker, 3, t + 73 * US, t + 80 * US);
     b

@@ -30,13 +30,18 @@ async fn metrics(State(s): State<Scrape>, headers: HeaderMap) -> Response {
     }
     // The status takes the rings' lock briefly; off the runtime's workers all the same.
     let shared = s.shared.clone();
-    match tokio::task::spawn_blocking(move || super::status(&shared)).await {
-        Ok(status) => (
+    let text = move || {
+        let families = crate::hist::families(&shared.config).unwrap_or(0);
+        let pins = &shared.config.recorder.pin_dir;
+        crate::metrics::render(&super::status(&shared), pins, families)
+    };
+    match tokio::task::spawn_blocking(text).await {
+        Ok(text) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            crate::metrics::render(&status),
+            text,
         )
             .into_response(),
         Err(e) => {

@@ -11,6 +11,7 @@ use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{BtfError, Ebpf, EbpfError, EbpfLoader};
 use memmap2::{MmapMut, MmapOptions};
 use schemas::compact::PACKET_SIZE;
+use schemas::hist::{self, family};
 use schemas::{CpuHead, ctrl, meta, rule};
 
 use super::pin_dir::{self, PinLock};
@@ -54,6 +55,28 @@ const PINNED_MAPS: &[&str] = &[
     "RULE_HITS",
 ];
 
+/// What `families` (`crate::hist::families`) and the rules need from the cgroup chain: an
+/// error naming the missing field when they need it and the kernel lacks it.
+fn check_cgroup_chain(
+    offsets: &schemas::hist::CgroupOffsets,
+    families: u32,
+    specs: &[schemas::RuleSpec],
+) -> Result<(), SetupError> {
+    use schemas::hist::family;
+    let by_cgroup = specs
+        .iter()
+        .any(|s| s.kind == schemas::rule::RUNQUEUE && s.flags & schemas::rule::MATCH_CGROUP != 0);
+    if (families & (family::RUNQUEUE | family::PREEMPTION) != 0 || by_cgroup) && !offsets.complete()
+    {
+        return Err(SetupError::MissingBtf(
+            "task_struct.cgroups, css_set.dfl_cgrp, cgroup.kn and kernfs_node.id (the cgroup \
+             of the task that gets the CPU)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Why the pins found in the pin directory cannot be adopted (they are replaced).
 #[derive(Debug, thiserror::Error)]
 enum NotAdoptable {
@@ -91,6 +114,11 @@ fn config_hash(config: &Config, slots: u64) -> u64 {
     // earlier versions.
     if config.syscall_floor != schemas::floor::RECORD {
         text.push_str(&format!(" floor {}", config.syscall_floor));
+    }
+    // Likewise the histograms: programs loaded without them are kept while they stay off.
+    let families = crate::hist::families(config).unwrap_or(0);
+    if families != 0 {
+        text.push_str(&format!(" histograms {families}"));
     }
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
@@ -297,6 +325,14 @@ impl Rings {
         let specs = rule_specs(config)?;
         let kinds = specs.iter().fold(0u32, |k, s| k | s.kind);
         let ruled = |kind: u32, n: u32| if kinds & kind != 0 { n } else { 1 };
+        let families = crate::hist::families(config).map_err(|source| SetupError::Config {
+            what: "metrics.histograms",
+            source,
+        })?;
+        let cgroup_offsets = kernel::cgroup_offsets(&btf);
+        check_cgroup_chain(&cgroup_offsets, families, &specs)?;
+        // Histogram tables of families that are off hold one entry.
+        let fam = |f: u32, n: u32| if families & f != 0 { n } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("NCPU", &ncpu, true)
@@ -309,6 +345,8 @@ impl Rings {
             .override_global("OFFSETS", &offsets, true)
             .override_global("RULE_KINDS", &kinds, true)
             .override_global("SYSCALL_FLOOR", &config.syscall_floor, true)
+            .override_global("HIST_FAMILIES", &families, true)
+            .override_global("CGROUP_OFFSETS", &cgroup_offsets, true)
             .map_max_entries("RING", ring_entries)
             .map_max_entries("HEADS", 2 * ncpu)
             // Tables sized to what this configuration uses: kernel memory is history lost.
@@ -319,6 +357,18 @@ impl Rings {
             .map_max_entries("RUNQ_START", ruled(rule::RUNQUEUE, 16384))
             .map_max_entries("BLOCK_START", ruled(rule::BLOCK, 8192))
             .map_max_entries("RULE_HITS", if specs.is_empty() { 4096 } else { 64 * 1024 })
+            .map_max_entries("RUNQ_HIST", fam(family::RUNQUEUE, hist::MAX_CGROUPS))
+            .map_max_entries("PREEMPT_PAIRS", fam(family::PREEMPTION, hist::MAX_PAIRS))
+            .map_max_entries("BLOCK_HIST", fam(family::BLOCK, hist::MAX_DISK_OPS))
+            .map_max_entries("SYSCALL_HIST", fam(family::SYSCALL, hist::MAX_SYSCALL))
+            .map_max_entries("IRQ_HIST", fam(family::IRQ, hist::MAX_IRQS))
+            .map_max_entries("SOFTIRQ_HIST", fam(family::IRQ, hist::MAX_SOFTIRQ))
+            .map_max_entries(
+                "HIST_RUNQ_START",
+                fam(family::RUNQUEUE | family::PREEMPTION, 16384),
+            )
+            .map_max_entries("HIST_SYSCALL_START", fam(family::SYSCALL, 16384))
+            .map_max_entries("HIST_BLOCK_START", fam(family::BLOCK, 8192))
             .load(EBPF_OBJECT)
             .map_err(load_error)?;
 
@@ -326,7 +376,7 @@ impl Rings {
         write_filters(&mut ebpf, &config.filter)?;
         // Rules before anything is attached, too: the programs read the table on every match.
         write_rules(&mut ebpf, &specs)?;
-        for name in PINNED_MAPS {
+        for name in PINNED_MAPS.iter().chain(crate::hist::MAPS) {
             let map = ebpf.map(name).expect("map in object");
             map.pin(dir.join(format!("map_{name}")))
                 .map_err(|source| SetupError::Pin {

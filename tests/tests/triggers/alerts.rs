@@ -13,12 +13,12 @@ use serde_json::Value;
 
 use super::{Daemon, TOKEN, free_port, read, snapshots_in, status};
 use crate::readers::available;
-use crate::util::{privileged, scratch_dir};
+use crate::util::{Privileged, privileged, scratch_dir};
 
 const METRICS_TOKEN: &str = "metrics-test-token-0123";
 
 /// One GET; the status and the body as text.
-fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+pub(super) fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -36,13 +36,13 @@ fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
 }
 
 /// The value of the sample `name{labels}` (labels as written in the exposition).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(super) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A child process killed on drop.
-struct Server(Child);
+pub(super) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -52,7 +52,7 @@ impl Drop for Server {
 }
 
 /// Polls `f` every 200 ms until it returns something, or fails after `secs` saying `what`.
-fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(super) fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -63,7 +63,7 @@ fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn start_prometheus(dir: &Path, config: &str) -> (Server, SocketAddr) {
+pub(super) fn start_prometheus(dir: &Path, config: &str) -> (Server, SocketAddr) {
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let port = free_port();
     let child = Command::new("prometheus")
@@ -91,7 +91,7 @@ fn start_prometheus(dir: &Path, config: &str) -> (Server, SocketAddr) {
 }
 
 /// A PromQL instant query's result vector.
-fn query(prom: SocketAddr, q: &str) -> Vec<Value> {
+pub(super) fn query(prom: SocketAddr, q: &str) -> Vec<Value> {
     let enc: String = q
         .bytes()
         .map(|b| match b {
@@ -105,29 +105,64 @@ fn query(prom: SocketAddr, q: &str) -> Vec<Value> {
     v["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
+/// The privileges `test` needs when it can run: root, BTF, and `tool` (from the Debian package
+/// `what`) answering `--version`.
+pub(super) fn can_run(test: &str, what: &str, tool: &str) -> Option<Privileged> {
+    let p = privileged(test)?;
+    available(test, what, Command::new(tool).arg("--version")).then_some(p)
+}
+
+/// Where the daemon serves `GET /metrics`.
+pub(super) fn metrics_addr(d: &Daemon) -> SocketAddr {
+    status(&d.config)["metrics_listen"]
+        .as_str()
+        .expect("metrics on")
+        .parse()
+        .unwrap()
+}
+
+/// The YAML block of docs/metrics.md whose first line is `# FILE`, with `# FILE` dropped.
+fn doc_yaml(file: &str) -> String {
+    let doc = include_str!("../../../docs/metrics.md");
+    let head = format!("```yaml\n# {file}\n");
+    let start = doc
+        .find(&head)
+        .unwrap_or_else(|| panic!("no {file} in docs/metrics.md"))
+        + head.len();
+    let len = doc[start..].find("```").expect("closed block");
+    doc[start..start + len].to_owned()
+}
+
+/// Runs `tool args… FILE` on `text` written to `dir/name`; fails with its output unless it
+/// succeeds.
+fn check_file(tool: &str, args: &[&str], dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(tool).args(args).arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} on the docs' {name}: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     let test = "metrics_pass_promtool_and_a_real_prometheus_scrapes_them";
-    let Some(_p) = privileged(test) else {
-        return;
-    };
-    if !available(
+    let Some(_p) = can_run(
         test,
         "prometheus and promtool (Debian package prometheus)",
-        Command::new("promtool").arg("--version"),
-    ) {
+        "promtool",
+    ) else {
         return;
-    }
+    };
     let d = Daemon::start("metrics", |c| {
         c.metrics.listen = "127.0.0.1:0".into();
         c.metrics.token = METRICS_TOKEN.into();
     });
     let st = status(&d.config);
-    let addr: SocketAddr = st["metrics_listen"]
-        .as_str()
-        .expect("metrics on")
-        .parse()
-        .unwrap();
+    let addr = metrics_addr(&d);
 
     // One hook call, to be counted by status code.
     let (code, _) = d.post(r#"{"reason":"metrics test"}"#);
@@ -162,6 +197,21 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
         sample(&text, "flightrec_events_written_total{cpu=\"0\"}").is_some_and(|v| v > 0.0),
         "{text}"
     );
+    // The in-kernel histograms are on with the metrics, and promtool read them above.
+    for family in [
+        "flightrec_runqueue_latency_seconds histogram",
+        "flightrec_preemptions_total counter",
+        "flightrec_block_latency_seconds histogram",
+        "flightrec_syscall_latency_seconds histogram",
+        "flightrec_hardirq_seconds histogram",
+        "flightrec_softirq_seconds histogram",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family}\n")),
+            "{family}: {text}"
+        );
+    }
+    assert!(text.contains("flightrec_syscall_latency_seconds_bucket{syscall=\""));
     assert_eq!(
         sample(&text, "flightrec_hook_requests_total{code=\"202\"}"),
         Some(1.0),
@@ -178,6 +228,9 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
 
     // A real Prometheus scrapes it with the token and sees events counted on every CPU.
     let dir = scratch_dir("metrics-prometheus");
+    // The alert rules docs/metrics.md proposes are valid.
+    let rules = doc_yaml("/etc/prometheus/rules/flightrec.yml");
+    check_file("promtool", &["check", "rules"], &dir, "rules.yml", &rules);
     std::fs::write(dir.join("token"), METRICS_TOKEN).unwrap();
     let (_prom, prom) = start_prometheus(
         &dir,
@@ -225,6 +278,12 @@ fn an_alert_through_alertmanager_takes_exactly_one_snapshot_with_its_labels() {
         .to_owned();
     let dir = scratch_dir("alerts-servers");
     std::fs::write(dir.join("hook.token"), TOKEN).unwrap();
+    // The receiver docs/metrics.md proposes is valid (its token file here).
+    let receiver = doc_yaml("/etc/prometheus/alertmanager.yml").replace(
+        "/etc/flightrec/hook.token",
+        &dir.join("hook.token").display().to_string(),
+    );
+    check_file("amtool", &["check-config"], &dir, "receiver.yml", &receiver);
 
     // Alertmanager: every alert to the hook, re-sent often, so duplicates do arrive.
     let am_port = free_port();
@@ -255,11 +314,13 @@ fn an_alert_through_alertmanager_takes_exactly_one_snapshot_with_its_labels() {
         .expect("start alertmanager");
     let _am = Server(am);
 
-    // Prometheus scrapes the recorder and fires a rule on its own metrics.
+    // Prometheus scrapes the recorder and fires a rule on one of its in-kernel histograms: the
+    // 99th percentile syscall latency is above zero as soon as anything makes a syscall.
     std::fs::write(
         dir.join("rules.yml"),
         "groups:\n  - name: flightrec\n    rules:\n      - alert: RecorderBusy\n        \
-         expr: sum(rate(flightrec_events_written_total[5s])) > 0\n        for: 0s\n        \
+         expr: histogram_quantile(0.99, sum by (le) \
+         (rate(flightrec_syscall_latency_seconds_bucket[5s]))) > 0\n        for: 0s\n        \
          labels: {severity: page, team: storage}\n        \
          annotations: {summary: the recorder records}\n",
     )

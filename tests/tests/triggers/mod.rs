@@ -7,6 +7,7 @@
 
 mod alerts;
 mod governor;
+mod histograms;
 mod hook;
 mod nginx;
 mod rules;

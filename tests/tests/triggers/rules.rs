@@ -8,7 +8,8 @@ use flightrec::config::Config;
 use schemas::event::{Event, EventData};
 use schemas::manifest::Manifest;
 
-use super::{Daemon, read, status, wait_for_snapshots};
+use super::{Daemon, read, snapshots_in, status, wait_for_snapshots};
+use crate::analyze::Group;
 use crate::util::{MAGIC, nr, privileged, scratch_dir, syscalls_of};
 
 #[test]
@@ -151,6 +152,60 @@ fn runqueue_rule_fires_when_hogs_starve_a_sleeper() {
         EventData::SchedSwitch(_) => assert_eq!(began.tid, vpid),
         other => panic!("the wait began with {other:?}"),
     }
+}
+
+/// A run-queue rule on a cgroup matches the cgroup of the task that waited, which is not the
+/// current task at the switch that ends the wait: a victim in another group, started first,
+/// starves as much and does not fire it.
+#[test]
+fn runqueue_rule_on_a_cgroup_fires_for_a_waiter_in_that_cgroup_only() {
+    let Some(_p) = privileged("runqueue_rule_on_a_cgroup_fires_for_a_waiter_in_that_cgroup_only")
+    else {
+        return;
+    };
+    let watched = Group::new("flightrec-test-rq-watched");
+    let other = Group::new("flightrec-test-rq-other");
+    let d = Daemon::start("rqcgroup", |c| {
+        c.rules = rules(&format!(
+            "name='starved'\nkind='runqueue'\ncgroup='{}'\nthreshold='5ms'",
+            watched.name
+        ))
+        .rules;
+    });
+    let bin = env!("CARGO_BIN_EXE_workload");
+    let mut children: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new(bin)
+                .args(["spin", "5000", "0"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    children.push(other.spawn_bin(bin, &["victim", "5000", "2", "0"]));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        snapshots_in(d.spool()).is_empty(),
+        "the rule fired for a task outside its cgroup"
+    );
+    let victim = watched.spawn_bin(bin, &["victim", "5000", "2", "0"]);
+    let vpid = victim.id();
+    children.push(victim);
+    let files = wait_for_snapshots(d.spool(), 1, Duration::from_secs(10));
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (m, _) = read(&files[0]);
+    let f = &m.trigger.fields;
+    // Its comm may still be the test's: the victim can wait already between joining the group
+    // (before exec) and exec.
+    assert_eq!(
+        (f["rule"].as_str(), f["tid"].as_u64()),
+        (Some("starved"), Some(vpid as u64))
+    );
+    assert!(f["ts_ns"].as_u64().unwrap() - f["start_ns"].as_u64().unwrap() >= 5_000_000);
 }
 
 /// Rules as the config file would give them (the rule type lives in the triggers crate).

@@ -70,7 +70,7 @@ while [ $i -lt 600 ]; do
     i=$((i + 1))
 done
 [ $up = 1 ] || fail "the daemon did not come up: $(cat "$WORK/daemon.err")"
-"$WORKLOAD" getppid 1000 &
+"$WORKLOAD" getpgid 1000 &
 pid=$!
 wait $pid || fail "the workload failed"
 path=$("$FLIGHTREC" snapshot record --name vm -o "$snaps" --socket "$sock" | tail -n 1)
@@ -80,10 +80,10 @@ wait "$daemon" || fail "the daemon did not stop cleanly: $(cat "$WORK/daemon.err
 "$FLIGHTREC" teardown --pin-dir "$pins" >/dev/null || fail "teardown failed"
 
 "$FLIGHTREC" dump --json "$path" >"$WORK/dump.json" || fail "dump failed"
-calls=$(grep '"name":"syscall_entry_getppid"' "$WORK/dump.json" | grep -c "\"tid\":$pid,")
-[ "$calls" = 1000 ] || fail "the snapshot holds $calls of 1000 planted getppid calls"
+calls=$(grep '"name":"syscall_entry_getpgid"' "$WORK/dump.json" | grep -c "\"tid\":$pid,")
+[ "$calls" = 1000 ] || fail "the snapshot holds $calls of 1000 planted getpgid calls"
 "$FLIGHTREC" analyze "$path" >"$WORK/analyze.txt" || fail "analyze failed"
-grep -q getppid "$WORK/analyze.txt" || fail "analyze does not show the getppid calls"
+grep -q getpgid "$WORK/analyze.txt" || fail "analyze does not show the getpgid calls"
 "$FLIGHTREC" analyze --json "$path" >"$WORK/analyze.json" || fail "analyze --json failed"
 
 "$FLIGHTREC" export "$path" --format ctf -o "$WORK/ctf" || fail "export ctf failed"
@@ -94,4 +94,4 @@ head -c 200 "$WORK/ctf/kernel/metadata" | grep -q "CTF 1.8" || fail "the CTF exp
 "$FLIGHTREC" export "$path" --format tracedat -o "$WORK/trace.dat" || fail "export tracedat failed"
 head -c 10 "$WORK/trace.dat" | grep -q tracing || fail "trace.dat has no tracing magic"
 
-echo "PASS $count/$count privileged tests; record, snapshot record ($calls/1000 getppid), dump, analyze, export ctf/perfetto/tracedat"
+echo "PASS $count/$count privileged tests; record, snapshot record ($calls/1000 getpgid), dump, analyze, export ctf/perfetto/tracedat"
