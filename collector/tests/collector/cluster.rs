@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use flightrec_uplink::spool::Outcome;
 
 use crate::pg::{PgServer, start_or_skip};
-use crate::util::{bulk, http, skip, upload};
+use crate::util::{bulk, get_json, http, skip, upload};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -105,8 +105,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `None` when a tool is missing (skipped, or failed under `CI=true`).
-    async fn start(test: &str) -> Option<Cluster> {
+    /// `None` when a tool is missing (skipped, or failed under `CI=true`). `auth` is the
+    /// replicas' `[auth]` section.
+    async fn start(test: &str, auth: &str) -> Option<Cluster> {
         let Some(haproxy) = haproxy_bin() else {
             skip(test, "haproxy is not installed (Debian: haproxy)");
             return None;
@@ -152,8 +153,7 @@ impl Cluster {
                 format!(
                     "[server]\nlisten = \"127.0.0.1:{port}\"\n\
                      [storage]\ndata_dir = \"{data}\"\n{archive}\
-                     [catalog]\nurl = \"{db_url}\"\nconnect_timeout = \"2s\"\n\
-                     [auth]\nopen = true\n",
+                     [catalog]\nurl = \"{db_url}\"\nconnect_timeout = \"2s\"\n{auth}",
                     data = dir.path().join(format!("data{i}")).display(),
                 ),
             )
@@ -182,8 +182,8 @@ impl Cluster {
             format!(
                 "global\n    maxconn 4096\n\
                  defaults\n    mode http\n    timeout connect 1s\n    timeout client 120s\n\
-                 \x20   timeout server 120s\n    timeout tunnel 1h\n    option redispatch\n\
-                 \x20   retries 3\n    option httpchk GET /healthz\n\
+                 \x20   timeout server 120s\n    option redispatch\n\
+                 \x20   retries 3\n    option http-no-delay\n    option httpchk GET /healthz\n\
                  \x20   default-server inter 200ms fall 1 rise 1\n\
                  frontend rr\n    bind 127.0.0.1:{rr_port}\n    default_backend replicas\n\
                  frontend failover\n    bind 127.0.0.1:{fo_port}\n    default_backend primary\n\
@@ -283,7 +283,7 @@ async fn upload_until_done(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_behind_haproxy_on_postgres_and_garage() {
     let test = "two_replicas_behind_haproxy_on_postgres_and_garage";
-    let Some(mut cl) = Cluster::start(test).await else {
+    let Some(mut cl) = Cluster::start(test, "[auth]\nopen = true\n").await else {
         return;
     };
     let files = tempfile::tempdir().unwrap();
@@ -337,14 +337,7 @@ async fn two_replicas_behind_haproxy_on_postgres_and_garage() {
     cl.replicas[0].kill_9();
     let err = first.await.unwrap().expect_err("replica 1 died mid-upload");
     println!("first attempt ended with: {err}");
-    let st: serde_json::Value = http()
-        .get(format!("{}/v1/uploads/{sid}", cl.replicas[1].url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st = get_json(&format!("{}/v1/uploads/{sid}", cl.replicas[1].url), "").await;
     let had = st["offset"].as_u64().unwrap();
     assert!(
         had > 0,
@@ -410,14 +403,92 @@ async fn two_replicas_behind_haproxy_on_postgres_and_garage() {
     for (r, pid) in cl.replicas.iter_mut().zip(pids) {
         assert!(r.alive(), "{}", cl.logs());
         assert_eq!(r.pid(), pid, "no replica restarted");
-        let list: serde_json::Value = http()
-            .get(format!("{}/v1/snapshots?limit=1", r.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = get_json(&format!("{}/v1/snapshots?limit=1", r.url), "").await;
         assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    }
+}
+
+const ADMIN: &str = "admin-token-0123456789";
+
+fn recorder_token(host: &str) -> String {
+    format!("write-token-{host}-xxxxxxxx")
+}
+
+/// The hosts registered in `group` on replica `r`, from its own `/v1/groups`.
+async fn hosts_on(r: &Replica, group: &str) -> Vec<String> {
+    let v = get_json(&format!("{}/v1/groups", r.url), ADMIN).await;
+    v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["group"] == group)
+        .flat_map(|g| g["hosts"].as_array().unwrap().iter())
+        .map(|h| h["host_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within_50_ms() {
+    let test = "group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within_50_ms";
+    let hosts: Vec<String> = (0..6).map(|i| format!("web-{i}")).collect();
+    let mut auth = format!("[auth]\nadmins = [\"{ADMIN}\"]\n");
+    for h in &hosts {
+        auth.push_str(&format!(
+            "[[auth.recorders]]\nhost_id = \"{h}\"\ntoken = \"{}\"\ngroups = [\"checkout\"]\n",
+            recorder_token(h)
+        ));
+    }
+    let Some(cl) = Cluster::start(test, &auth).await else {
+        return;
+    };
+    // Every recorder connects through the balancer, as a deployment's would.
+    let mut rxs = Vec::new();
+    for h in &hosts {
+        let mut cfg = cl.client(&cl.rr);
+        cfg.token = recorder_token(h);
+        rxs.push(crate::group::join_via(cfg, h, "checkout").0);
+    }
+    let mut on = (Vec::new(), Vec::new());
+    for _ in 0..300 {
+        on = (
+            hosts_on(&cl.replicas[0], "checkout").await,
+            hosts_on(&cl.replicas[1], "checkout").await,
+        );
+        if on.0.len() + on.1.len() == hosts.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "registered on replica 1: {:?}, on replica 2: {:?}",
+        on.0, on.1
+    );
+    assert_eq!(on.0.len() + on.1.len(), hosts.len(), "{}", cl.logs());
+    assert!(
+        !on.0.is_empty() && !on.1.is_empty(),
+        "the balancer put listeners on both replicas: {on:?}"
+    );
+    for round in 0..5 {
+        let (resp, answered, each) = crate::group::fire_and_time(&mut rxs, async {
+            let r = http()
+                .post(format!("{}/v1/trigger", cl.rr))
+                .bearer_auth(ADMIN)
+                .json(&serde_json::json!({"scope": "group", "group": "checkout", "reason": "slow"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json().await.unwrap()
+        })
+        .await;
+        let worst = each.iter().max().copied().unwrap();
+        println!(
+            "round {round}: trigger {} answered in {answered:?}; each listener had it after {each:?}",
+            resp["trigger_id"]
+        );
+        assert!(
+            worst < Duration::from_millis(50),
+            "fan-out through the balancer took {worst:?}: {each:?}"
+        );
     }
 }

@@ -109,7 +109,7 @@ async fn chunks_alternating_between_replicas_make_one_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_trigger_reaches_recorders_on_both_replicas_within_50_ms() {
     use flightrec_collector::config::RecorderToken;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let Some(pg) = start_or_skip("a_group_trigger_reaches_recorders_on_both_replicas_within_50_ms")
     else {
         return;
@@ -146,42 +146,20 @@ async fn a_group_trigger_reaches_recorders_on_both_replicas_within_50_ms() {
     }
     assert_eq!((a.state.groups.members(), b.state.groups.members()), (2, 2));
     for round in 0..3 {
-        // Each recorder's receipt time, taken as it arrives (realtime: the collector stamps
-        // the trigger with the same clock when it starts the fan-out).
-        let waits: Vec<_> = std::mem::take(&mut rxs)
-            .into_iter()
-            .map(|mut rx| {
-                tokio::spawn(async move {
-                    let t = tokio::time::timeout(Duration::from_secs(2), rx.recv())
-                        .await
-                        .expect("every recorder of the group gets the trigger")
-                        .unwrap();
-                    (schemas::clock::realtime_ns(), t, rx)
-                })
-            })
-            .collect();
         // Sent to A: its own recorders directly, B's through the catalog's NOTIFY.
-        let asked = Instant::now();
-        let resp: serde_json::Value = crate::util::http()
-            .post(format!("{}/v1/trigger", a.url))
-            .bearer_auth(ADMIN)
-            .json(&serde_json::json!({"scope": "group", "group": "checkout", "reason": "slow"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let answered = asked.elapsed();
-        let tid = resp["trigger_id"].as_str().unwrap().to_owned();
-        let sent = resp["sent_realtime_ns"].as_u64().unwrap();
-        let mut each = Vec::new();
-        for w in waits {
-            let (at, t, rx) = w.await.unwrap();
-            assert_eq!(t.fields["trigger_id"], tid.as_str());
-            each.push(Duration::from_nanos(at.saturating_sub(sent)));
-            rxs.push(rx);
-        }
+        let (_, answered, each) = crate::group::fire_and_time(&mut rxs, async {
+            crate::util::http()
+                .post(format!("{}/v1/trigger", a.url))
+                .bearer_auth(ADMIN)
+                .json(&serde_json::json!({"scope": "group", "group": "checkout", "reason": "slow"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+        .await;
         let worst = each.iter().max().copied().unwrap();
         println!(
             "round {round}: answered in {answered:?}; fan-out to A's recorders {:?}, to B's {:?}",
