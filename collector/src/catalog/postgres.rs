@@ -18,8 +18,8 @@ use postgres::{Client, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    Catalog, CatalogError, Entry, GroupTrigger, Page, Query, Session, TriggerSink, json, to_i64,
-    to_json,
+    Catalog, CatalogError, Entry, GROUP_LEASE_NS, GroupMember, GroupTrigger, Page, Query, Session,
+    TriggerSink, json, to_i64, to_json,
 };
 
 /// The schema, one migration per version; a migration, once released, never changes.
@@ -70,6 +70,20 @@ CREATE TABLE staged_chunks (
     data BYTEA NOT NULL,
     PRIMARY KEY (snapshot_id, at)
 );
+",
+    ),
+    (
+        3,
+        "
+CREATE TABLE group_members (
+    group_name TEXT NOT NULL,
+    host_id TEXT NOT NULL,
+    since_ns BIGINT NOT NULL,
+    replica TEXT NOT NULL,
+    seen_ns BIGINT NOT NULL,
+    PRIMARY KEY (group_name, host_id)
+);
+CREATE INDEX group_members_replica ON group_members (replica);
 ",
     ),
 ];
@@ -195,6 +209,16 @@ impl PgCatalog {
         std::thread::scope(|s| s.spawn(|| catalog.migrate()).join())
             .map_err(|_| CatalogError::Value("catalog migration panicked".into()))??;
         Ok(catalog)
+    }
+
+    /// The notice of `t` with the trigger in it, if it fits in a NOTIFY payload.
+    fn whole_notice(&self, t: &GroupTrigger) -> Option<String> {
+        let whole = to_json(&Notice {
+            origin: self.origin.clone(),
+            trigger_id: t.trigger_id.clone(),
+            trigger: Some(t.clone()),
+        });
+        (whole.len() < 7000).then_some(whole)
     }
 
     fn pool(&self) -> &Pool {
@@ -434,6 +458,46 @@ fn listen_loop(
             }
         }
     }
+}
+
+/// `members` as the arrays `UNNEST` takes: groups, hosts, registration times.
+fn member_columns(members: &[GroupMember]) -> (Vec<&str>, Vec<&str>, Vec<i64>) {
+    (
+        members.iter().map(|m| m.group.as_str()).collect(),
+        members.iter().map(|m| m.host_id.as_str()).collect(),
+        members
+            .iter()
+            .map(|m| to_i64(m.since_realtime_ns))
+            .collect(),
+    )
+}
+
+/// Records or renews `members` (all of one replica). A host's registration replaces the one
+/// in the table if it is as new or newer, or if that one's lease ran out.
+fn upsert_members(
+    c: &mut impl postgres::GenericClient,
+    members: &[GroupMember],
+) -> Result<u64, postgres::Error> {
+    let Some(replica) = members.first().map(|m| m.replica.as_str()) else {
+        return Ok(0);
+    };
+    let (groups, hosts, since) = member_columns(members);
+    let now = now_ns();
+    c.execute(
+        "INSERT INTO group_members (group_name, host_id, since_ns, replica, seen_ns) \
+         SELECT g, h, s, $4, $5 FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS m (g, h, s) \
+         ON CONFLICT (group_name, host_id) DO UPDATE \
+         SET since_ns = EXCLUDED.since_ns, replica = EXCLUDED.replica, seen_ns = EXCLUDED.seen_ns \
+         WHERE group_members.since_ns <= EXCLUDED.since_ns OR group_members.seen_ns < $6",
+        &[
+            &groups,
+            &hosts,
+            &since,
+            &replica,
+            &now,
+            &(now - to_i64(GROUP_LEASE_NS)),
+        ],
+    )
 }
 
 fn load_trigger(pool: &Pool, trigger_id: &str) -> Option<GroupTrigger> {
@@ -692,24 +756,25 @@ impl Catalog for PgCatalog {
             .collect()
     }
 
+    fn announce_trigger(&self, t: &GroupTrigger) -> Result<(), CatalogError> {
+        // On its own, before the trigger is recorded: a transaction that writes nothing
+        // commits without waiting for the disk, and the other replicas hear of it on commit.
+        if let Some(payload) = self.whole_notice(t) {
+            self.run(|c| c.execute("SELECT pg_notify($1, $2)", &[&TRIGGER_CHANNEL, &payload]))?;
+        }
+        Ok(())
+    }
+
     fn insert_trigger(&self, t: &GroupTrigger) -> Result<(), CatalogError> {
-        // Recorded and announced in one transaction: the other replicas hear of it on commit.
         // A NOTIFY payload is at most 8000 bytes: a trigger with large fields is announced
-        // by id, and the listeners read it from the table.
-        let whole = to_json(&Notice {
-            origin: self.origin.clone(),
-            trigger_id: t.trigger_id.clone(),
-            trigger: Some(t.clone()),
-        });
-        let payload = if whole.len() < 7000 {
-            whole
-        } else {
+        // by id on the commit that records it, and the listeners read it from the table.
+        let by_id = self.whole_notice(t).is_none().then(|| {
             to_json(&Notice {
                 origin: self.origin.clone(),
                 trigger_id: t.trigger_id.clone(),
                 trigger: None,
             })
-        };
+        });
         self.run(|c| {
             let mut tx = c.transaction()?;
             tx.execute(
@@ -717,10 +782,75 @@ impl Catalog for PgCatalog {
                  ON CONFLICT (trigger_id) DO UPDATE SET trigger = EXCLUDED.trigger",
                 &[&t.trigger_id, &to_json(t)],
             )?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&TRIGGER_CHANNEL, &payload])?;
+            if let Some(payload) = &by_id {
+                tx.execute("SELECT pg_notify($1, $2)", &[&TRIGGER_CHANNEL, payload])?;
+            }
             tx.commit()
         })?;
         Ok(())
+    }
+
+    fn shares_groups(&self) -> bool {
+        true
+    }
+
+    fn join_group(&self, members: &[GroupMember]) -> Result<(), CatalogError> {
+        self.run(|c| upsert_members(c, members).map(drop))
+    }
+
+    fn renew_groups(&self, replica: &str, members: &[GroupMember]) -> Result<(), CatalogError> {
+        let (groups, hosts, since) = member_columns(members);
+        self.run(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM group_members WHERE replica = $1 AND (group_name, host_id, since_ns) \
+                 NOT IN (SELECT * FROM UNNEST($2::TEXT[], $3::TEXT[], $4::BIGINT[]))",
+                &[&replica, &groups, &hosts, &since],
+            )?;
+            // Whoever renews also clears registrations of collectors long gone.
+            tx.execute(
+                "DELETE FROM group_members WHERE seen_ns < $1",
+                &[&(now_ns() - 10 * to_i64(GROUP_LEASE_NS))],
+            )?;
+            upsert_members(&mut tx, members)?;
+            tx.commit()
+        })
+    }
+
+    fn leave_group(&self, m: &GroupMember) -> Result<(), CatalogError> {
+        self.run(|c| {
+            c.execute(
+                "DELETE FROM group_members \
+                 WHERE group_name = $1 AND host_id = $2 AND replica = $3 AND since_ns = $4",
+                &[
+                    &m.group,
+                    &m.host_id,
+                    &m.replica,
+                    &to_i64(m.since_realtime_ns),
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn group_members(&self, group: Option<&str>) -> Result<Vec<GroupMember>, CatalogError> {
+        let rows = self.run(|c| {
+            c.query(
+                "SELECT group_name, host_id, since_ns, replica FROM group_members \
+                 WHERE seen_ns >= $1 AND ($2::TEXT IS NULL OR group_name = $2) \
+                 ORDER BY group_name, host_id",
+                &[&(now_ns() - to_i64(GROUP_LEASE_NS)), &group],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| GroupMember {
+                group: r.get(0),
+                host_id: r.get(1),
+                since_realtime_ns: r.get::<_, i64>(2) as u64,
+                replica: r.get(3),
+            })
+            .collect())
     }
 
     fn subscribe_triggers(&self, deliver: TriggerSink) -> Result<(), CatalogError> {

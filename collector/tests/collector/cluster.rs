@@ -414,17 +414,22 @@ fn recorder_token(host: &str) -> String {
     format!("write-token-{host}-xxxxxxxx")
 }
 
-/// The hosts registered in `group` on replica `r`, from its own `/v1/groups`.
-async fn hosts_on(r: &Replica, group: &str) -> Vec<String> {
+/// Replica `r`'s own view of `group`: its replica id and every registered host with the
+/// replica id of the one it is connected to.
+async fn view_of(r: &Replica, group: &str) -> (String, Vec<(String, String)>) {
     let v = get_json(&format!("{}/v1/groups", r.url), ADMIN).await;
-    v["groups"]
+    let hosts = v["groups"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|g| g["group"] == group)
         .flat_map(|g| g["hosts"].as_array().unwrap().iter())
-        .map(|h| h["host_id"].as_str().unwrap().to_owned())
-        .collect()
+        .map(|h| {
+            let s = |k: &str| h[k].as_str().unwrap().to_owned();
+            (s("host_id"), s("replica"))
+        })
+        .collect();
+    (v["replica"].as_str().unwrap().to_owned(), hosts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -448,22 +453,33 @@ async fn group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within
         cfg.token = recorder_token(h);
         rxs.push(crate::group::join_via(cfg, h, "checkout").0);
     }
-    let mut on = (Vec::new(), Vec::new());
+    // Each replica lists all six, each with the replica it landed on; the two agree.
+    let mut views = Vec::new();
     for _ in 0..300 {
-        on = (
-            hosts_on(&cl.replicas[0], "checkout").await,
-            hosts_on(&cl.replicas[1], "checkout").await,
-        );
-        if on.0.len() + on.1.len() == hosts.len() {
+        views = vec![
+            view_of(&cl.replicas[0], "checkout").await,
+            view_of(&cl.replicas[1], "checkout").await,
+        ];
+        if views.iter().all(|v| v.1.len() == hosts.len()) && views[0].1 == views[1].1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let on = |i: usize| -> Vec<String> {
+        let (me, hosts) = &views[i];
+        hosts
+            .iter()
+            .filter(|h| &h.1 == me)
+            .map(|h| h.0.clone())
+            .collect()
+    };
+    let on = (on(0), on(1));
     println!(
         "registered on replica 1: {:?}, on replica 2: {:?}",
         on.0, on.1
     );
-    assert_eq!(on.0.len() + on.1.len(), hosts.len(), "{}", cl.logs());
+    assert_eq!(views[0].1, views[1].1, "{}", cl.logs());
+    assert_eq!(on.0.len() + on.1.len(), hosts.len(), "{views:?}");
     assert!(
         !on.0.is_empty() && !on.1.is_empty(),
         "the balancer put listeners on both replicas: {on:?}"
@@ -490,5 +506,34 @@ async fn group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within
             worst < Duration::from_millis(50),
             "fan-out through the balancer took {worst:?}: {each:?}"
         );
+        assert_eq!(resp["recipients"], serde_json::json!(hosts));
+    }
+    // A recorder triggers its group through the replica it is not connected to: allowed, and
+    // the recipients are all six, wherever they are connected.
+    for (host, other) in [(&on.0[0], &cl.replicas[1]), (&on.1[0], &cl.replicas[0])] {
+        let (resp, _, each) = crate::group::fire_and_time(&mut rxs, async {
+            let r = http()
+                .post(format!("{}/v1/trigger", other.url))
+                .bearer_auth(recorder_token(host))
+                .json(&serde_json::json!({"scope": "group", "group": "checkout"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{host}");
+            r.json().await.unwrap()
+        })
+        .await;
+        println!("{host} through the other replica: each listener had it after {each:?}");
+        assert_eq!(resp["recipients"], serde_json::json!(hosts));
+        let view = get_json(
+            &format!(
+                "{}/v1/triggers/{}",
+                cl.rr,
+                resp["trigger_id"].as_str().unwrap()
+            ),
+            ADMIN,
+        )
+        .await;
+        assert_eq!(view["missing"], serde_json::json!(hosts));
     }
 }

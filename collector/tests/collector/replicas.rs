@@ -5,7 +5,7 @@
 use flightrec_uplink::spool::Outcome;
 
 use crate::pg::start_or_skip;
-use crate::util::{Server, bulk, upload};
+use crate::util::{Server, bulk, get_json, upload};
 
 #[tokio::test]
 async fn an_upload_opened_on_one_replica_resumes_byte_identical_on_another() {
@@ -171,4 +171,104 @@ async fn a_group_trigger_reaches_recorders_on_both_replicas_within_50_ms() {
             "fan-out across replicas took {worst:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_registered_on_one_replica_triggers_through_another_and_all_list_it() {
+    use flightrec_collector::config::RecorderToken;
+    use std::time::Duration;
+    let test = "a_recorder_registered_on_one_replica_triggers_through_another_and_all_list_it";
+    let Some(pg) = start_or_skip(test) else {
+        return;
+    };
+    const ADMIN: &str = "admin-token-0123456789";
+    let token = |h: &str| format!("write-token-{h}-xxxxxxxx");
+    let url = pg.fresh_db();
+    let edit = |c: &mut flightrec_collector::config::Config| {
+        c.catalog.url = url.clone();
+        c.auth.admins = vec![ADMIN.into()];
+        c.auth.recorders = ["web-1", "web-2"]
+            .iter()
+            .map(|h| RecorderToken {
+                host_id: h.to_string(),
+                token: token(h),
+                groups: vec!["checkout".into()],
+            })
+            .collect();
+    };
+    let a = Server::start(edit).await;
+    let b = Server::start(edit).await;
+    let (mut rx1, _) = crate::group::join(&a, "web-1", &token("web-1"), "checkout");
+    let (mut rx2, _) = crate::group::join(&b, "web-2", &token("web-2"), "checkout");
+    let hosts = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["groups"][0]["hosts"]
+            .as_array()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let s = |k: &str| h[k].as_str().unwrap().to_owned();
+                        (s("host_id"), s("replica"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (ra, rb) = (
+        a.state.groups.replica().to_owned(),
+        b.state.groups.replica().to_owned(),
+    );
+    assert_ne!(ra, rb);
+    // Each replica lists both recorders, each with the replica its stream is on.
+    let want = vec![("web-1".into(), ra.clone()), ("web-2".into(), rb.clone())];
+    for srv in [&a, &b] {
+        let mut seen = Vec::new();
+        for _ in 0..300 {
+            let v = get_json(&format!("{}/v1/groups", srv.url), ADMIN).await;
+            assert_eq!(v["replica"], srv.state.groups.replica());
+            seen = hosts(&v);
+            if seen == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(seen, want);
+    }
+    // web-1, connected to A, triggers its group through B: allowed, and the recipients are
+    // both replicas' recorders.
+    let fire = |srv: &Server, host: &str| {
+        crate::util::http()
+            .post(format!("{}/v1/trigger", srv.url))
+            .bearer_auth(token(host))
+            .json(&serde_json::json!({"scope": "group", "group": "checkout", "reason": "slow"}))
+            .send()
+    };
+    let r = fire(&b, "web-1").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let resp: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(resp["recipients"], serde_json::json!(["web-1", "web-2"]));
+    let tid = resp["trigger_id"].as_str().unwrap();
+    for rx in [&mut rx1, &mut rx2] {
+        let t = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("both recorders get it")
+            .unwrap();
+        assert_eq!(t.fields["trigger_id"], tid);
+        assert_eq!(t.fields["requested_by"], "web-1");
+    }
+    // The trigger view on the other replica waits for both hosts' snapshots.
+    let view = get_json(&format!("{}/v1/triggers/{tid}", a.url), ADMIN).await;
+    assert_eq!(view["missing"], serde_json::json!(["web-1", "web-2"]));
+    // A stops: its registrations leave the catalog, and web-1 may no longer trigger on B.
+    drop(a.stop().await);
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        seen = hosts(&get_json(&format!("{}/v1/groups", b.url), ADMIN).await);
+        if seen.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, vec![("web-2".to_owned(), rb.clone())]);
+    assert_eq!(fire(&b, "web-1").await.unwrap().status(), 403);
+    assert_eq!(fire(&b, "web-2").await.unwrap().status(), 200);
 }
