@@ -364,6 +364,90 @@ fn postgres_down_is_one_sentence_and_recovery_needs_no_restart() {
 }
 
 #[test]
+fn tls_to_postgres_verifies_the_server_certificate() {
+    let test = "tls_to_postgres_verifies_the_server_certificate";
+    let Some(pg) = start_or_skip(test) else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    // For the name localhost only: connecting to 127.0.0.1 is a name mismatch.
+    if !crate::tls::make_certs_for(certs.path(), "DNS:localhost") {
+        crate::util::skip(test, "the openssl command is missing or failed");
+        return;
+    }
+    let url = pg.fresh_db();
+    pg.require_tls(
+        &certs.path().join("cert.pem"),
+        &certs.path().join("key.pem"),
+    )
+    .unwrap();
+    let ca = certs.path().join("ca.pem").display().to_string();
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let open = |url: &str| {
+        PgCatalog::open(
+            url,
+            PoolOptions {
+                max_connections: 2,
+                connect_timeout: Duration::from_millis(1500),
+            },
+        )
+    };
+    let refused = |url: &str| {
+        let text = open(url).unwrap_err().to_string();
+        println!("{text}");
+        assert!(!text.contains('\n'), "one line: {text}");
+        text
+    };
+    // Plain connections are refused by the server: what opens below went over TLS.
+    assert!(refused(&url).contains("pg_hba.conf"));
+    // verify-full against the test CA, by the certificate's name: everything works, the
+    // LISTEN connection of group triggers included.
+    let full = format!("{by_name}?sslmode=verify-full&sslrootcert={ca}");
+    let a = open(&full).unwrap();
+    let b = open(&full).unwrap();
+    assert!(
+        a.insert(&entry(&"0a".repeat(16), 1, "web-1", &["x"]))
+            .unwrap()
+    );
+    assert_eq!(b.totals().unwrap(), (1, 100));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    a.subscribe_triggers(Box::new(move |t| {
+        let _ = tx.lock().unwrap().send(t.trigger_id);
+    }))
+    .unwrap();
+    let t = flightrec_collector::catalog::GroupTrigger {
+        trigger_id: "0b".repeat(16),
+        group: "checkout".into(),
+        reason: "slow".into(),
+        requested_by: "collector".into(),
+        fields: Default::default(),
+        sent_realtime_ns: 1,
+        recipients: vec![],
+    };
+    // The LISTEN connection comes up on its own thread: announce until A hears one.
+    let mut heard = None;
+    for _ in 0..50 {
+        b.announce_trigger(&t).unwrap();
+        if let Ok(id) = rx.recv_timeout(Duration::from_millis(200)) {
+            heard = Some(id);
+            break;
+        }
+    }
+    assert_eq!(heard.as_deref(), Some(t.trigger_id.as_str()));
+    // The name is checked with verify-full, not with verify-ca or require.
+    let text = refused(&format!("{url}?sslmode=verify-full&sslrootcert={ca}"));
+    assert!(text.contains("not valid for name"), "{text}");
+    for mode in ["verify-ca", "require"] {
+        let c = open(&format!("{url}?sslmode={mode}&sslrootcert={ca}")).unwrap();
+        assert_eq!(c.totals().unwrap(), (1, 100), "{mode}");
+    }
+    // Without sslrootcert only the public roots are trusted: not the test CA.
+    let text = refused(&format!("{by_name}?sslmode=verify-full"));
+    assert!(text.contains("UnknownIssuer"), "{text}");
+}
+
+#[test]
 fn catalog_config_is_checked() {
     use flightrec_collector::config::Config;
     let err = |t: &str| Config::parse(t).unwrap_err().to_string();
