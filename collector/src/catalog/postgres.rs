@@ -655,23 +655,24 @@ fn upsert_members(
         return Ok(0);
     };
     let (groups, hosts, since) = member_columns(members);
-    let now = now_ns();
     c.execute(
-        "INSERT INTO group_members (group_name, host_id, since_ns, replica, seen_ns) \
-         SELECT g, h, s, $4, $5 FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS m (g, h, s) \
-         ON CONFLICT (group_name, host_id) DO UPDATE \
-         SET since_ns = EXCLUDED.since_ns, replica = EXCLUDED.replica, seen_ns = EXCLUDED.seen_ns \
-         WHERE group_members.since_ns <= EXCLUDED.since_ns OR group_members.seen_ns < $6",
-        &[
-            &groups,
-            &hosts,
-            &since,
-            &replica,
-            &now,
-            &(now - to_i64(GROUP_LEASE_NS)),
-        ],
+        &format!(
+            "INSERT INTO group_members (group_name, host_id, since_ns, replica, seen_ns) \
+             SELECT g, h, s, $4, {DB_NOW_NS} \
+             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS m (g, h, s) \
+             ON CONFLICT (group_name, host_id) DO UPDATE \
+             SET since_ns = EXCLUDED.since_ns, replica = EXCLUDED.replica, \
+                 seen_ns = EXCLUDED.seen_ns \
+             WHERE group_members.since_ns <= EXCLUDED.since_ns \
+                OR group_members.seen_ns < {DB_NOW_NS} - $5"
+        ),
+        &[&groups, &hosts, &since, &replica, &to_i64(GROUP_LEASE_NS)],
     )
 }
+
+/// The database server's clock in ns: group leases are renewed and expire by one clock, so
+/// replicas whose clocks disagree do not expire each other's registrations.
+const DB_NOW_NS: &str = "(extract(epoch FROM clock_timestamp()) * 1e9)::BIGINT";
 
 fn load_trigger(pool: &Pool, trigger_id: &str) -> Option<GroupTrigger> {
     let mut c = pool.get().ok()?;
@@ -982,8 +983,8 @@ impl Catalog for PgCatalog {
             )?;
             // Whoever renews also clears registrations of collectors long gone.
             tx.execute(
-                "DELETE FROM group_members WHERE seen_ns < $1",
-                &[&(now_ns() - 10 * to_i64(GROUP_LEASE_NS))],
+                &format!("DELETE FROM group_members WHERE seen_ns < {DB_NOW_NS} - $1"),
+                &[&(10 * to_i64(GROUP_LEASE_NS))],
             )?;
             upsert_members(&mut tx, members)?;
             tx.commit()
@@ -1009,10 +1010,12 @@ impl Catalog for PgCatalog {
     fn group_members(&self, group: Option<&str>) -> Result<Vec<GroupMember>, CatalogError> {
         let rows = self.run(|c| {
             c.query(
-                "SELECT group_name, host_id, since_ns, replica FROM group_members \
-                 WHERE seen_ns >= $1 AND ($2::TEXT IS NULL OR group_name = $2) \
-                 ORDER BY group_name, host_id",
-                &[&(now_ns() - to_i64(GROUP_LEASE_NS)), &group],
+                &format!(
+                    "SELECT group_name, host_id, since_ns, replica FROM group_members \
+                     WHERE seen_ns >= {DB_NOW_NS} - $1 AND ($2::TEXT IS NULL OR group_name = $2) \
+                     ORDER BY group_name, host_id"
+                ),
+                &[&to_i64(GROUP_LEASE_NS), &group],
             )
         })?;
         Ok(rows

@@ -364,6 +364,82 @@ fn postgres_down_is_one_sentence_and_recovery_needs_no_restart() {
 }
 
 #[test]
+fn group_membership_is_shared_newest_registration_wins_and_leases_run_out() {
+    use flightrec_collector::catalog::GroupMember;
+    let Some(pg) =
+        start_or_skip("group_membership_is_shared_newest_registration_wins_and_leases_run_out")
+    else {
+        return;
+    };
+    let url = pg.fresh_db();
+    let c = PgCatalog::open(&url, PoolOptions::default()).unwrap();
+    let m = |group: &str, host: &str, since: u64, replica: &str| GroupMember {
+        group: group.into(),
+        host_id: host.into(),
+        since_realtime_ns: since,
+        replica: replica.into(),
+    };
+    let listed = |group: Option<&str>| -> Vec<(String, String, String)> {
+        c.group_members(group)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.group, m.host_id, m.replica))
+            .collect()
+    };
+    let row = |g: &str, h: &str, r: &str| (g.to_owned(), h.to_owned(), r.to_owned());
+    c.join_group(&[m("checkout", "web-1", 10, "A"), m("batch", "db-1", 10, "A")])
+        .unwrap();
+    c.join_group(&[m("checkout", "web-2", 20, "B")]).unwrap();
+    assert_eq!(
+        listed(None),
+        [
+            row("batch", "db-1", "A"),
+            row("checkout", "web-1", "A"),
+            row("checkout", "web-2", "B")
+        ]
+    );
+    // web-1 reconnects to B: the newer registration wins; a late renewal of the older one
+    // on A does not take it back, nor does A's leave remove it.
+    c.join_group(&[m("checkout", "web-1", 30, "B")]).unwrap();
+    c.join_group(&[m("checkout", "web-1", 10, "A")]).unwrap();
+    c.leave_group(&m("checkout", "web-1", 10, "A")).unwrap();
+    assert_eq!(
+        listed(Some("checkout")),
+        [row("checkout", "web-1", "B"), row("checkout", "web-2", "B")]
+    );
+    // A renews with nothing left: its others go, B's stay.
+    c.renew_groups("A", &[]).unwrap();
+    assert_eq!(
+        listed(None),
+        [row("checkout", "web-1", "B"), row("checkout", "web-2", "B")]
+    );
+    // B stops renewing: 30 s after its last renewal its registrations no longer count, and
+    // even an older registration elsewhere replaces them.
+    let url2 = url.clone();
+    std::thread::spawn(move || {
+        let mut raw = postgres::Client::connect(&url2, postgres::NoTls).unwrap();
+        raw.execute(
+            "UPDATE group_members SET seen_ns = seen_ns - 31000000000 WHERE replica = 'B'",
+            &[],
+        )
+        .unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(listed(None), []);
+    c.join_group(&[m("checkout", "web-2", 5, "C")]).unwrap();
+    assert_eq!(listed(None), [row("checkout", "web-2", "C")]);
+    // The embedded catalog keeps no membership: its collector's registry is all there is.
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteCatalog::open(&dir.path().join("c.db")).unwrap();
+    assert!(!sqlite.shares_groups());
+    sqlite
+        .join_group(&[m("checkout", "web-1", 1, "A")])
+        .unwrap();
+    assert!(sqlite.group_members(None).unwrap().is_empty());
+}
+
+#[test]
 fn tls_to_postgres_verifies_the_server_certificate() {
     let test = "tls_to_postgres_verifies_the_server_certificate";
     let Some(pg) = start_or_skip(test) else {
