@@ -7,12 +7,14 @@
 # Then the bench uploads the same fresh snapshots through both frontends, a round at a time,
 # and prints MB/s for each and the ratio. Everything listens on 127.0.0.1 and is stopped on
 # exit. Knobs: FLIGHTREC_BENCH_ROUNDS (3), FLIGHTREC_BENCH_FILES (16 per round),
-# FLIGHTREC_BENCH_UPLOADERS (4 at a time), FLIGHTREC_BENCH_RECORDS (90000 per CPU, ~8 MB).
+# FLIGHTREC_BENCH_UPLOADERS (4 at a time), FLIGHTREC_BENCH_RECORDS (90000 per CPU, ~8 MB),
+# BALANCE (the pair's HAProxy balance algorithm, leastconn).
 # Usage: bench/collector_replicas.sh   (as root or not; needs haproxy and PostgreSQL 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/pg_cluster.sh
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
+BALANCE=${BALANCE:-leastconn} # the pair's balance algorithm
 [ -x "$HAPROXY" ] || { echo "haproxy is not installed (Debian: haproxy)" >&2; exit 1; }
 GARAGE=$(command -v garage || { [ -x "$HOME/.cargo/bin/garage" ] && echo "$HOME/.cargo/bin/garage"; } || true)
 
@@ -141,7 +143,7 @@ backend one
     balance leastconn
     server a $a check
 backend two
-    balance leastconn
+    balance $BALANCE
     server b $b check
     server c $c check
 EOT
