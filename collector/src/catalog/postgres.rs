@@ -96,6 +96,10 @@ CREATE TABLE group_members (
 CREATE INDEX group_members_replica ON group_members (replica);
 ",
     ),
+    (
+        4,
+        "ALTER TABLE staged_chunks ALTER COLUMN data SET STORAGE EXTERNAL;",
+    ),
 ];
 
 /// Advisory lock key held while migrations run ("flightrc" in ASCII).
