@@ -239,7 +239,7 @@ async fn metrics(State(st): State<AppState>) -> Result<String, error::AppError> 
         ("collector_uploads_open", "Upload sessions open.", open),
         (
             "collector_group_members",
-            "Recorders registered in a group.",
+            "Recorders registered in a group through this collector (not other replicas).",
             members,
         ),
     ]))
