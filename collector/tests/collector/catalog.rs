@@ -537,6 +537,16 @@ fn catalog_config_is_checked() {
     assert!(e.contains("pool"), "{e}");
     let e = err("[catalog]\nurl = \"postgres://db/x\"\nconnect_timeout = \"1ms\"\n");
     assert!(e.contains("catalog.connect_timeout"), "{e}");
+    // TLS options as libpq spells them; a wrong one is one sentence without the password.
+    assert!(
+        Config::parse(
+            "[catalog]\nurl = \"postgres://fr@db/f?sslmode=verify-full&sslrootcert=/etc/ca.pem\"\n"
+        )
+        .is_ok()
+    );
+    let e = err("[catalog]\nurl = \"postgres://fr:hunter2@db/f?sslmode=verify-all\"\n");
+    assert!(e.contains("sslmode must be"), "{e}");
+    assert!(!e.contains('\n') && !e.contains("hunter2"), "{e}");
     // The password never shows in --check-config.
     let c = Config::parse("[catalog]\nurl = \"postgres://fr:hunter2@db/flightrec\"\n").unwrap();
     let shown = toml::to_string(&c.redacted()).unwrap();
