@@ -414,6 +414,19 @@ fn recorder_token(host: &str) -> String {
     format!("write-token-{host}-xxxxxxxx")
 }
 
+/// POSTs a group trigger for `group` to `url` with `token`; expects 200, returns the answer.
+async fn fire(url: &str, token: &str, group: &str) -> serde_json::Value {
+    let r = http()
+        .post(format!("{url}/v1/trigger"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"scope": "group", "group": group, "reason": "slow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{url} {group}");
+    r.json().await.unwrap()
+}
+
 /// Replica `r`'s own view of `group`: its replica id and every registered host with the
 /// replica id of the one it is connected to.
 async fn view_of(r: &Replica, group: &str) -> (String, Vec<(String, String)>) {
@@ -443,7 +456,7 @@ async fn group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within
             recorder_token(h)
         ));
     }
-    let Some(cl) = Cluster::start(test, &auth).await else {
+    let Some(mut cl) = Cluster::start(test, &auth).await else {
         return;
     };
     // Every recorder connects through the balancer, as a deployment's would.
@@ -485,18 +498,8 @@ async fn group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within
         "the balancer put listeners on both replicas: {on:?}"
     );
     for round in 0..5 {
-        let (resp, answered, each) = crate::group::fire_and_time(&mut rxs, async {
-            let r = http()
-                .post(format!("{}/v1/trigger", cl.rr))
-                .bearer_auth(ADMIN)
-                .json(&serde_json::json!({"scope": "group", "group": "checkout", "reason": "slow"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.json().await.unwrap()
-        })
-        .await;
+        let (resp, answered, each) =
+            crate::group::fire_and_time(&mut rxs, fire(&cl.rr, ADMIN, "checkout")).await;
         let worst = each.iter().max().copied().unwrap();
         println!(
             "round {round}: trigger {} answered in {answered:?}; each listener had it after {each:?}",
@@ -511,17 +514,10 @@ async fn group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within
     // A recorder triggers its group through the replica it is not connected to: allowed, and
     // the recipients are all six, wherever they are connected.
     for (host, other) in [(&on.0[0], &cl.replicas[1]), (&on.1[0], &cl.replicas[0])] {
-        let (resp, _, each) = crate::group::fire_and_time(&mut rxs, async {
-            let r = http()
-                .post(format!("{}/v1/trigger", other.url))
-                .bearer_auth(recorder_token(host))
-                .json(&serde_json::json!({"scope": "group", "group": "checkout"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{host}");
-            r.json().await.unwrap()
-        })
+        let (resp, _, each) = crate::group::fire_and_time(
+            &mut rxs,
+            fire(&other.url, &recorder_token(host), "checkout"),
+        )
         .await;
         println!("{host} through the other replica: each listener had it after {each:?}");
         assert_eq!(resp["recipients"], serde_json::json!(hosts));
@@ -536,4 +532,26 @@ async fn group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within
         .await;
         assert_eq!(view["missing"], serde_json::json!(hosts));
     }
+
+    // kill -9 of replica 1: its recorders reconnect through the balancer to replica 2, whose
+    // newer registrations replace the dead replica's in the catalog; a trigger reaches all.
+    cl.replicas[0].kill_9();
+    let mut view = (String::new(), Vec::new());
+    for _ in 0..150 {
+        view = view_of(&cl.replicas[1], "checkout").await;
+        if view.1.len() == hosts.len() && view.1.iter().all(|h| h.1 == view.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        view.1.len() == hosts.len() && view.1.iter().all(|h| h.1 == view.0),
+        "all on replica 2 after replica 1 died: {view:?}"
+    );
+    let (resp, _, each) =
+        crate::group::fire_and_time(&mut rxs, fire(&cl.rr, ADMIN, "checkout")).await;
+    println!("after replica 1 died: each listener had it after {each:?}");
+    assert_eq!(resp["recipients"], serde_json::json!(hosts));
+    let worst = each.iter().max().copied().unwrap();
+    assert!(worst < Duration::from_millis(50), "{each:?}");
 }
