@@ -72,8 +72,9 @@ pub struct Registry {
     next_conn: AtomicU64,
     /// This collector's replica id.
     replica: String,
-    /// The catalog, when other collectors share it.
-    shared: Option<Arc<dyn Catalog>>,
+    /// The catalog, when other collectors share it. Weak: the catalog's trigger listener
+    /// holds this registry, and the catalog stops that listener when it is dropped.
+    shared: Option<std::sync::Weak<dyn Catalog>>,
 }
 
 /// One registered host, as listed.
@@ -94,7 +95,7 @@ impl Registry {
             groups: Default::default(),
             next_conn: AtomicU64::new(0),
             replica: schemas::clock::random_id(),
-            shared: catalog.shares_groups().then(|| catalog.clone()),
+            shared: catalog.shares_groups().then(|| Arc::downgrade(catalog)),
         }
     }
 
@@ -122,14 +123,17 @@ impl Registry {
     /// which also repairs what a failed join or leave (catalog down) left behind. Runs until
     /// dropped; returns at once with a catalog of one process.
     pub async fn renew(self: Arc<Self>) {
-        let Some(catalog) = self.shared.clone() else {
+        if self.shared.is_none() {
             return;
-        };
+        }
         let mut tick = tokio::time::interval(RENEW_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let (catalog, members, replica) = (catalog.clone(), self.here(), self.replica.clone());
+            let Some(catalog) = self.catalog() else {
+                return;
+            };
+            let (members, replica) = (self.here(), self.replica.clone());
             let done =
                 tokio::task::spawn_blocking(move || catalog.renew_groups(&replica, &members)).await;
             if let Ok(Err(e)) = done {
@@ -138,9 +142,14 @@ impl Registry {
         }
     }
 
+    /// The shared catalog, while it is open.
+    fn catalog(&self) -> Option<Arc<dyn Catalog>> {
+        self.shared.as_ref().and_then(std::sync::Weak::upgrade)
+    }
+
     /// Removes every registration of this collector from a shared catalog (at shutdown).
     pub async fn forget(&self) {
-        let Some(catalog) = self.shared.clone() else {
+        let Some(catalog) = self.catalog() else {
             return;
         };
         let replica = self.replica.clone();
@@ -154,7 +163,7 @@ impl Registry {
         what: &'static str,
         f: impl FnOnce(&dyn Catalog) -> Result<(), crate::catalog::CatalogError> + Send + 'static,
     ) {
-        let Some(catalog) = self.shared.clone() else {
+        let Some(catalog) = self.catalog() else {
             return;
         };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {

@@ -272,3 +272,43 @@ async fn a_recorder_registered_on_one_replica_triggers_through_another_and_all_l
     assert_eq!(fire(&b, "web-1").await.unwrap().status(), 403);
     assert_eq!(fire(&b, "web-2").await.unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_collector_leaves_no_connection_to_the_catalog() {
+    use std::time::Duration;
+    let Some(pg) = start_or_skip("a_stopped_collector_leaves_no_connection_to_the_catalog") else {
+        return;
+    };
+    let url = pg.fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let count = move || {
+        let (admin, db) = (pg.url("postgres"), db.clone());
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                    &[&db],
+                )
+                .unwrap()
+                .get(0);
+            n
+        })
+        .join()
+        .unwrap()
+    };
+    let srv = Server::start(|c| c.catalog.url = url.clone()).await;
+    let _ = get_json(&format!("{}/v1/groups", srv.url), "").await;
+    // The pool's connection and the LISTEN connection of group triggers.
+    assert!(count() >= 2, "{}", count());
+    drop(srv.stop().await);
+    let mut left = count();
+    for _ in 0..50 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = count();
+    }
+    assert_eq!(left, 0, "connections left to the catalog's database");
+}
