@@ -104,9 +104,12 @@ impl Registry {
         &self.replica
     }
 
-    /// Every registration here, as the catalog keeps them.
-    fn here(&self) -> Vec<GroupMember> {
-        self.lock()
+    /// Every registration here, as the catalog keeps them, and when the list was taken: a
+    /// registration made since has a later `since_realtime_ns` (both are read under the lock).
+    fn here(&self) -> (Vec<GroupMember>, u64) {
+        let g = self.lock();
+        let taken = now_realtime_ns();
+        let members = g
             .iter()
             .flat_map(|(g, m)| {
                 m.iter().map(|(h, m)| GroupMember {
@@ -116,7 +119,8 @@ impl Registry {
                     replica: self.replica.clone(),
                 })
             })
-            .collect()
+            .collect();
+        (members, taken)
     }
 
     /// Renews this collector's registrations in a shared catalog every [`RENEW_INTERVAL`],
@@ -133,9 +137,11 @@ impl Registry {
             let Some(catalog) = self.catalog() else {
                 return;
             };
-            let (members, replica) = (self.here(), self.replica.clone());
-            let done =
-                tokio::task::spawn_blocking(move || catalog.renew_groups(&replica, &members)).await;
+            let ((members, taken), replica) = (self.here(), self.replica.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                catalog.renew_groups(&replica, &members, taken)
+            })
+            .await;
             if let Ok(Err(e)) = done {
                 tracing::warn!(error = %e, "group registrations not renewed in the catalog");
             }
@@ -153,7 +159,8 @@ impl Registry {
             return;
         };
         let replica = self.replica.clone();
-        let _ = tokio::task::spawn_blocking(move || catalog.renew_groups(&replica, &[])).await;
+        let _ = tokio::task::spawn_blocking(move || catalog.renew_groups(&replica, &[], u64::MAX))
+            .await;
     }
 
     /// Runs `f` on the shared catalog in a blocking thread, without waiting for it; a failure
@@ -210,8 +217,10 @@ impl Registry {
     fn register(self: &Arc<Self>, group: &str, host: &str) -> (mpsc::Receiver<Message>, Leave) {
         let (tx, rx) = mpsc::channel(16);
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let mut g = self.lock();
+        // Read under the lock, as `here` reads its time: see there.
         let since_realtime_ns = now_realtime_ns();
-        self.lock().entry(group.to_owned()).or_default().insert(
+        g.entry(group.to_owned()).or_default().insert(
             host.to_owned(),
             Member {
                 conn,
@@ -219,6 +228,7 @@ impl Registry {
                 since_realtime_ns,
             },
         );
+        drop(g);
         tracing::info!(group, host, "recorder registered");
         let member = GroupMember {
             group: group.to_owned(),

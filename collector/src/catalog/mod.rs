@@ -267,11 +267,18 @@ pub trait Catalog: Send + Sync + 'static {
         Ok(())
     }
 
-    /// `members` are all the registrations on collector `replica` now: renews them as
-    /// [`Catalog::join_group`] does and forgets the replica's others. Each collector calls it
-    /// well within [`GROUP_LEASE_NS`].
-    fn renew_groups(&self, replica: &str, members: &[GroupMember]) -> Result<(), CatalogError> {
-        let _ = (replica, members);
+    /// `members` are all the registrations on collector `replica` as of `at` (its realtime
+    /// clock, the clock of their `since_realtime_ns`): renews them as
+    /// [`Catalog::join_group`] does and forgets the replica's others made before `at`
+    /// (one made since is newer than the list, not gone). Each collector calls it well within
+    /// [`GROUP_LEASE_NS`].
+    fn renew_groups(
+        &self,
+        replica: &str,
+        members: &[GroupMember],
+        at: u64,
+    ) -> Result<(), CatalogError> {
+        let _ = (replica, members, at);
         Ok(())
     }
 

@@ -976,14 +976,20 @@ impl Catalog for PgCatalog {
         self.run(|c| upsert_members(c, members).map(drop))
     }
 
-    fn renew_groups(&self, replica: &str, members: &[GroupMember]) -> Result<(), CatalogError> {
+    fn renew_groups(
+        &self,
+        replica: &str,
+        members: &[GroupMember],
+        at: u64,
+    ) -> Result<(), CatalogError> {
         let (groups, hosts, since) = member_columns(members);
         self.run(|c| {
             let mut tx = c.transaction()?;
             tx.execute(
-                "DELETE FROM group_members WHERE replica = $1 AND (group_name, host_id, since_ns) \
+                "DELETE FROM group_members WHERE replica = $1 AND since_ns <= $5 \
+                 AND (group_name, host_id, since_ns) \
                  NOT IN (SELECT * FROM UNNEST($2::TEXT[], $3::TEXT[], $4::BIGINT[]))",
-                &[&replica, &groups, &hosts, &since],
+                &[&replica, &groups, &hosts, &since, &to_i64(at)],
             )?;
             // Whoever renews also clears registrations of collectors long gone.
             tx.execute(

@@ -407,8 +407,19 @@ fn group_membership_is_shared_newest_registration_wins_and_leases_run_out() {
         listed(Some("checkout")),
         [row("checkout", "web-1", "B"), row("checkout", "web-2", "B")]
     );
-    // A renews with nothing left: its others go, B's stay.
-    c.renew_groups("A", &[]).unwrap();
+    // A renews with nothing left as of time 10: a registration of A made since stays, its
+    // others go, B's stay.
+    c.join_group(&[m("batch", "db-2", 11, "A")]).unwrap();
+    c.renew_groups("A", &[], 10).unwrap();
+    assert_eq!(
+        listed(None),
+        [
+            row("batch", "db-2", "A"),
+            row("checkout", "web-1", "B"),
+            row("checkout", "web-2", "B")
+        ]
+    );
+    c.renew_groups("A", &[], 11).unwrap();
     assert_eq!(
         listed(None),
         [row("checkout", "web-1", "B"), row("checkout", "web-2", "B")]
