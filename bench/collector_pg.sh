@@ -6,21 +6,9 @@
 # Usage: FLIGHTREC_BENCH_PG_ROWS=10000000 bench/collector_pg.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${FLIGHTREC_PG_BIN:-/usr/lib/postgresql/15/bin}
-dir=$(mktemp -d /tmp/flightrec-pgbench.XXXXXX)
-run=()
-if [ "$(id -u)" = 0 ]; then
-    id -u postgres >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin postgres
-    chown postgres: "$dir"
-    run=(runuser -u postgres --)
-fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cleanup() { (cd "$dir" && "${run[@]}" "$BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1) || true; rm -rf "$dir"; }
-trap cleanup EXIT
-(cd "$dir" && "${run[@]}" "$BIN/initdb" -D "$dir/data" -U flightrec --auth=trust -E UTF8 --no-instructions >/dev/null)
-(cd "$dir" && "${run[@]}" "$BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c shared_buffers=512MB -c max_wal_size=4GB" start >/dev/null)
-"${run[@]}" "$BIN/psql" -h 127.0.0.1 -p "$port" -U flightrec -d postgres -qc "CREATE DATABASE bench" 2>/dev/null ||
-    (cd "$dir" && "${run[@]}" "$BIN/createdb" -h 127.0.0.1 -p "$port" -U flightrec bench)
-export FLIGHTREC_BENCH_PG_URL="postgres://flightrec@127.0.0.1:$port/bench"
+. bench/pg_cluster.sh
+trap pg_stop EXIT
+pg_start shared_buffers=512MB max_wal_size=4GB
+pg_createdb bench
+export FLIGHTREC_BENCH_PG_URL="postgres://flightrec@127.0.0.1:$PG_PORT/bench"
 cargo bench --quiet -p flightrec-collector --bench collector -- catalog-pg

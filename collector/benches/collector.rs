@@ -1,6 +1,8 @@
 //! Collector benchmarks (run by `bench/collector.sh`): ingest throughput on loopback through
 //! the real uploader, catalog list/filter latency with 100k entries (SQLite) and with millions
-//! in PostgreSQL (`catalog-pg`, given a database). Prints each number with its target.
+//! in PostgreSQL (`catalog-pg`, given a database), and ingest through one replica against two
+//! (`replicas`, given both, as `bench/collector_replicas.sh` starts them). Prints each number
+//! with its target.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,11 +46,123 @@ fn snapshot(path: &std::path::Path, n: u64, records: usize) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
+/// Uploads `files` through `url`, `uploaders` at a time, each file once; returns the seconds.
+async fn upload_all(url: &str, files: &[(std::path::PathBuf, u64)], uploaders: usize) -> f64 {
+    let cfg = CollectorConfig {
+        url: url.into(),
+        rate_limit: "0".into(),
+        chunk_size: "8MiB".into(),
+        ..Default::default()
+    };
+    let client = flightrec_uplink::http_client(&cfg).unwrap();
+    let bucket = Arc::new(TokenBucket::new(0, 0));
+    let queue = Arc::new(std::sync::Mutex::new(files.to_vec()));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..uploaders {
+        let (client, cfg, bucket, queue) =
+            (client.clone(), cfg.clone(), bucket.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            // Bounded: each task takes files off one finite list until it is empty.
+            while let Some((p, _)) = { queue.lock().unwrap().pop() } {
+                let out = flightrec_uplink::spool::upload_file(&client, &cfg, &bucket, &p, |_| {})
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                assert!(
+                    matches!(out, flightrec_uplink::spool::Outcome::Uploaded { .. }),
+                    "{}: {out:?}",
+                    p.display()
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed().as_secs_f64()
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Ingest through one replica (`FLIGHTREC_BENCH_ONE`) against two behind a balancer
+/// (`FLIGHTREC_BENCH_TWO`), each on its own database and archive, so the same files are new
+/// to both. Each round generates fresh snapshots and uploads them to both, the order
+/// alternating between rounds.
+async fn replicas() {
+    let (Ok(one), Ok(two)) = (
+        std::env::var("FLIGHTREC_BENCH_ONE"),
+        std::env::var("FLIGHTREC_BENCH_TWO"),
+    ) else {
+        println!(
+            "replicas: skipped: FLIGHTREC_BENCH_ONE and FLIGHTREC_BENCH_TWO are not set \
+             (bench/collector_replicas.sh sets them)"
+        );
+        return;
+    };
+    let rounds: u64 = env_or("FLIGHTREC_BENCH_ROUNDS", 3);
+    let nfiles: u64 = env_or("FLIGHTREC_BENCH_FILES", 16);
+    let uploaders: usize = env_or("FLIGHTREC_BENCH_UPLOADERS", 4);
+    let records: usize = env_or("FLIGHTREC_BENCH_RECORDS", 90_000);
+    let mut rates: [Vec<f64>; 2] = Default::default();
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<_> = (0..nfiles)
+            .map(|i| {
+                let p = dir.path().join(format!("s{i}.frs"));
+                let n = 0x1_0000 * (round + 1) + i;
+                (p.clone(), snapshot(&p, n, records))
+            })
+            .collect();
+        let total: u64 = files.iter().map(|f| f.1).sum();
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let url = [&one, &two][which];
+            let secs = upload_all(url, &files, uploaders).await;
+            let mb_s = total as f64 / secs / 1e6;
+            println!(
+                "replicas: round {}, {} replica{}: {} snapshots, {:.1} MB in {secs:.2} s = \
+                 {mb_s:.1} MB/s",
+                round + 1,
+                which + 1,
+                if which == 0 { "" } else { "s" },
+                files.len(),
+                total as f64 / 1e6
+            );
+            rates[which].push(mb_s);
+        }
+    }
+    // Each round's ratio compares runs of the same files close in time; their median is the
+    // figure, as the machine's other load moves both runs of a round alike.
+    let mut ratios: Vec<f64> = rates[1].iter().zip(&rates[0]).map(|(b, a)| b / a).collect();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    let (m1, m2, mr) = (
+        median(&mut rates[0]),
+        median(&mut rates[1]),
+        median(&mut ratios),
+    );
+    println!(
+        "replicas: median of {rounds} rounds: 1 replica {m1:.1} MB/s, 2 replicas {m2:.1} MB/s; \
+         ratio 2/1 per round {}, median {mr:.2}",
+        shown.join(" ")
+    );
+}
+
 async fn ingest() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.storage.data_dir = dir.path().join("data");
     config.server.listen = "127.0.0.1:0".into();
+    // No tokens on loopback, as the replicas bench runs its collectors.
+    config.auth.open = true;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let state = flightrec_collector::AppState::open(config).unwrap();
@@ -65,32 +179,8 @@ async fn ingest() {
         })
         .collect();
     let total: u64 = files.iter().map(|f| f.1).sum();
-    let cfg = CollectorConfig {
-        url,
-        rate_limit: "0".into(),
-        chunk_size: "8MiB".into(),
-        ..Default::default()
-    };
-    let client = flightrec_uplink::http_client(&cfg).unwrap();
-    let bucket = Arc::new(TokenBucket::new(0, 0));
     // Two uploads at a time (two recorders), as many as this machine has cores.
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for pair in files.chunks(files.len() / 2) {
-        let (client, cfg, bucket) = (client.clone(), cfg.clone(), bucket.clone());
-        let pair = pair.to_vec();
-        tasks.push(tokio::spawn(async move {
-            for (p, _) in pair {
-                flightrec_uplink::spool::upload_file(&client, &cfg, &bucket, &p, |_| {})
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = upload_all(&url, &files, 2).await;
     let mb_s = total as f64 / secs / 1e6;
     println!(
         "ingest: {} snapshots, {:.1} MB in {secs:.2} s = {mb_s:.0} MB/s (target >= 200 MB/s: {})",
@@ -352,5 +442,8 @@ fn main() {
     }
     if only.is_none_or(|o| o == "catalog-pg") {
         catalog_pg();
+    }
+    if only.is_none_or(|o| o == "replicas") {
+        rt.block_on(replicas());
     }
 }

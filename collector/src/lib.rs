@@ -176,7 +176,7 @@ impl AppState {
         let archive = Archive::open(&config)?;
         // Group triggers sent to another replica sharing the catalog reach the recorders
         // registered here too.
-        let groups: Arc<groups::Registry> = Default::default();
+        let groups = Arc::new(groups::Registry::new(&catalog));
         let registry = groups.clone();
         catalog.subscribe_triggers(Box::new(move |t| {
             let sent = registry.fan_out(Arc::new(t));
@@ -239,7 +239,7 @@ async fn metrics(State(st): State<AppState>) -> Result<String, error::AppError> 
         ("collector_uploads_open", "Upload sessions open.", open),
         (
             "collector_group_members",
-            "Recorders registered in a group.",
+            "Recorders registered in a group through this collector (not other replicas).",
             members,
         ),
     ]))

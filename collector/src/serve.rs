@@ -363,6 +363,8 @@ pub async fn serve(
         stats: state.metrics.connections.clone(),
     });
     let retention = tokio::spawn(crate::retention::run(state.clone()));
+    let renew = tokio::spawn(state.groups.clone().renew());
+    let groups = state.groups.clone();
     let router = crate::app(state);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -420,5 +422,9 @@ pub async fn serve(
     })
     .await;
     retention.abort();
+    renew.abort();
+    // The streams have ended: the other replicas stop counting this one's registrations now
+    // rather than when their lease runs out.
+    let _ = tokio::time::timeout(Duration::from_secs(2), groups.forget()).await;
     Ok(())
 }

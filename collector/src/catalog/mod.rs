@@ -157,6 +157,23 @@ pub struct Session {
 
 pub use schemas::wire::GroupTrigger;
 
+/// A recorder registered in a group on one of the collectors sharing a catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// Group.
+    pub group: String,
+    /// Host id.
+    pub host_id: String,
+    /// When it registered (`CLOCK_REALTIME` ns); with `replica`, names the registration.
+    pub since_realtime_ns: u64,
+    /// The collector its event stream is connected to.
+    pub replica: String,
+}
+
+/// How long a collector's group registrations count without its heartbeat: a collector that
+/// died (kill -9, machine lost) stops listing its recorders after this.
+pub const GROUP_LEASE_NS: u64 = 30_000_000_000;
+
 /// Where [`Catalog::subscribe_triggers`] delivers other collectors' group triggers.
 pub type TriggerSink = Box<dyn Fn(GroupTrigger) + Send + Sync>;
 
@@ -188,7 +205,8 @@ pub trait Catalog: Send + Sync + 'static {
     /// Sessions open.
     fn sessions(&self) -> Result<Vec<Session>, CatalogError>;
 
-    /// Records a group trigger.
+    /// Records a group trigger, and announces it to the other collectors sharing the catalog
+    /// if [`Catalog::announce_trigger`] could not.
     fn insert_trigger(&self, trigger: &GroupTrigger) -> Result<(), CatalogError>;
     /// A group trigger.
     fn trigger(&self, trigger_id: &str) -> Result<Option<GroupTrigger>, CatalogError>;
@@ -231,6 +249,57 @@ pub trait Catalog: Send + Sync + 'static {
     /// A catalog of one process has no other collector, and does nothing.
     fn subscribe_triggers(&self, deliver: TriggerSink) -> Result<(), CatalogError> {
         let _ = deliver;
+        Ok(())
+    }
+
+    /// Whether group registrations are kept in the catalog ([`Catalog::join_group`]), so that
+    /// every collector sharing it knows the recorders connected to the others. A catalog of
+    /// one process keeps none: its collector's own registry is the whole truth.
+    fn shares_groups(&self) -> bool {
+        false
+    }
+
+    /// Records `member`'s registration (a newer registration of the same host in the same
+    /// group replaces an older one, wherever that is) and keeps it alive: a collector calls
+    /// it again for each of its registrations within [`GROUP_LEASE_NS`].
+    fn join_group(&self, members: &[GroupMember]) -> Result<(), CatalogError> {
+        let _ = members;
+        Ok(())
+    }
+
+    /// `members` are all the registrations on collector `replica` as of `at` (its realtime
+    /// clock, the clock of their `since_realtime_ns`): renews them as
+    /// [`Catalog::join_group`] does and forgets the replica's others made before `at`
+    /// (one made since is newer than the list, not gone). Each collector calls it well within
+    /// [`GROUP_LEASE_NS`].
+    fn renew_groups(
+        &self,
+        replica: &str,
+        members: &[GroupMember],
+        at: u64,
+    ) -> Result<(), CatalogError> {
+        let _ = (replica, members, at);
+        Ok(())
+    }
+
+    /// Forgets `member`'s registration, unless a newer one replaced it.
+    fn leave_group(&self, member: &GroupMember) -> Result<(), CatalogError> {
+        let _ = member;
+        Ok(())
+    }
+
+    /// Registrations whose collector renewed them within [`GROUP_LEASE_NS`], in `group` or
+    /// in all groups, by group and host.
+    fn group_members(&self, group: Option<&str>) -> Result<Vec<GroupMember>, CatalogError> {
+        let _ = group;
+        Ok(Vec::new())
+    }
+
+    /// Tells the other collectors sharing this catalog about `trigger` at once, before it is
+    /// recorded ([`Catalog::insert_trigger`] announces what this could not). A catalog of one
+    /// process does nothing.
+    fn announce_trigger(&self, trigger: &GroupTrigger) -> Result<(), CatalogError> {
+        let _ = trigger;
         Ok(())
     }
 

@@ -10,16 +10,26 @@
 //! database restarts the dead connections are dropped and new ones made: the collector
 //! recovers without a restart. While the database is down every call fails within
 //! `connect_timeout` with one sentence saying so.
+//!
+//! TLS: libpq's `sslmode` and `sslrootcert` in the URL's query. `verify-full` checks the
+//! server's certificate chain against `sslrootcert` (PEM; the public web roots without it)
+//! and its name against the host connected to; `require` and `verify-ca` check the chain
+//! only (as libpq does when it has a root certificate). Without them, or with `disable`,
+//! `allow` or `prefer`, connections are plain: TLS is never tried and silently dropped.
+//! rustls on ring, as the rest of the collector.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use postgres::Client;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    Catalog, CatalogError, Entry, GroupTrigger, Page, Query, Session, TriggerSink, json, to_i64,
-    to_json,
+    Catalog, CatalogError, Entry, GROUP_LEASE_NS, GroupMember, GroupTrigger, Page, Query, Session,
+    TriggerSink, json, to_i64, to_json,
 };
 
 /// The schema, one migration per version; a migration, once released, never changes.
@@ -72,13 +82,31 @@ CREATE TABLE staged_chunks (
 );
 ",
     ),
+    (
+        3,
+        "
+CREATE TABLE group_members (
+    group_name TEXT NOT NULL,
+    host_id TEXT NOT NULL,
+    since_ns BIGINT NOT NULL,
+    replica TEXT NOT NULL,
+    seen_ns BIGINT NOT NULL,
+    PRIMARY KEY (group_name, host_id)
+);
+CREATE INDEX group_members_replica ON group_members (replica);
+",
+    ),
+    (
+        4,
+        "ALTER TABLE staged_chunks ALTER COLUMN data SET STORAGE EXTERNAL;",
+    ),
 ];
 
 /// Advisory lock key held while migrations run ("flightrc" in ASCII).
 const MIGRATION_LOCK: i64 = 0x666c_6967_6874_7263;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+type Conn = r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>;
 
 /// Pool settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +133,10 @@ pub struct PgCatalog {
     pool: Option<Pool>,
     /// For the LISTEN connection, which is not pooled.
     config: postgres::Config,
+    /// Its TLS (unused when the URL does not ask for TLS).
+    tls: MakeRustlsConnect,
+    /// Why the pool last failed to connect.
+    last_error: LastError,
     /// This process's id in trigger notifications, so that it skips its own.
     origin: String,
     /// Tells the LISTEN thread to end.
@@ -141,23 +173,175 @@ pub fn redact_url(url: &str) -> String {
 
 /// Whether `url` is a PostgreSQL URL the catalog accepts; the error is one sentence.
 pub fn check_url(url: &str) -> Result<(), String> {
+    parse_url(url).map(drop)
+}
+
+/// The pool's last connection error, in one line ([`one_line`]): r2d2 keeps only the
+/// driver's first line, which for a refusal by the server is "db error".
+#[derive(Clone, Debug, Default)]
+struct LastError(Arc<std::sync::Mutex<Option<String>>>);
+
+impl LastError {
+    fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl r2d2::HandleError<postgres::Error> for LastError {
+    fn handle_error(&self, e: postgres::Error) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(one_line(&e));
+    }
+}
+
+/// How the catalog's connections are secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsMode {
+    /// Plain connections.
+    Off,
+    /// TLS; the certificate chain is verified, not the name.
+    VerifyCa,
+    /// TLS; the certificate chain and the name are verified.
+    VerifyFull,
+}
+
+/// The driver's configuration of `url`, its TLS mode and CA file. `sslmode` and
+/// `sslrootcert` are taken off the query first: the driver knows neither `verify-ca`,
+/// `verify-full` nor `sslrootcert`.
+fn parse_url(url: &str) -> Result<(postgres::Config, TlsMode, Option<PathBuf>), String> {
+    let shown = redact_url(url);
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(format!(
-            "catalog.url {:?} must start with postgres:// (or be empty for the embedded SQLite catalog)",
-            redact_url(url)
+            "catalog.url {shown:?} must start with postgres:// (or be empty for the embedded SQLite catalog)"
         ));
     }
-    let config: postgres::Config = url
-        .parse()
-        .map_err(|e| format!("catalog.url {:?}: {e}", redact_url(url)))?;
-    if config.get_ssl_mode() == postgres::config::SslMode::Require {
-        return Err(
-            "catalog.url: sslmode=require is not supported; reach PostgreSQL on loopback, a \
-             Unix socket or a private network"
-                .into(),
-        );
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (mut mode, mut ca) = (TlsMode::Off, None);
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => {
+                mode = match v {
+                    "disable" | "allow" | "prefer" => TlsMode::Off,
+                    "require" | "verify-ca" => TlsMode::VerifyCa,
+                    "verify-full" => TlsMode::VerifyFull,
+                    _ => {
+                        return Err(format!(
+                            "catalog.url {shown:?}: sslmode must be disable, require, verify-ca or verify-full, not {v:?}"
+                        ));
+                    }
+                }
+            }
+            Some(("sslrootcert", v)) => ca = Some(PathBuf::from(v)),
+            _ => rest.push(pair),
+        }
     }
-    Ok(())
+    if ca.is_some() && mode == TlsMode::Off {
+        return Err(format!(
+            "catalog.url {shown:?}: sslrootcert is given but sslmode does not ask for TLS (require, verify-ca or verify-full)"
+        ));
+    }
+    let plain = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let mut config: postgres::Config = plain
+        .parse()
+        .map_err(|e| format!("catalog.url {shown:?}: {e}"))?;
+    config.ssl_mode(match mode {
+        TlsMode::Off => postgres::config::SslMode::Disable,
+        _ => postgres::config::SslMode::Require,
+    });
+    Ok((config, mode, ca))
+}
+
+/// The TLS connector for `mode`: rustls on ring, trusting the certificates in `ca` (PEM) or,
+/// without it, the public web roots.
+fn tls_connector(mode: TlsMode, ca: Option<&std::path::Path>) -> Result<MakeRustlsConnect, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let shown = path.display();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("catalog.url sslrootcert {shown}: {e}"))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "catalog.url sslrootcert {shown}: no usable certificate in it"
+                ));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("catalog.url: TLS: {e}"))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("catalog.url: TLS: {e}"))?;
+    let config = match mode {
+        TlsMode::VerifyCa => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier))),
+        TlsMode::Off | TlsMode::VerifyFull => builder.with_webpki_verifier(verifier),
+    }
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// `verify-ca`: the chain up to a trusted root, whatever name the certificate is for.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 impl PgCatalog {
@@ -165,27 +349,28 @@ impl PgCatalog {
     /// the database cannot be reached now: a collector does not start without its catalog.
     pub fn open(url: &str, options: PoolOptions) -> Result<PgCatalog, CatalogError> {
         let shown = redact_url(url);
-        check_url(url).map_err(CatalogError::Value)?;
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| CatalogError::Value(format!("catalog.url {shown:?}: {e}")))?;
+        let (mut config, mode, ca) = parse_url(url).map_err(CatalogError::Value)?;
+        let tls = tls_connector(mode, ca.as_deref()).map_err(CatalogError::Value)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
         if config.get_application_name().is_none() {
             config.application_name("flightrec-collector");
         }
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), tls.clone());
+        let last_error = LastError::default();
         let pool = r2d2::Pool::builder()
             .max_size(options.max_connections)
             .min_idle(Some(0))
             .connection_timeout(options.connect_timeout)
             .test_on_check_out(true)
-            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .error_handler(Box::new(last_error.clone()))
             .build_unchecked(manager);
         let catalog = PgCatalog {
             pool: Some(pool),
             config,
+            tls,
+            last_error,
             origin: schemas::clock::random_id(),
             stop: Default::default(),
             shown,
@@ -195,6 +380,16 @@ impl PgCatalog {
         std::thread::scope(|s| s.spawn(|| catalog.migrate()).join())
             .map_err(|_| CatalogError::Value("catalog migration panicked".into()))??;
         Ok(catalog)
+    }
+
+    /// The notice of `t` with the trigger in it, if it fits in a NOTIFY payload.
+    fn whole_notice(&self, t: &GroupTrigger) -> Option<String> {
+        let whole = to_json(&Notice {
+            origin: self.origin.clone(),
+            trigger_id: t.trigger_id.clone(),
+            trigger: Some(t.clone()),
+        });
+        (whole.len() < 7000).then_some(whole)
     }
 
     fn pool(&self) -> &Pool {
@@ -228,15 +423,20 @@ impl PgCatalog {
     }
 
     fn conn(&self) -> Result<Conn, CatalogError> {
-        self.pool().get().map_err(|e| {
-            let why = e.to_string();
-            // r2d2 says "timed out waiting for connection: <last error>".
-            let why = why
-                .strip_prefix("timed out waiting for connection: ")
-                .unwrap_or(&why)
-                .to_owned();
-            self.unavailable(why)
-        })
+        match self.pool().get() {
+            Ok(c) => {
+                self.last_error.take();
+                Ok(c)
+            }
+            // r2d2 says "timed out waiting for connection: <the error's first line>"; the
+            // pool's error handler kept the whole of it.
+            Err(e) => Err(self.unavailable(self.last_error.take().unwrap_or_else(|| {
+                let why = e.to_string();
+                why.strip_prefix("timed out waiting for connection: ")
+                    .unwrap_or(&why)
+                    .to_owned()
+            }))),
+        }
     }
 
     /// Runs `f` on a pooled connection; once more on a fresh one if the first broke mid-call
@@ -367,6 +567,7 @@ struct Notice {
 /// restarted), and hands each other replica's trigger to `deliver`.
 fn listen_loop(
     config: &postgres::Config,
+    tls: &MakeRustlsConnect,
     origin: &str,
     stop: &std::sync::atomic::AtomicBool,
     pool: &Pool,
@@ -377,7 +578,7 @@ fn listen_loop(
     use std::sync::atomic::Ordering;
     let mut down_since: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        let mut client = match config.connect(NoTls) {
+        let mut client = match config.connect(tls.clone()) {
             Ok(c) => c,
             Err(e) => {
                 if down_since.is_none() {
@@ -435,6 +636,47 @@ fn listen_loop(
         }
     }
 }
+
+/// `members` as the arrays `UNNEST` takes: groups, hosts, registration times.
+fn member_columns(members: &[GroupMember]) -> (Vec<&str>, Vec<&str>, Vec<i64>) {
+    (
+        members.iter().map(|m| m.group.as_str()).collect(),
+        members.iter().map(|m| m.host_id.as_str()).collect(),
+        members
+            .iter()
+            .map(|m| to_i64(m.since_realtime_ns))
+            .collect(),
+    )
+}
+
+/// Records or renews `members` (all of one replica). A host's registration replaces the one
+/// in the table if it is as new or newer, or if that one's lease ran out.
+fn upsert_members(
+    c: &mut impl postgres::GenericClient,
+    members: &[GroupMember],
+) -> Result<u64, postgres::Error> {
+    let Some(replica) = members.first().map(|m| m.replica.as_str()) else {
+        return Ok(0);
+    };
+    let (groups, hosts, since) = member_columns(members);
+    c.execute(
+        &format!(
+            "INSERT INTO group_members (group_name, host_id, since_ns, replica, seen_ns) \
+             SELECT g, h, s, $4, {DB_NOW_NS} \
+             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS m (g, h, s) \
+             ON CONFLICT (group_name, host_id) DO UPDATE \
+             SET since_ns = EXCLUDED.since_ns, replica = EXCLUDED.replica, \
+                 seen_ns = EXCLUDED.seen_ns \
+             WHERE group_members.since_ns <= EXCLUDED.since_ns \
+                OR group_members.seen_ns < {DB_NOW_NS} - $5"
+        ),
+        &[&groups, &hosts, &since, &replica, &to_i64(GROUP_LEASE_NS)],
+    )
+}
+
+/// The database server's clock in ns: group leases are renewed and expire by one clock, so
+/// replicas whose clocks disagree do not expire each other's registrations.
+const DB_NOW_NS: &str = "(extract(epoch FROM clock_timestamp()) * 1e9)::BIGINT";
 
 fn load_trigger(pool: &Pool, trigger_id: &str) -> Option<GroupTrigger> {
     let mut c = pool.get().ok()?;
@@ -692,24 +934,25 @@ impl Catalog for PgCatalog {
             .collect()
     }
 
+    fn announce_trigger(&self, t: &GroupTrigger) -> Result<(), CatalogError> {
+        // On its own, before the trigger is recorded: a transaction that writes nothing
+        // commits without waiting for the disk, and the other replicas hear of it on commit.
+        if let Some(payload) = self.whole_notice(t) {
+            self.run(|c| c.execute("SELECT pg_notify($1, $2)", &[&TRIGGER_CHANNEL, &payload]))?;
+        }
+        Ok(())
+    }
+
     fn insert_trigger(&self, t: &GroupTrigger) -> Result<(), CatalogError> {
-        // Recorded and announced in one transaction: the other replicas hear of it on commit.
         // A NOTIFY payload is at most 8000 bytes: a trigger with large fields is announced
-        // by id, and the listeners read it from the table.
-        let whole = to_json(&Notice {
-            origin: self.origin.clone(),
-            trigger_id: t.trigger_id.clone(),
-            trigger: Some(t.clone()),
-        });
-        let payload = if whole.len() < 7000 {
-            whole
-        } else {
+        // by id on the commit that records it, and the listeners read it from the table.
+        let by_id = self.whole_notice(t).is_none().then(|| {
             to_json(&Notice {
                 origin: self.origin.clone(),
                 trigger_id: t.trigger_id.clone(),
                 trigger: None,
             })
-        };
+        });
         self.run(|c| {
             let mut tx = c.transaction()?;
             tx.execute(
@@ -717,21 +960,95 @@ impl Catalog for PgCatalog {
                  ON CONFLICT (trigger_id) DO UPDATE SET trigger = EXCLUDED.trigger",
                 &[&t.trigger_id, &to_json(t)],
             )?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&TRIGGER_CHANNEL, &payload])?;
+            if let Some(payload) = &by_id {
+                tx.execute("SELECT pg_notify($1, $2)", &[&TRIGGER_CHANNEL, payload])?;
+            }
             tx.commit()
         })?;
         Ok(())
     }
 
+    fn shares_groups(&self) -> bool {
+        true
+    }
+
+    fn join_group(&self, members: &[GroupMember]) -> Result<(), CatalogError> {
+        self.run(|c| upsert_members(c, members).map(drop))
+    }
+
+    fn renew_groups(
+        &self,
+        replica: &str,
+        members: &[GroupMember],
+        at: u64,
+    ) -> Result<(), CatalogError> {
+        let (groups, hosts, since) = member_columns(members);
+        self.run(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM group_members WHERE replica = $1 AND since_ns <= $5 \
+                 AND (group_name, host_id, since_ns) \
+                 NOT IN (SELECT * FROM UNNEST($2::TEXT[], $3::TEXT[], $4::BIGINT[]))",
+                &[&replica, &groups, &hosts, &since, &to_i64(at)],
+            )?;
+            // Whoever renews also clears registrations of collectors long gone.
+            tx.execute(
+                &format!("DELETE FROM group_members WHERE seen_ns < {DB_NOW_NS} - $1"),
+                &[&(10 * to_i64(GROUP_LEASE_NS))],
+            )?;
+            upsert_members(&mut tx, members)?;
+            tx.commit()
+        })
+    }
+
+    fn leave_group(&self, m: &GroupMember) -> Result<(), CatalogError> {
+        self.run(|c| {
+            c.execute(
+                "DELETE FROM group_members \
+                 WHERE group_name = $1 AND host_id = $2 AND replica = $3 AND since_ns = $4",
+                &[
+                    &m.group,
+                    &m.host_id,
+                    &m.replica,
+                    &to_i64(m.since_realtime_ns),
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn group_members(&self, group: Option<&str>) -> Result<Vec<GroupMember>, CatalogError> {
+        let rows = self.run(|c| {
+            c.query(
+                &format!(
+                    "SELECT group_name, host_id, since_ns, replica FROM group_members \
+                     WHERE seen_ns >= {DB_NOW_NS} - $1 AND ($2::TEXT IS NULL OR group_name = $2) \
+                     ORDER BY group_name, host_id"
+                ),
+                &[&to_i64(GROUP_LEASE_NS), &group],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| GroupMember {
+                group: r.get(0),
+                host_id: r.get(1),
+                since_realtime_ns: r.get::<_, i64>(2) as u64,
+                replica: r.get(3),
+            })
+            .collect())
+    }
+
     fn subscribe_triggers(&self, deliver: TriggerSink) -> Result<(), CatalogError> {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let origin = self.origin.clone();
         let stop = self.stop.clone();
         let pool = self.pool().clone();
         let shown = self.shown.clone();
         std::thread::Builder::new()
             .name("catalog-listen".into())
-            .spawn(move || listen_loop(&config, &origin, &stop, &pool, &shown, &deliver))
+            .spawn(move || listen_loop(&config, &tls, &origin, &stop, &pool, &shown, &deliver))
             .map_err(|e| CatalogError::Value(format!("starting the LISTEN thread: {e}")))?;
         Ok(())
     }
@@ -837,6 +1154,54 @@ mod tests {
         assert!(super::check_url("postgres://fr@127.0.0.1:5432/flightrec").is_ok());
         assert!(super::check_url("postgresql:///flightrec?host=/run/postgresql").is_ok());
         assert!(super::check_url("mysql://x/y").is_err());
-        assert!(super::check_url("postgres://x/y?sslmode=require").is_err());
+    }
+
+    #[test]
+    fn tls_options() {
+        use super::{TlsMode, parse_url};
+        use postgres::config::SslMode;
+        let (c, mode, ca) =
+            parse_url("postgres://fr@db/flightrec?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=x")
+                .unwrap();
+        assert_eq!(
+            (mode, ca.as_deref()),
+            (
+                TlsMode::VerifyFull,
+                Some(std::path::Path::new("/etc/ca.pem"))
+            )
+        );
+        assert_eq!(c.get_ssl_mode(), SslMode::Require);
+        assert_eq!(c.get_application_name(), Some("x"));
+        for (q, want) in [
+            ("", TlsMode::Off),
+            ("?sslmode=prefer", TlsMode::Off),
+            ("?sslmode=disable", TlsMode::Off),
+            ("?sslmode=require", TlsMode::VerifyCa),
+            ("?sslmode=verify-ca", TlsMode::VerifyCa),
+        ] {
+            let (c, mode, _) = parse_url(&format!("postgres://db/f{q}")).unwrap();
+            assert_eq!(mode, want, "{q}");
+            // Never the driver's default `prefer`: TLS is asked for, or not tried.
+            let driver = if want == TlsMode::Off {
+                SslMode::Disable
+            } else {
+                SslMode::Require
+            };
+            assert_eq!(c.get_ssl_mode(), driver, "{q}");
+        }
+        let e = parse_url("postgres://u:pw@db/f?sslmode=verify").unwrap_err();
+        assert!(e.contains("sslmode must be") && !e.contains("pw"), "{e}");
+        let e = parse_url("postgres://db/f?sslrootcert=/ca.pem").unwrap_err();
+        assert!(e.contains("does not ask for TLS"), "{e}");
+        let e = super::tls_connector(
+            TlsMode::VerifyFull,
+            Some(std::path::Path::new("/nonexistent/ca.pem")),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.starts_with("catalog.url sslrootcert /nonexistent/ca.pem: "),
+            "{e}"
+        );
     }
 }

@@ -364,6 +364,177 @@ fn postgres_down_is_one_sentence_and_recovery_needs_no_restart() {
 }
 
 #[test]
+fn group_membership_is_shared_newest_registration_wins_and_leases_run_out() {
+    use flightrec_collector::catalog::GroupMember;
+    let Some(pg) =
+        start_or_skip("group_membership_is_shared_newest_registration_wins_and_leases_run_out")
+    else {
+        return;
+    };
+    let url = pg.fresh_db();
+    let c = PgCatalog::open(&url, PoolOptions::default()).unwrap();
+    let m = |group: &str, host: &str, since: u64, replica: &str| GroupMember {
+        group: group.into(),
+        host_id: host.into(),
+        since_realtime_ns: since,
+        replica: replica.into(),
+    };
+    let listed = |group: Option<&str>| -> Vec<(String, String, String)> {
+        c.group_members(group)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.group, m.host_id, m.replica))
+            .collect()
+    };
+    let row = |g: &str, h: &str, r: &str| (g.to_owned(), h.to_owned(), r.to_owned());
+    c.join_group(&[m("checkout", "web-1", 10, "A"), m("batch", "db-1", 10, "A")])
+        .unwrap();
+    c.join_group(&[m("checkout", "web-2", 20, "B")]).unwrap();
+    assert_eq!(
+        listed(None),
+        [
+            row("batch", "db-1", "A"),
+            row("checkout", "web-1", "A"),
+            row("checkout", "web-2", "B")
+        ]
+    );
+    // web-1 reconnects to B: the newer registration wins; a late renewal of the older one
+    // on A does not take it back, nor does A's leave remove it.
+    c.join_group(&[m("checkout", "web-1", 30, "B")]).unwrap();
+    c.join_group(&[m("checkout", "web-1", 10, "A")]).unwrap();
+    c.leave_group(&m("checkout", "web-1", 10, "A")).unwrap();
+    assert_eq!(
+        listed(Some("checkout")),
+        [row("checkout", "web-1", "B"), row("checkout", "web-2", "B")]
+    );
+    // A renews with nothing left as of time 10: a registration of A made since stays, its
+    // others go, B's stay.
+    c.join_group(&[m("batch", "db-2", 11, "A")]).unwrap();
+    c.renew_groups("A", &[], 10).unwrap();
+    assert_eq!(
+        listed(None),
+        [
+            row("batch", "db-2", "A"),
+            row("checkout", "web-1", "B"),
+            row("checkout", "web-2", "B")
+        ]
+    );
+    c.renew_groups("A", &[], 11).unwrap();
+    assert_eq!(
+        listed(None),
+        [row("checkout", "web-1", "B"), row("checkout", "web-2", "B")]
+    );
+    // B stops renewing: 30 s after its last renewal its registrations no longer count, and
+    // even an older registration elsewhere replaces them.
+    let url2 = url.clone();
+    std::thread::spawn(move || {
+        let mut raw = postgres::Client::connect(&url2, postgres::NoTls).unwrap();
+        raw.execute(
+            "UPDATE group_members SET seen_ns = seen_ns - 31000000000 WHERE replica = 'B'",
+            &[],
+        )
+        .unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(listed(None), []);
+    c.join_group(&[m("checkout", "web-2", 5, "C")]).unwrap();
+    assert_eq!(listed(None), [row("checkout", "web-2", "C")]);
+    // The embedded catalog keeps no membership: its collector's registry is all there is.
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteCatalog::open(&dir.path().join("c.db")).unwrap();
+    assert!(!sqlite.shares_groups());
+    sqlite
+        .join_group(&[m("checkout", "web-1", 1, "A")])
+        .unwrap();
+    assert!(sqlite.group_members(None).unwrap().is_empty());
+}
+
+#[test]
+fn tls_to_postgres_verifies_the_server_certificate() {
+    let test = "tls_to_postgres_verifies_the_server_certificate";
+    let Some(pg) = start_or_skip(test) else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    // For the name localhost only: connecting to 127.0.0.1 is a name mismatch.
+    if !crate::tls::make_certs_for(certs.path(), "DNS:localhost") {
+        crate::util::skip(test, "the openssl command is missing or failed");
+        return;
+    }
+    let url = pg.fresh_db();
+    pg.require_tls(
+        &certs.path().join("cert.pem"),
+        &certs.path().join("key.pem"),
+    )
+    .unwrap();
+    let ca = certs.path().join("ca.pem").display().to_string();
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let open = |url: &str| {
+        PgCatalog::open(
+            url,
+            PoolOptions {
+                max_connections: 2,
+                connect_timeout: Duration::from_millis(1500),
+            },
+        )
+    };
+    let refused = |url: &str| {
+        let text = open(url).unwrap_err().to_string();
+        println!("{text}");
+        assert!(!text.contains('\n'), "one line: {text}");
+        text
+    };
+    // Plain connections are refused by the server: what opens below went over TLS.
+    assert!(refused(&url).contains("pg_hba.conf"));
+    // verify-full against the test CA, by the certificate's name: everything works, the
+    // LISTEN connection of group triggers included.
+    let full = format!("{by_name}?sslmode=verify-full&sslrootcert={ca}");
+    let a = open(&full).unwrap();
+    let b = open(&full).unwrap();
+    assert!(
+        a.insert(&entry(&"0a".repeat(16), 1, "web-1", &["x"]))
+            .unwrap()
+    );
+    assert_eq!(b.totals().unwrap(), (1, 100));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    a.subscribe_triggers(Box::new(move |t| {
+        let _ = tx.lock().unwrap().send(t.trigger_id);
+    }))
+    .unwrap();
+    let t = flightrec_collector::catalog::GroupTrigger {
+        trigger_id: "0b".repeat(16),
+        group: "checkout".into(),
+        reason: "slow".into(),
+        requested_by: "collector".into(),
+        fields: Default::default(),
+        sent_realtime_ns: 1,
+        recipients: vec![],
+    };
+    // The LISTEN connection comes up on its own thread: announce until A hears one.
+    let mut heard = None;
+    for _ in 0..50 {
+        b.announce_trigger(&t).unwrap();
+        if let Ok(id) = rx.recv_timeout(Duration::from_millis(200)) {
+            heard = Some(id);
+            break;
+        }
+    }
+    assert_eq!(heard.as_deref(), Some(t.trigger_id.as_str()));
+    // The name is checked with verify-full, not with verify-ca or require.
+    let text = refused(&format!("{url}?sslmode=verify-full&sslrootcert={ca}"));
+    assert!(text.contains("not valid for name"), "{text}");
+    for mode in ["verify-ca", "require"] {
+        let c = open(&format!("{url}?sslmode={mode}&sslrootcert={ca}")).unwrap();
+        assert_eq!(c.totals().unwrap(), (1, 100), "{mode}");
+    }
+    // Without sslrootcert only the public roots are trusted: not the test CA.
+    let text = refused(&format!("{by_name}?sslmode=verify-full"));
+    assert!(text.contains("UnknownIssuer"), "{text}");
+}
+
+#[test]
 fn catalog_config_is_checked() {
     use flightrec_collector::config::Config;
     let err = |t: &str| Config::parse(t).unwrap_err().to_string();
@@ -377,6 +548,16 @@ fn catalog_config_is_checked() {
     assert!(e.contains("pool"), "{e}");
     let e = err("[catalog]\nurl = \"postgres://db/x\"\nconnect_timeout = \"1ms\"\n");
     assert!(e.contains("catalog.connect_timeout"), "{e}");
+    // TLS options as libpq spells them; a wrong one is one sentence without the password.
+    assert!(
+        Config::parse(
+            "[catalog]\nurl = \"postgres://fr@db/f?sslmode=verify-full&sslrootcert=/etc/ca.pem\"\n"
+        )
+        .is_ok()
+    );
+    let e = err("[catalog]\nurl = \"postgres://fr:hunter2@db/f?sslmode=verify-all\"\n");
+    assert!(e.contains("sslmode must be"), "{e}");
+    assert!(!e.contains('\n') && !e.contains("hunter2"), "{e}");
     // The password never shows in --check-config.
     let c = Config::parse("[catalog]\nurl = \"postgres://fr:hunter2@db/flightrec\"\n").unwrap();
     let shown = toml::to_string(&c.redacted()).unwrap();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use flightrec_uplink::spool::Outcome;
 
 use crate::pg::{PgServer, start_or_skip};
-use crate::util::{bulk, http, skip, upload};
+use crate::util::{bulk, get_json, http, skip, upload};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -105,8 +105,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `None` when a tool is missing (skipped, or failed under `CI=true`).
-    async fn start(test: &str) -> Option<Cluster> {
+    /// `None` when a tool is missing (skipped, or failed under `CI=true`). `auth` is the
+    /// replicas' `[auth]` section.
+    async fn start(test: &str, auth: &str) -> Option<Cluster> {
         let Some(haproxy) = haproxy_bin() else {
             skip(test, "haproxy is not installed (Debian: haproxy)");
             return None;
@@ -152,8 +153,7 @@ impl Cluster {
                 format!(
                     "[server]\nlisten = \"127.0.0.1:{port}\"\n\
                      [storage]\ndata_dir = \"{data}\"\n{archive}\
-                     [catalog]\nurl = \"{db_url}\"\nconnect_timeout = \"2s\"\n\
-                     [auth]\nopen = true\n",
+                     [catalog]\nurl = \"{db_url}\"\nconnect_timeout = \"2s\"\n{auth}",
                     data = dir.path().join(format!("data{i}")).display(),
                 ),
             )
@@ -182,8 +182,8 @@ impl Cluster {
             format!(
                 "global\n    maxconn 4096\n\
                  defaults\n    mode http\n    timeout connect 1s\n    timeout client 120s\n\
-                 \x20   timeout server 120s\n    timeout tunnel 1h\n    option redispatch\n\
-                 \x20   retries 3\n    option httpchk GET /healthz\n\
+                 \x20   timeout server 120s\n    option redispatch\n\
+                 \x20   retries 3\n    option http-no-delay\n    option httpchk GET /healthz\n\
                  \x20   default-server inter 200ms fall 1 rise 1\n\
                  frontend rr\n    bind 127.0.0.1:{rr_port}\n    default_backend replicas\n\
                  frontend failover\n    bind 127.0.0.1:{fo_port}\n    default_backend primary\n\
@@ -283,7 +283,7 @@ async fn upload_until_done(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_behind_haproxy_on_postgres_and_garage() {
     let test = "two_replicas_behind_haproxy_on_postgres_and_garage";
-    let Some(mut cl) = Cluster::start(test).await else {
+    let Some(mut cl) = Cluster::start(test, "[auth]\nopen = true\n").await else {
         return;
     };
     let files = tempfile::tempdir().unwrap();
@@ -337,14 +337,7 @@ async fn two_replicas_behind_haproxy_on_postgres_and_garage() {
     cl.replicas[0].kill_9();
     let err = first.await.unwrap().expect_err("replica 1 died mid-upload");
     println!("first attempt ended with: {err}");
-    let st: serde_json::Value = http()
-        .get(format!("{}/v1/uploads/{sid}", cl.replicas[1].url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st = get_json(&format!("{}/v1/uploads/{sid}", cl.replicas[1].url), "").await;
     let had = st["offset"].as_u64().unwrap();
     assert!(
         had > 0,
@@ -410,14 +403,155 @@ async fn two_replicas_behind_haproxy_on_postgres_and_garage() {
     for (r, pid) in cl.replicas.iter_mut().zip(pids) {
         assert!(r.alive(), "{}", cl.logs());
         assert_eq!(r.pid(), pid, "no replica restarted");
-        let list: serde_json::Value = http()
-            .get(format!("{}/v1/snapshots?limit=1", r.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = get_json(&format!("{}/v1/snapshots?limit=1", r.url), "").await;
         assert_eq!(list["items"].as_array().unwrap().len(), 1);
     }
+}
+
+const ADMIN: &str = "admin-token-0123456789";
+
+fn recorder_token(host: &str) -> String {
+    format!("write-token-{host}-xxxxxxxx")
+}
+
+/// POSTs a group trigger for `group` to `url` with `token`; expects 200, returns the answer.
+async fn fire(url: &str, token: &str, group: &str) -> serde_json::Value {
+    let r = http()
+        .post(format!("{url}/v1/trigger"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"scope": "group", "group": group, "reason": "slow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{url} {group}");
+    r.json().await.unwrap()
+}
+
+/// Replica `r`'s own view of `group`: its replica id and every registered host with the
+/// replica id of the one it is connected to.
+async fn view_of(r: &Replica, group: &str) -> (String, Vec<(String, String)>) {
+    let v = get_json(&format!("{}/v1/groups", r.url), ADMIN).await;
+    let hosts = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["group"] == group)
+        .flat_map(|g| g["hosts"].as_array().unwrap().iter())
+        .map(|h| {
+            let s = |k: &str| h[k].as_str().unwrap().to_owned();
+            (s("host_id"), s("replica"))
+        })
+        .collect();
+    (v["replica"].as_str().unwrap().to_owned(), hosts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within_50_ms() {
+    let test = "group_trigger_through_haproxy_reaches_listeners_on_both_replicas_within_50_ms";
+    let hosts: Vec<String> = (0..6).map(|i| format!("web-{i}")).collect();
+    let mut auth = format!("[auth]\nadmins = [\"{ADMIN}\"]\n");
+    for h in &hosts {
+        auth.push_str(&format!(
+            "[[auth.recorders]]\nhost_id = \"{h}\"\ntoken = \"{}\"\ngroups = [\"checkout\"]\n",
+            recorder_token(h)
+        ));
+    }
+    let Some(mut cl) = Cluster::start(test, &auth).await else {
+        return;
+    };
+    // Every recorder connects through the balancer, as a deployment's would.
+    let mut rxs = Vec::new();
+    for h in &hosts {
+        let mut cfg = cl.client(&cl.rr);
+        cfg.token = recorder_token(h);
+        rxs.push(crate::group::join_via(cfg, h, "checkout").0);
+    }
+    // Each replica lists all six, each with the replica it landed on; the two agree.
+    let mut views = Vec::new();
+    for _ in 0..300 {
+        views = vec![
+            view_of(&cl.replicas[0], "checkout").await,
+            view_of(&cl.replicas[1], "checkout").await,
+        ];
+        if views.iter().all(|v| v.1.len() == hosts.len()) && views[0].1 == views[1].1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let on = |i: usize| -> Vec<String> {
+        let (me, hosts) = &views[i];
+        hosts
+            .iter()
+            .filter(|h| &h.1 == me)
+            .map(|h| h.0.clone())
+            .collect()
+    };
+    let on = (on(0), on(1));
+    println!(
+        "registered on replica 1: {:?}, on replica 2: {:?}",
+        on.0, on.1
+    );
+    assert_eq!(views[0].1, views[1].1, "{}", cl.logs());
+    assert_eq!(on.0.len() + on.1.len(), hosts.len(), "{views:?}");
+    assert!(
+        !on.0.is_empty() && !on.1.is_empty(),
+        "the balancer put listeners on both replicas: {on:?}"
+    );
+    for round in 0..5 {
+        let (resp, answered, each) =
+            crate::group::fire_and_time(&mut rxs, fire(&cl.rr, ADMIN, "checkout")).await;
+        let worst = each.iter().max().copied().unwrap();
+        println!(
+            "round {round}: trigger {} answered in {answered:?}; each listener had it after {each:?}",
+            resp["trigger_id"]
+        );
+        assert!(
+            worst < Duration::from_millis(50),
+            "fan-out through the balancer took {worst:?}: {each:?}"
+        );
+        assert_eq!(resp["recipients"], serde_json::json!(hosts));
+    }
+    // A recorder triggers its group through the replica it is not connected to: allowed, and
+    // the recipients are all six, wherever they are connected.
+    for (host, other) in [(&on.0[0], &cl.replicas[1]), (&on.1[0], &cl.replicas[0])] {
+        let (resp, _, each) = crate::group::fire_and_time(
+            &mut rxs,
+            fire(&other.url, &recorder_token(host), "checkout"),
+        )
+        .await;
+        println!("{host} through the other replica: each listener had it after {each:?}");
+        assert_eq!(resp["recipients"], serde_json::json!(hosts));
+        let view = get_json(
+            &format!(
+                "{}/v1/triggers/{}",
+                cl.rr,
+                resp["trigger_id"].as_str().unwrap()
+            ),
+            ADMIN,
+        )
+        .await;
+        assert_eq!(view["missing"], serde_json::json!(hosts));
+    }
+
+    // kill -9 of replica 1: its recorders reconnect through the balancer to replica 2, whose
+    // newer registrations replace the dead replica's in the catalog; a trigger reaches all.
+    cl.replicas[0].kill_9();
+    let mut view = (String::new(), Vec::new());
+    for _ in 0..150 {
+        view = view_of(&cl.replicas[1], "checkout").await;
+        if view.1.len() == hosts.len() && view.1.iter().all(|h| h.1 == view.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        view.1.len() == hosts.len() && view.1.iter().all(|h| h.1 == view.0),
+        "all on replica 2 after replica 1 died: {view:?}"
+    );
+    let (resp, _, each) =
+        crate::group::fire_and_time(&mut rxs, fire(&cl.rr, ADMIN, "checkout")).await;
+    println!("after replica 1 died: each listener had it after {each:?}");
+    assert_eq!(resp["recipients"], serde_json::json!(hosts));
+    let worst = each.iter().max().copied().unwrap();
+    assert!(worst < Duration::from_millis(50), "{each:?}");
 }

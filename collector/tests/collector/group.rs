@@ -28,7 +28,18 @@ pub fn join(
     tokio::sync::mpsc::Receiver<TriggerInfo>,
     Arc<Mutex<GroupStatus>>,
 ) {
-    let mut cfg = srv.client_config(token);
+    join_via(srv.client_config(token), host, group)
+}
+
+/// Registers `host` in `group` through `cfg` (URL and token) as its recorder would.
+pub fn join_via(
+    mut cfg: flightrec_uplink::CollectorConfig,
+    host: &str,
+    group: &str,
+) -> (
+    tokio::sync::mpsc::Receiver<TriggerInfo>,
+    Arc<Mutex<GroupStatus>>,
+) {
     cfg.group = group.into();
     let client = flightrec_uplink::http_client(&cfg).unwrap();
     let st = Arc::new(Mutex::new(GroupStatus::default()));
@@ -41,6 +52,42 @@ pub fn join(
         tx,
     ));
     (rx, st)
+}
+
+/// Fires one group trigger with `send` (which returns the collector's answer) while every
+/// receiver of `rxs` waits up to 2 s for it; returns the answer, how long it took, and, in
+/// `rxs` order, how long
+/// after the answer's `sent_realtime_ns` each recorder had it (both on this host's realtime
+/// clock, which the collector stamps the trigger with as it starts the fan-out).
+pub async fn fire_and_time(
+    rxs: &mut Vec<tokio::sync::mpsc::Receiver<TriggerInfo>>,
+    send: impl std::future::Future<Output = serde_json::Value>,
+) -> (serde_json::Value, Duration, Vec<Duration>) {
+    let waits: Vec<_> = std::mem::take(rxs)
+        .into_iter()
+        .map(|mut rx| {
+            tokio::spawn(async move {
+                let t = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                    .await
+                    .expect("every recorder of the group gets the trigger")
+                    .unwrap();
+                (schemas::clock::realtime_ns(), t, rx)
+            })
+        })
+        .collect();
+    let asked = Instant::now();
+    let resp = send.await;
+    let answered = asked.elapsed();
+    let tid = resp["trigger_id"].as_str().unwrap().to_owned();
+    let sent = resp["sent_realtime_ns"].as_u64().unwrap();
+    let mut each = Vec::new();
+    for w in waits {
+        let (at, t, rx) = w.await.unwrap();
+        assert_eq!(t.fields["trigger_id"], tid.as_str());
+        each.push(Duration::from_nanos(at.saturating_sub(sent)));
+        rxs.push(rx);
+    }
+    (resp, answered, each)
 }
 
 /// A small real snapshot of `host` taken for `trigger`.

@@ -6,7 +6,7 @@
 //! `FLIGHTREC_TEST_CATALOG=postgres` runs the whole collector suite on PostgreSQL: each test's
 //! collector gets a fresh database of one cluster shared by the test process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -177,6 +177,46 @@ impl PgServer {
                 "start",
             ],
         )
+    }
+
+    /// Restarts the cluster with TLS on (`cert` and `key`, PEM) and TCP clients refused unless
+    /// they use it; the Unix socket stays as it was.
+    pub fn require_tls(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        self.stop("fast")?;
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let dest = self.data.join(to);
+            std::fs::copy(from, &dest).map_err(|e| format!("{to}: {e}"))?;
+            std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| format!("{to}: {e}"))?;
+            if let Some(u) = &self.user {
+                let out = Command::new("chown")
+                    .arg(format!("{u}:"))
+                    .arg(&dest)
+                    .output()
+                    .map_err(|e| format!("chown: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!("chown {to} failed"));
+                }
+            }
+        }
+        let append = |file: &str, text: &str| -> Result<(), String> {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.data.join(file))
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| format!("{file}: {e}"))
+        };
+        append("postgresql.conf", "\nssl = on\n")?;
+        // The first matching line decides: plain TCP is refused, TLS trusted.
+        let hba = std::fs::read_to_string(self.data.join("pg_hba.conf"))
+            .map_err(|e| format!("pg_hba.conf: {e}"))?;
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            format!("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n{hba}"),
+        )
+        .map_err(|e| format!("pg_hba.conf: {e}"))?;
+        self.start_again()
     }
 
     /// Stops the cluster (`immediate`: like a crash; `fast`: a clean shutdown).

@@ -10,6 +10,12 @@ use crate::util::{Server, bulk, skip, upload};
 
 /// A CA and a certificate for 127.0.0.1 signed by it, made with the openssl command.
 fn make_certs(dir: &Path) -> bool {
+    make_certs_for(dir, "IP:127.0.0.1,DNS:localhost")
+}
+
+/// In `dir`: `ca.pem`, and `cert.pem` and `key.pem` for the names `san` (an openssl
+/// subjectAltName value) signed by it, made with the openssl command; `false` if it failed.
+pub fn make_certs_for(dir: &Path, san: &str) -> bool {
     let run = |args: &[&str]| {
         Command::new("openssl")
             .args(args)
@@ -19,8 +25,10 @@ fn make_certs(dir: &Path) -> bool {
     };
     std::fs::write(
         dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
     )
     .unwrap();
     let ec = [

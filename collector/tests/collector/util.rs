@@ -203,3 +203,12 @@ pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// GET `url` with bearer `token` (none if empty), its JSON body.
+pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
+    let mut req = http().get(url);
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
