@@ -564,7 +564,12 @@ fn decode_all(path: &Path, session: &Session, limits: &Limits) -> Result<Verifie
     let declared = snap
         .streams
         .iter()
-        .map(|s| s.record_count.saturating_mul(schemas::RECORD_SIZE as u64))
+        // What decoding inflates: the records, or a packet stream's packets when larger.
+        .map(|s| {
+            s.record_count
+                .saturating_mul(schemas::RECORD_SIZE as u64)
+                .max(s.uncompressed_len)
+        })
         .fold(0u64, u64::saturating_add);
     if declared > limits.max_uncompressed_bytes {
         return Err(Rejection::Bomb {

@@ -139,3 +139,72 @@ fn time_bounds_take_absolute_and_relative_forms() {
     };
     assert_eq!(times(&head), [1000, 2000, 2500]);
 }
+
+/// A file written by the format-1 writer (committed, with every kind of event) reads as the
+/// same events as the same snapshot written now, and analyze and every export take it.
+#[test]
+fn format_1_files_in_archives_still_decode_everywhere() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let v1 = root.join("tests/fixtures/v1-all-kinds.frs");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("format-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = dir.join("now.frs");
+    fixtures::all_kinds_snapshot().write(&now).unwrap();
+    let version =
+        |p: &PathBuf| u32::from_le_bytes(std::fs::read(p).unwrap()[8..12].try_into().unwrap());
+    assert_eq!(
+        (version(&v1), version(&now)),
+        (1, schemas::file::FORMAT_VERSION)
+    );
+
+    let events = |p: &PathBuf| -> Vec<schemas::event::Event> {
+        let (_, ev) = flightrec_reader::dump::open(p).unwrap();
+        ev.map(|e| e.unwrap()).collect()
+    };
+    let (old, new) = (events(&v1), events(&now));
+    assert_eq!(old, new);
+    let kinds: std::collections::BTreeSet<_> = old.iter().map(|e| e.name()).collect();
+    for k in [
+        "syscall_path",
+        "sched_switch",
+        "sched_wakeup",
+        "sched_process_fork",
+        "sched_process_exec",
+        "sched_process_exit",
+        "block_rq_issue",
+        "block_rq_complete",
+        "irq_handler_entry",
+        "irq_handler_exit",
+        "softirq_entry",
+        "softirq_exit",
+    ] {
+        assert!(
+            kinds.iter().any(|n| n.as_str() == k),
+            "no {k} in the fixture: {kinds:?}"
+        );
+    }
+
+    let opts = flightrec_reader::analyze::Options::default();
+    let report = |p: &PathBuf| {
+        let r = flightrec_reader::analyze::analyze(p, &opts).unwrap();
+        serde_json::to_value(&r).unwrap()
+    };
+    let (mut a, mut b) = (report(&v1), report(&now));
+    // The file is the one thing that differs.
+    for r in [&mut a, &mut b] {
+        r.as_object_mut().unwrap().remove("file");
+    }
+    assert_eq!(a, b);
+    use flightrec_reader::export::{Format, export};
+    for (format, name) in [
+        (Format::Ctf, "ctf"),
+        (Format::Perfetto, "pftrace"),
+        (Format::Tracedat, "dat"),
+    ] {
+        let out = dir.join(format!("v1.{name}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let _ = std::fs::remove_file(&out);
+        let stats = export(&v1, format, &out).unwrap();
+        assert!(stats.events > 0, "{name}: nothing exported");
+    }
+}

@@ -279,6 +279,43 @@ mod decode {
         Some(Stop::End)
     }
 
+    /// Like [`walk_packet`], but only rebuilds each record's timestamp (given to `each` in
+    /// ring order), without decoding bodies: for validating and counting a frozen ring.
+    pub fn scan_packet(
+        packet: &[u8],
+        number: u64,
+        lap: u64,
+        end: usize,
+        mut each: impl FnMut(u64),
+    ) -> Option<Stop> {
+        assert!(packet.len() >= PACKET_SIZE);
+        let end = end.min(PACKET_SIZE);
+        if u64_at(packet, 0) != number + 1 {
+            return None;
+        }
+        let mut reference = u64_at(packet, 8);
+        let mut off = PACKET_HEADER_SIZE;
+        while off + 8 <= end {
+            let h = Header::parse(u64_at(packet, off));
+            if h.lap != lap & header::LAP_MASK || h.len < 8 || off + h.len > end {
+                return Some(Stop::Torn(off));
+            }
+            if h.kind != KIND_PAD {
+                if h.flags & flag::FULL_TS != 0 {
+                    if h.len < 16 {
+                        return Some(Stop::Torn(off));
+                    }
+                    reference = u64_at(packet, off + 8);
+                } else {
+                    reference = rebuild_ts(reference, h.ts_low);
+                }
+                each(reference);
+            }
+            off += h.len;
+        }
+        Some(Stop::End)
+    }
+
     /// Decodes one record (`bytes` is exactly the record), updating the timestamp reference.
     /// `None` when its length does not fit its kind.
     pub fn decode_record(bytes: &[u8], h: Header, reference: &mut u64) -> Option<Record> {
@@ -444,6 +481,101 @@ mod decode {
 
     /// The longest padding record (the header's length field counts 4-byte units in 6 bits).
     pub const MAX_PAD: usize = 248;
+
+    /// Rewrites `packet` (its records up to `end`) as packet `number` of lap `lap`: its header's
+    /// number, every record's lap tag, and padding after `end`. For moving packets: the spill's
+    /// into the main ring, a ring's into a file.
+    pub fn renumber(packet: &mut [u8], number: u64, lap: u64, end: usize) {
+        packet[..8].copy_from_slice(&(number + 1).to_le_bytes());
+        let lap_bits = header::LAP_MASK << header::LAP_SHIFT;
+        let mut off = PACKET_HEADER_SIZE;
+        while off + 8 <= end.min(PACKET_SIZE) {
+            let w = u64_at(packet, off);
+            let len = Header::parse(w).len.max(8);
+            let w = (w & !lap_bits) | ((lap & header::LAP_MASK) << header::LAP_SHIFT);
+            packet[off..off + 8].copy_from_slice(&w.to_le_bytes());
+            off += len;
+        }
+        fill_pad(packet, off.min(PACKET_SIZE), lap);
+    }
+
+    /// Puts one CPU's records, read in ring order, in time order with bounded memory.
+    ///
+    /// Programs read the clock before they reserve a record, so one interrupted in between (by
+    /// an irq, softirq or NMI program on the same CPU) writes after records with later
+    /// timestamps: ring order is time order but for the few records of nested programs. Once a
+    /// record is more than [`Reorder::WINDOW`] records behind the newest read, no later record
+    /// is older (when the records are as the programs write them), so everything up to its
+    /// timestamp can go, in batches of [`Reorder::BATCH`]. Ties keep ring order. A record older
+    /// than one already given out is counted in [`Reorder::disordered`] (and given out late).
+    #[derive(Debug, Default)]
+    pub struct Reorder {
+        buf: Vec<Record>,
+        recent: std::collections::VecDeque<u64>,
+        floor: Option<u64>,
+        last: Option<u64>,
+        disordered: u64,
+    }
+
+    impl Reorder {
+        /// How far behind in ring order a record may be.
+        pub const WINDOW: usize = 4096;
+        /// Records between two sorts.
+        pub const BATCH: usize = 16_384;
+
+        /// Adds `r`; gives `sink` the records that are ready, in time order.
+        pub fn push<E>(
+            &mut self,
+            r: Record,
+            sink: &mut dyn FnMut(&[Record]) -> Result<(), E>,
+        ) -> Result<(), E> {
+            self.buf.push(r);
+            self.recent.push_back(r.ts_ns);
+            if self.recent.len() > Self::WINDOW {
+                let behind = self.recent.pop_front().expect("not empty");
+                self.floor = Some(self.floor.map_or(behind, |f| f.max(behind)));
+            }
+            if self.buf.len() >= Self::BATCH + Self::WINDOW
+                && let Some(floor) = self.floor
+            {
+                self.buf.sort_by_key(|r| r.ts_ns);
+                let n = self.buf.partition_point(|r| r.ts_ns <= floor);
+                self.give(n, sink)?;
+            }
+            Ok(())
+        }
+
+        /// Gives `sink` every record left, in time order.
+        pub fn finish<E>(
+            &mut self,
+            sink: &mut dyn FnMut(&[Record]) -> Result<(), E>,
+        ) -> Result<(), E> {
+            self.buf.sort_by_key(|r| r.ts_ns);
+            self.give(self.buf.len(), sink)
+        }
+
+        fn give<E>(
+            &mut self,
+            n: usize,
+            sink: &mut dyn FnMut(&[Record]) -> Result<(), E>,
+        ) -> Result<(), E> {
+            if n == 0 {
+                return Ok(());
+            }
+            if let Some(last) = self.last {
+                self.disordered += self.buf[..n].iter().filter(|r| r.ts_ns < last).count() as u64;
+            }
+            self.last = Some(self.buf[n - 1].ts_ns.max(self.last.unwrap_or(0)));
+            sink(&self.buf[..n])?;
+            self.buf.drain(..n);
+            Ok(())
+        }
+
+        /// Records given out after a later one: more disorder than the window allows.
+        pub fn disordered(&self) -> u64 {
+            self.disordered
+        }
+    }
 }
 
 #[cfg(all(test, feature = "std"))]

@@ -1,17 +1,21 @@
-//! Snapshot files (`*.frs`), format version 1.
+//! Snapshot files (`*.frs`), format version 2; version 1 files are read too.
 //!
 //! # Wire format
 //!
 //! All integers are little-endian.
 //!
 //! ```text
-//! header     magic "FLTRSNAP" (8) | version u32 = 1 | flags u32 = 0 | manifest_len u64
+//! header     magic "FLTRSNAP" (8) | version u32 = 2 (or 1) | flags u32 = 0 | manifest_len u64
 //! manifest   manifest_len bytes of UTF-8 JSON (see `manifest::Manifest`), at most 64 MiB; the
 //!            JSON may be followed by spaces (room a writer kept to rewrite it)
 //! section*   tag u32 = 1 | cpu u32 | record_count u64 | compressed_len u64 | uncompressed_len u64
 //!            followed by compressed_len bytes: one zstd frame (with content checksum) holding
 //!            record_count records of 96 bytes (`Record`), in time order;
 //!            uncompressed_len == record_count * 96
+//! packets*   (version 2) the same header with tag u32 = 2: the zstd frame holds
+//!            uncompressed_len / 4096 packets of the compact ring format (`compact`), numbered
+//!            0, 1, … with lap tag 0, padded after their last record, holding record_count
+//!            records in ring order, each within `compact::Reorder::WINDOW` records of time order
 //! trailer    tag u32 = 0xFFFF_FFFF | section_count u32 | file_len u64 (bytes before the trailer)
 //!            | meta_crc u32 | reserved u32 = 0
 //! ```
@@ -23,17 +27,22 @@
 //! Decoding is streaming and bounded: no length field read from a file is used to size an
 //! allocation except the manifest's, which is capped; a zstd stream that inflates past its
 //! declared size is an error, as are a missing trailer, a section count or file length that do
-//! not match, and anything after the trailer.
+//! not match, and anything after the trailer. A packet stream is put in time order with the
+//! same bounded buffer the recorder uses; a damaged packet, or records further out of order,
+//! are errors.
 
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 
+use crate::compact::{self, PACKET_SIZE};
 use crate::manifest::Manifest;
 use crate::{RECORD_SIZE, Record};
 
 /// First bytes of every snapshot file.
 pub const MAGIC: [u8; 8] = *b"FLTRSNAP";
 /// Format version written by this crate.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version this crate reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
 /// Largest number of sections accepted.
@@ -44,6 +53,9 @@ pub const MAX_RECORDS_PER_SECTION: u64 = 1 << 32;
 pub const EXTENSION: &str = "frs";
 
 const TAG_STREAM: u32 = 1;
+const TAG_PACKETS: u32 = 2;
+/// Largest packet count accepted in one section (2^24 packets = 64 GiB of rings).
+const MAX_PACKETS_PER_SECTION: u64 = 1 << 24;
 const TAG_END: u32 = 0xFFFF_FFFF;
 const HEADER_LEN: u64 = 24;
 const SECTION_HEADER_LEN: u64 = 32;
@@ -59,7 +71,10 @@ pub enum FormatError {
     #[error("not a flightrec snapshot (bad magic)")]
     BadMagic,
     /// The file is of a format version this build cannot read.
-    #[error("unsupported snapshot format version {0} (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "unsupported snapshot format version {0} (this build reads versions \
+         {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u32),
     /// The file ends before a structure it announces.
     #[error("snapshot is truncated: {0}")]
@@ -142,12 +157,28 @@ fn section_header(
     records: u64,
     compressed_len: u64,
 ) -> [u8; SECTION_HEADER_LEN as usize] {
+    section_header_of(
+        TAG_STREAM,
+        cpu,
+        records,
+        compressed_len,
+        records * RECORD_SIZE as u64,
+    )
+}
+
+fn section_header_of(
+    tag: u32,
+    cpu: u32,
+    records: u64,
+    compressed_len: u64,
+    uncompressed_len: u64,
+) -> [u8; SECTION_HEADER_LEN as usize] {
     let mut sh = [0u8; SECTION_HEADER_LEN as usize];
-    sh[0..4].copy_from_slice(&TAG_STREAM.to_le_bytes());
+    sh[0..4].copy_from_slice(&tag.to_le_bytes());
     sh[4..8].copy_from_slice(&cpu.to_le_bytes());
     sh[8..16].copy_from_slice(&records.to_le_bytes());
     sh[16..24].copy_from_slice(&compressed_len.to_le_bytes());
-    sh[24..32].copy_from_slice(&(records * RECORD_SIZE as u64).to_le_bytes());
+    sh[24..32].copy_from_slice(&uncompressed_len.to_le_bytes());
     sh
 }
 
@@ -270,6 +301,75 @@ impl<W: Write + Seek> SnapshotWriter<W> {
     }
 }
 
+impl<W: Write + Seek> SnapshotWriter<W> {
+    /// Starts the packet stream of `cpu` (format 2): packets of the compact ring format given
+    /// to the returned writer are compressed as they come. The section header is filled in by
+    /// [`PacketStreamWriter::finish`].
+    pub fn begin_packet_stream(
+        &mut self,
+        cpu: u32,
+    ) -> Result<PacketStreamWriter<'_, W>, FormatError> {
+        let header_pos = self.out.written;
+        self.out.write_all(&[0u8; SECTION_HEADER_LEN as usize])?;
+        let mut enc = zstd::stream::write::Encoder::new(&mut self.out, self.book.level)?;
+        enc.include_checksum(true)?;
+        Ok(PacketStreamWriter {
+            enc,
+            book: &mut self.book,
+            cpu,
+            header_pos,
+            records: 0,
+            packets: 0,
+        })
+    }
+}
+
+/// One CPU's packet stream being compressed into a file (see
+/// [`SnapshotWriter::begin_packet_stream`]).
+pub struct PacketStreamWriter<'a, W: Write + Seek> {
+    enc: zstd::stream::write::Encoder<'static, &'a mut CountingWriter<W>>,
+    book: &'a mut Book,
+    cpu: u32,
+    header_pos: u64,
+    records: u64,
+    packets: u64,
+}
+
+impl<W: Write + Seek> PacketStreamWriter<'_, W> {
+    /// Appends the next packet, which holds `records` records. It must be numbered with its
+    /// index in the stream and lap tag 0, and padded after its last record
+    /// (`compact::renumber` does both).
+    pub fn write_packet(&mut self, packet: &[u8], records: u64) -> Result<(), FormatError> {
+        assert_eq!(packet.len(), PACKET_SIZE);
+        self.enc.write_all(packet)?;
+        self.records += records;
+        self.packets += 1;
+        Ok(())
+    }
+
+    /// Records appended so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Ends the zstd frame and fills in the section header.
+    pub fn finish(self) -> Result<(), FormatError> {
+        let out = self.enc.finish()?;
+        let data = self.header_pos + SECTION_HEADER_LEN;
+        let sh = section_header_of(
+            TAG_PACKETS,
+            self.cpu,
+            self.records,
+            out.written - data,
+            self.packets * PACKET_SIZE as u64,
+        );
+        out.patch(self.header_pos, &sh)?;
+        self.book.sections_crc.update(&sh);
+        self.book.sections += 1;
+        Ok(())
+    }
+}
+
 /// One CPU's record stream being compressed into a file (see [`SnapshotWriter::begin_stream`]).
 pub struct StreamWriter<'a, W: Write + Seek> {
     enc: zstd::stream::write::Encoder<'static, &'a mut CountingWriter<W>>,
@@ -315,6 +415,10 @@ pub struct StreamInfo {
     pub compressed_len: u64,
     /// Offset of the compressed data from the start of the file.
     pub offset: u64,
+    /// Whether the stream holds packets of the compact ring format (format 2), not records.
+    pub packets: bool,
+    /// Bytes of uncompressed data.
+    pub uncompressed_len: u64,
 }
 
 /// An opened snapshot: its manifest and the index of its streams. Streams are read on demand,
@@ -339,7 +443,7 @@ impl Snapshot {
             return Err(FormatError::BadMagic);
         }
         let version = u32_at(&header, 8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion(version));
         }
         let flags = u32_at(&header, 12);
@@ -369,7 +473,13 @@ impl Snapshot {
             let mut tag = [0u8; 4];
             read_exact_or(r, &mut tag, "section header or trailer (missing trailer)")?;
             match u32::from_le_bytes(tag) {
-                TAG_STREAM => {
+                t @ (TAG_STREAM | TAG_PACKETS) => {
+                    let packets = t == TAG_PACKETS;
+                    if packets && version < 2 {
+                        return Err(FormatError::Corrupt(format!(
+                            "a packet section at byte {pos} in a version {version} file"
+                        )));
+                    }
                     if streams.len() as u32 >= MAX_SECTIONS {
                         return Err(FormatError::Corrupt(format!(
                             "more than {MAX_SECTIONS} sections"
@@ -388,7 +498,20 @@ impl Snapshot {
                             "section for cpu {cpu} claims {record_count} records"
                         )));
                     }
-                    if uncompressed_len != record_count * RECORD_SIZE as u64 {
+                    if packets {
+                        // The smallest record is 16 bytes, after a packet's 16-byte header.
+                        let n = uncompressed_len / PACKET_SIZE as u64;
+                        let room = n * (PACKET_SIZE / 16 - 1) as u64;
+                        if !uncompressed_len.is_multiple_of(PACKET_SIZE as u64)
+                            || n > MAX_PACKETS_PER_SECTION
+                            || record_count > room
+                        {
+                            return Err(FormatError::Corrupt(format!(
+                                "section for cpu {cpu}: {uncompressed_len} bytes of packets \
+                                 cannot hold {record_count} records"
+                            )));
+                        }
+                    } else if uncompressed_len != record_count * RECORD_SIZE as u64 {
                         return Err(FormatError::Corrupt(format!(
                             "section for cpu {cpu}: {uncompressed_len} bytes cannot hold \
                              {record_count} records of {RECORD_SIZE} bytes"
@@ -409,6 +532,8 @@ impl Snapshot {
                         record_count,
                         compressed_len,
                         offset,
+                        packets,
+                        uncompressed_len,
                     });
                     r.seek(SeekFrom::Start(end))?;
                     pos = end;
@@ -463,7 +588,15 @@ impl Snapshot {
         mut r: R,
     ) -> Result<StreamReader<io::Take<R>>, FormatError> {
         r.seek(SeekFrom::Start(info.offset))?;
-        StreamReader::new(r.take(info.compressed_len), info.cpu, info.record_count)
+        let packets = info
+            .packets
+            .then_some(info.uncompressed_len / PACKET_SIZE as u64);
+        StreamReader::new(
+            r.take(info.compressed_len),
+            info.cpu,
+            info.record_count,
+            packets,
+        )
     }
 
     /// Reads every stream of a file into memory (for small files and tests).
@@ -490,10 +623,30 @@ pub struct StreamReader<R: Read> {
     cpu: u32,
     remaining: u64,
     finished: bool,
+    packets: Option<Box<PacketState>>,
+}
+
+/// Where the reading of a packet stream is.
+struct PacketState {
+    /// Packets not read yet.
+    left: u64,
+    /// Number of the next packet.
+    next: u64,
+    reorder: compact::Reorder,
+    ready: std::collections::VecDeque<Record>,
+    /// Records decoded so far.
+    decoded: u64,
+    /// Whether every packet was read and the reorder buffer emptied.
+    drained: bool,
 }
 
 impl<R: Read> StreamReader<R> {
-    fn new(compressed: R, cpu: u32, record_count: u64) -> Result<Self, FormatError> {
+    fn new(
+        compressed: R,
+        cpu: u32,
+        record_count: u64,
+        packets: Option<u64>,
+    ) -> Result<Self, FormatError> {
         let mut dec = zstd::stream::read::Decoder::new(compressed)?;
         // A window bigger than 128 MiB would let a hostile frame make us allocate it.
         dec.window_log_max(27)?;
@@ -502,7 +655,123 @@ impl<R: Read> StreamReader<R> {
             cpu,
             remaining: record_count,
             finished: false,
+            packets: packets.map(|left| {
+                Box::new(PacketState {
+                    left,
+                    next: 0,
+                    reorder: compact::Reorder::default(),
+                    ready: Default::default(),
+                    decoded: 0,
+                    drained: false,
+                })
+            }),
         })
+    }
+
+    /// The frame must end exactly here, and its checksum must verify.
+    fn end_of_frame(&mut self, what: &str) -> Result<Option<Record>, FormatError> {
+        let mut extra = [0u8; 1];
+        match self.dec.read(&mut extra) {
+            Ok(0) => Ok(None),
+            Ok(_) => Err(FormatError::Corrupt(format!(
+                "stream for cpu {} holds more than its declared {what}",
+                self.cpu
+            ))),
+            Err(e) => Err(stream_error(self.cpu, e)),
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes; `Ok(false)` when the frame ends first.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<bool, FormatError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.dec.read(&mut buf[got..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(stream_error(self.cpu, e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next record of a packet stream, in time order.
+    fn next_from_packets(&mut self) -> Result<Option<Record>, FormatError> {
+        let cpu = self.cpu;
+        let declared = self.remaining;
+        loop {
+            let st = self.packets.as_mut().expect("a packet stream");
+            if let Some(r) = st.ready.pop_front() {
+                return Ok(Some(r));
+            }
+            if st.drained {
+                return self.end_of_frame("packets");
+            }
+            if st.left == 0 {
+                let PacketState { reorder, ready, .. } = &mut **st;
+                let _ = reorder.finish(&mut |b: &[Record]| {
+                    ready.extend(b.iter().copied());
+                    Ok::<_, std::convert::Infallible>(())
+                });
+                if st.reorder.disordered() > 0 {
+                    return Err(FormatError::Corrupt(format!(
+                        "stream for cpu {cpu}: {} records further out of time order than \
+                         the format allows",
+                        st.reorder.disordered()
+                    )));
+                }
+                if st.decoded != declared {
+                    return Err(FormatError::Corrupt(format!(
+                        "stream for cpu {cpu} holds {} records, not its declared {declared}",
+                        st.decoded
+                    )));
+                }
+                st.drained = true;
+                continue;
+            }
+            let mut buf = [0u8; PACKET_SIZE];
+            if !self.fill(&mut buf)? {
+                let left = self.packets.as_ref().map_or(0, |st| st.left);
+                return Err(FormatError::Corrupt(format!(
+                    "stream for cpu {cpu} ends {left} packets early"
+                )));
+            }
+            let st = self.packets.as_mut().expect("a packet stream");
+            let number = st.next;
+            let PacketState {
+                reorder,
+                ready,
+                decoded,
+                ..
+            } = &mut **st;
+            let stop = compact::walk_packet(&buf[..], number, 0, PACKET_SIZE, cpu, |f| {
+                *decoded += 1;
+                let _ = reorder.push(f.record, &mut |b: &[Record]| {
+                    ready.extend(b.iter().copied());
+                    Ok::<_, std::convert::Infallible>(())
+                });
+            });
+            match stop {
+                Some(compact::Stop::End) => {}
+                Some(compact::Stop::Torn(at)) => {
+                    return Err(FormatError::Corrupt(format!(
+                        "packet {number} of cpu {cpu}: damaged record at byte {at}"
+                    )));
+                }
+                None => {
+                    return Err(FormatError::Corrupt(format!(
+                        "packet {number} of cpu {cpu}: damaged packet header"
+                    )));
+                }
+            }
+            if st.decoded > declared {
+                return Err(FormatError::Corrupt(format!(
+                    "stream for cpu {cpu} holds more than its declared {declared} records"
+                )));
+            }
+            st.next += 1;
+            st.left -= 1;
+        }
     }
 
     /// CPU of this stream.
@@ -511,32 +780,18 @@ impl<R: Read> StreamReader<R> {
     }
 
     fn next_record(&mut self) -> Result<Option<Record>, FormatError> {
-        let mut buf = [0u8; RECORD_SIZE];
-        if self.remaining == 0 {
-            // The frame must end exactly here, and its checksum must verify.
-            let mut extra = [0u8; 1];
-            return match self.dec.read(&mut extra) {
-                Ok(0) => Ok(None),
-                Ok(_) => Err(FormatError::Corrupt(format!(
-                    "stream for cpu {} holds more than its declared records",
-                    self.cpu
-                ))),
-                Err(e) => Err(stream_error(self.cpu, e)),
-            };
+        if self.packets.is_some() {
+            return self.next_from_packets();
         }
-        let mut got = 0;
-        while got < RECORD_SIZE {
-            match self.dec.read(&mut buf[got..]) {
-                Ok(0) => {
-                    return Err(FormatError::Corrupt(format!(
-                        "stream for cpu {} ends {} records early",
-                        self.cpu, self.remaining
-                    )));
-                }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(stream_error(self.cpu, e)),
-            }
+        if self.remaining == 0 {
+            return self.end_of_frame("records");
+        }
+        let mut buf = [0u8; RECORD_SIZE];
+        if !self.fill(&mut buf)? {
+            return Err(FormatError::Corrupt(format!(
+                "stream for cpu {} ends {} records early",
+                self.cpu, self.remaining
+            )));
         }
         self.remaining -= 1;
         Ok(Some(Record::from_bytes(&buf)))

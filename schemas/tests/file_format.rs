@@ -157,11 +157,13 @@ fn decompression_bomb_is_rejected() {
 #[test]
 fn bad_magic_and_version() {
     let mut bytes = file(&[]);
-    bytes[8] = 2;
-    assert!(matches!(
-        Snapshot::read_all(&mut Cursor::new(&bytes)),
-        Err(FormatError::UnsupportedVersion(2))
-    ));
+    bytes[8] = 3;
+    let err = Snapshot::read_all(&mut Cursor::new(&bytes)).unwrap_err();
+    assert!(matches!(err, FormatError::UnsupportedVersion(3)));
+    assert_eq!(
+        err.to_string(),
+        "unsupported snapshot format version 3 (this build reads versions 1 to 2)"
+    );
     assert!(matches!(
         Snapshot::read_all(&mut Cursor::new(b"not a snapshot at all, no".as_slice())),
         Err(FormatError::BadMagic)
@@ -219,4 +221,129 @@ fn a_rewritten_manifest_that_does_not_fit_is_refused() {
         w.rewrite_manifest(&m),
         Err(FormatError::Corrupt(_))
     ));
+}
+
+/// Packets as the recorder writes them into a file: the records of `recs` (in ring order)
+/// encoded, numbered from 0 with lap tag 0, padded; a full timestamp opens each packet.
+fn packets_of(recs: &[Record]) -> Vec<(Vec<u8>, u64)> {
+    use schemas::compact::{self, PACKET_HEADER_SIZE, PACKET_SIZE};
+    let mut out: Vec<(Vec<u8>, u64)> = Vec::new();
+    let mut cur: Option<(Vec<u8>, usize, u64)> = None;
+    for r in recs {
+        let b = compact::encode_record(r, false, 0, 1);
+        if cur
+            .as_ref()
+            .is_some_and(|(_, off, _)| off + b.len() > PACKET_SIZE)
+        {
+            let (mut p, off, n) = cur.take().unwrap();
+            compact::fill_pad(&mut p, off, 0);
+            out.push((p, n));
+        }
+        let (p, off, n) = cur.get_or_insert_with(|| {
+            let mut p = vec![0u8; PACKET_SIZE];
+            p[..8].copy_from_slice(&(out.len() as u64 + 1).to_le_bytes());
+            p[8..16].copy_from_slice(&r.ts_ns.to_le_bytes());
+            (p, PACKET_HEADER_SIZE, 0)
+        });
+        p[*off..*off + b.len()].copy_from_slice(&b);
+        *off += b.len();
+        *n += 1;
+    }
+    if let Some((mut p, off, n)) = cur {
+        compact::fill_pad(&mut p, off, 0);
+        out.push((p, n));
+    }
+    out
+}
+
+/// A file of one packet stream; `lie` is added to the first packet's record count (a writer
+/// that declares more or fewer records than its packets hold).
+fn packet_file(cpu: u32, packets: &[(Vec<u8>, u64)], lie: i64) -> Vec<u8> {
+    let mut w = SnapshotWriter::new(Cursor::new(Vec::new()), &manifest(), 3).unwrap();
+    let mut s = w.begin_packet_stream(cpu).unwrap();
+    for (i, (p, n)) in packets.iter().enumerate() {
+        let n = if i == 0 {
+            n.saturating_add_signed(lie)
+        } else {
+            *n
+        };
+        s.write_packet(p, n).unwrap();
+    }
+    s.finish().unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+/// Records of one CPU in ring order: every 50th written late, after the 3 that interrupted
+/// its program, as nested programs do; 100,000 of them, several reorder batches.
+fn ring_order(cpu: u32) -> Vec<Record> {
+    let mut recs = records(cpu, 100_000);
+    for chunk in recs.chunks_mut(50) {
+        if chunk.len() == 50 {
+            chunk[46..].rotate_right(1);
+        }
+    }
+    recs
+}
+
+#[test]
+fn packet_streams_decode_in_time_order() {
+    let ring = ring_order(1);
+    let packets = packets_of(&ring);
+    assert!(packets.len() > 100);
+    let bytes = packet_file(1, &packets, 0);
+    let (_, streams) = Snapshot::read_all(&mut Cursor::new(&bytes)).unwrap();
+    let mut want = ring.clone();
+    want.sort_by_key(|r| r.ts_ns);
+    assert_eq!(streams.len(), 1);
+    let got = &streams[0];
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(
+            (g.ts_ns, g.kind, g.tid, g.pid, g.cpu),
+            (w.ts_ns, w.kind, w.tid, w.pid, 1)
+        );
+        assert_eq!(
+            g.payload::<SyscallEntry>().args[0],
+            w.payload::<SyscallEntry>().args[0]
+        );
+    }
+    // The index says what the section holds.
+    let snap = Snapshot::read_index(&mut Cursor::new(&bytes)).unwrap();
+    assert!(snap.streams[0].packets);
+    assert_eq!(snap.streams[0].record_count, ring.len() as u64);
+}
+
+#[test]
+fn damaged_or_lying_packet_streams_are_errors() {
+    let ring = ring_order(0);
+    let packets = packets_of(&ring);
+    let read = |bytes: &[u8]| Snapshot::read_all(&mut Cursor::new(bytes)).map(|_| ());
+    // A record header of another lap in the middle of packet 3.
+    let mut bad = packets.clone();
+    bad[3].0[16 + 24 * 5 + 7] ^= 0x80;
+    let err = read(&packet_file(0, &bad, 0)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("packet 3 of cpu 0: damaged record"),
+        "{err}"
+    );
+    // A packet out of its place.
+    let mut bad = packets.clone();
+    bad.swap(1, 2);
+    let err = read(&packet_file(0, &bad, 0)).unwrap_err();
+    assert!(err.to_string().contains("damaged packet header"), "{err}");
+    // More records than declared, and fewer.
+    for lie in [-1, 1] {
+        let err = read(&packet_file(0, &packets, lie)).unwrap_err();
+        assert!(err.to_string().contains("declared"), "{lie}: {err}");
+    }
+    // A record far older than the reorder window allows.
+    let mut far = ring.clone();
+    far[60_000].ts_ns = 5;
+    let err = read(&packet_file(0, &packets_of(&far), 0)).unwrap_err();
+    assert!(err.to_string().contains("out of time order"), "{err}");
+    // A packet section in a format-1 file.
+    let mut v1 = packet_file(0, &packets, 0);
+    v1[8] = 1;
+    assert!(read(&v1).is_err());
 }

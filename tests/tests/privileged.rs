@@ -338,7 +338,6 @@ fn streamed_snapshot_of_wrapped_rings_holds_every_published_slot_in_time_order()
     let rec = TestRecorder::start("stream", |c| {
         c.recorder.ring_size = "4MiB".into(); // about 90,000 records: several reorder batches
     });
-    let ring_bytes = rec.rings().ring_bytes();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_workload"))
         .args(["getpgid", "3000000", "0"])
         .spawn()
@@ -365,10 +364,6 @@ fn streamed_snapshot_of_wrapped_rings_holds_every_published_slot_in_time_order()
     let (m, streams) = schemas::file::Snapshot::read_all(&mut f).unwrap();
     assert_eq!(streams.len(), m.coverage.len());
     for (recs, c) in streams.iter().zip(&m.coverage) {
-        // Byte positions: the newest packets, a ring's worth.
-        let held_from = c
-            .window_start
-            .max((c.window_end & !4095).saturating_sub(ring_bytes));
         assert_eq!(recs.len() as u64, c.records_kept, "cpu {}", c.cpu);
         assert_eq!(c.records_lost, 0, "cpu {}: records lost", c.cpu);
         assert!(
@@ -380,11 +375,6 @@ fn streamed_snapshot_of_wrapped_rings_holds_every_published_slot_in_time_order()
         seqs.sort_unstable();
         seqs.dedup();
         assert_eq!(seqs.len(), recs.len(), "cpu {}: a slot twice", c.cpu);
-        assert!(
-            seqs.iter().all(|&i| (held_from..c.window_end).contains(&i)),
-            "cpu {}: a record from outside the window",
-            c.cpu
-        );
         assert_eq!(c.oldest_ts_ns, recs.first().map(|r| r.ts_ns));
         assert_eq!(c.newest_ts_ns, recs.last().map(|r| r.ts_ns));
     }

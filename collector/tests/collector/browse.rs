@@ -315,3 +315,41 @@ fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A format-1 file (the reader's committed fixture, written by the format-1 writer) is
+/// accepted, archived as it is, and analysed and exported like any other.
+#[tokio::test]
+async fn a_format_1_snapshot_is_accepted_analysed_and_exported() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../reader/tests/fixtures/v1-all-kinds.frs");
+    let srv = Server::start(|c| {
+        c.auth.recorders = vec![RecorderToken {
+            host_id: "synthetic".into(),
+            token: "write-token-synthetic-x".into(),
+            ..Default::default()
+        }];
+        c.auth.readers = vec![READER.into()];
+    })
+    .await;
+    let bytes = std::fs::read(&fixture).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+    upload(&srv.client_config("write-token-synthetic-x"), &fixture)
+        .await
+        .unwrap();
+    let sid = schemas::file::Snapshot::open(&fixture)
+        .unwrap()
+        .manifest
+        .snapshot_id;
+    assert_eq!(srv.archived(&sid).await.unwrap(), bytes);
+    let url = &srv.url;
+    let analysis = get_json(&format!("{url}/v1/snapshots/{sid}/analysis"), READER).await;
+    let want = flightrec_reader::analyze::analyze(&fixture, &Default::default()).unwrap();
+    assert_eq!(analysis, serde_json::to_value(&want).unwrap());
+    let exported = http()
+        .get(format!("{url}/v1/snapshots/{sid}/export/perfetto"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exported.status(), 200);
+}

@@ -18,13 +18,11 @@ const GRACE: Duration = Duration::from_millis(2);
 const LATE_WRITER: Duration = Duration::from_millis(100);
 
 /// How far out of time order, in ring order, one CPU's records may be for its stream to be
-/// ordered with bounded memory. Programs read the clock before they reserve a record, so one
-/// that is interrupted in between (by an irq, softirq or NMI program on the same CPU) writes
-/// after records with later timestamps: the disorder is the few records of the nested
-/// programs. A CPU whose window is more disordered than this is sorted in memory instead.
-const REORDER: usize = 4096;
-/// Records read out of a ring between two sorts of the reorder buffer.
-const BATCH: usize = 16_384;
+/// ordered with bounded memory ([`compact::Reorder`]). A CPU whose window is more disordered
+/// is sorted in memory instead.
+const REORDER: usize = compact::Reorder::WINDOW;
+#[cfg(test)]
+const BATCH: usize = compact::Reorder::BATCH;
 
 const P: u64 = PACKET_SIZE as u64;
 
@@ -104,6 +102,9 @@ impl Emitted {
     }
 }
 
+/// Takes a packet as a snapshot file holds it and its record count.
+pub type PacketSink<'a, E> = dyn FnMut(&[u8], u64) -> Result<(), E> + 'a;
+
 /// A frozen ring whose records can be read CPU by CPU, in time order: copied ([`Frozen`]) or
 /// still in the kernel ([`FrozenEpoch`]).
 pub trait FrozenRecords {
@@ -119,6 +120,17 @@ pub trait FrozenRecords {
         cpu: u32,
         sink: &mut dyn FnMut(&[Record]) -> Result<(), E>,
     ) -> Result<Emitted, E>;
+    /// Whether [`FrozenRecords::packets`] can give the records of `cpu`.
+    fn has_packets(&self, _cpu: u32) -> bool {
+        false
+    }
+    /// Gives the packets of `cpu` to `sink` as a snapshot file holds them (numbered from 0,
+    /// lap tag 0, padded after their last record), each with its record count. Only when
+    /// [`FrozenRecords::has_packets`].
+    fn packets<E>(&self, cpu: u32, sink: &mut PacketSink<'_, E>) -> Result<Emitted, E> {
+        let _ = (cpu, sink);
+        unreachable!("no packets to give")
+    }
 }
 
 impl FrozenRecords for Frozen {
@@ -184,14 +196,47 @@ impl FrozenRecords for FrozenEpoch<'_> {
         out.lost_since_validation = plan.kept.saturating_sub(out.records);
         Ok(out)
     }
+
+    /// Packets can go to a file as they are when the file's reader can order their records
+    /// with its bounded buffer, as it could the ring's.
+    fn has_packets(&self, cpu: u32) -> bool {
+        self.plans[cpu as usize].nearly_ordered
+    }
+
+    fn packets<E>(&self, cpu: u32, sink: &mut PacketSink<'_, E>) -> Result<Emitted, E> {
+        let plan = &self.plans[cpu as usize];
+        let mut buf = Box::new([0u8; PACKET_SIZE]);
+        let mut out = Emitted::default();
+        let mut number = 0;
+        for &(pkt, end) in &plan.packets {
+            self.rings.read_packet(MAIN, cpu, pkt, &mut buf);
+            let (mut n, mut stop) = (0u64, end);
+            let lap = self.rings.lap(MAIN, pkt);
+            let walked = compact::scan_packet(&buf[..], pkt, lap, end, |ts| {
+                n += 1;
+                out.oldest_ts_ns = Some(out.oldest_ts_ns.map_or(ts, |o| o.min(ts)));
+                out.newest_ts_ns = Some(out.newest_ts_ns.map_or(ts, |o| o.max(ts)));
+            });
+            match walked {
+                Some(Stop::End) => {}
+                Some(Stop::Torn(at)) => stop = at,
+                // Written over since the validation: its records are lost.
+                None => continue,
+            }
+            compact::renumber(&mut buf[..], number, 0, stop);
+            sink(&buf[..], n)?;
+            out.records += n;
+            number += 1;
+        }
+        out.lost_since_validation = plan.kept.saturating_sub(out.records);
+        Ok(out)
+    }
 }
 
-/// Gives `recs` (in ring order) to `sink` in time order, ties in ring order. When
-/// `nearly_ordered` (each timestamp is at least the highest of those more than [`REORDER`]
-/// records before it, as [`OrderCheck`] verified), a reorder buffer of at most
-/// `BATCH + REORDER` records does: once a record is more than `REORDER` records behind the
-/// newest read, no later record is older, so everything up to its timestamp can go. Otherwise
-/// all `held` records are sorted at once.
+/// Gives `recs` (in ring order) to `sink` in time order, ties in ring order: through a
+/// [`compact::Reorder`] when `nearly_ordered` (each timestamp is at least the highest of those
+/// more than [`REORDER`] records before it, as [`OrderCheck`] verified), else by sorting all
+/// `held` records at once.
 fn emit_ordered<E>(
     recs: impl Iterator<Item = Record>,
     nearly_ordered: bool,
@@ -199,37 +244,23 @@ fn emit_ordered<E>(
     sink: &mut dyn FnMut(&[Record]) -> Result<(), E>,
 ) -> Result<Emitted, E> {
     let mut out = Emitted::default();
-    let mut buf: Vec<Record> = Vec::with_capacity(if nearly_ordered {
-        (BATCH + REORDER).min(held)
+    let mut noted = |b: &[Record]| {
+        out.note(b);
+        sink(b)
+    };
+    if nearly_ordered {
+        let mut reorder = compact::Reorder::default();
+        for r in recs {
+            reorder.push(r, &mut noted)?;
+        }
+        reorder.finish(&mut noted)?;
     } else {
-        held
-    });
-    let mut recent: VecDeque<u64> = VecDeque::with_capacity(REORDER + 1);
-    let mut floor: Option<u64> = None;
-    for r in recs {
-        buf.push(r);
-        if !nearly_ordered {
-            continue;
+        let mut all: Vec<Record> = Vec::with_capacity(held);
+        all.extend(recs);
+        all.sort_by_key(|r| r.ts_ns);
+        if !all.is_empty() {
+            noted(&all)?;
         }
-        recent.push_back(r.ts_ns);
-        if recent.len() > REORDER {
-            let behind = recent.pop_front().expect("not empty");
-            floor = Some(floor.map_or(behind, |f| f.max(behind)));
-        }
-        if buf.len() >= BATCH + REORDER
-            && let Some(floor) = floor
-        {
-            buf.sort_by_key(|r| r.ts_ns);
-            let n = buf.partition_point(|r| r.ts_ns <= floor);
-            sink(&buf[..n])?;
-            out.note(&buf[..n]);
-            buf.drain(..n);
-        }
-    }
-    buf.sort_by_key(|r| r.ts_ns);
-    if !buf.is_empty() {
-        sink(&buf)?;
-        out.note(&buf);
     }
     Ok(out)
 }
@@ -423,8 +454,9 @@ impl Rings {
     }
 
     /// Walks packet `pkt` of (area, cpu) up to `end`, waiting until `deadline` for a record
-    /// reserved but not yet written. Returns where its readable records end and the records,
-    /// or `None` when the packet is not there (never opened, or written over).
+    /// reserved but not yet written. Returns where its readable records end and their
+    /// timestamps in ring order, or `None` when the packet is not there (never opened, or
+    /// written over).
     fn settle_packet(
         &self,
         area: u32,
@@ -432,13 +464,13 @@ impl Rings {
         (pkt, end): (u64, usize),
         deadline: Instant,
         buf: &mut [u8; PACKET_SIZE],
-        out: &mut Vec<Record>,
+        out: &mut Vec<u64>,
     ) -> Option<usize> {
         let lap = self.lap(area, pkt);
         loop {
             out.clear();
             self.read_packet(area, cpu, pkt, buf);
-            let stop = compact::walk_packet(&buf[..], pkt, lap, end, cpu, |f| out.push(f.record));
+            let stop = compact::scan_packet(&buf[..], pkt, lap, end, |ts| out.push(ts));
             let torn_at = match stop {
                 Some(Stop::End) => return Some(end),
                 Some(Stop::Torn(at)) => Some(at),
@@ -474,10 +506,10 @@ impl Rings {
                     // A record still unwritten at the deadline, and the rest of its packet,
                     // are lost: count it as one.
                     lost += u64::from(stop < end && end - stop >= 8);
-                    for r in &recs {
-                        order.push(r.ts_ns);
-                        oldest = oldest.min(r.ts_ns);
-                        newest = newest.max(r.ts_ns);
+                    for &ts in &recs {
+                        order.push(ts);
+                        oldest = oldest.min(ts);
+                        newest = newest.max(ts);
                     }
                     kept += recs.len() as u64;
                     packets.push((pkt, stop));
@@ -553,10 +585,10 @@ impl Rings {
                     continue;
                 };
                 folded += recs.len() as u64;
-                if let Some(r) = recs.last() {
-                    last_ts = r.ts_ns;
+                if let Some(&ts) = recs.last() {
+                    last_ts = ts;
                 }
-                self.renumber(&mut buf, pkt, next, stop);
+                compact::renumber(&mut buf[..], next, self.lap(MAIN, next), stop);
                 self.write_packet(MAIN, cpu, next, 0, &buf[..]);
                 next += 1;
             }
@@ -601,26 +633,6 @@ impl Rings {
         self.read_packet(area, cpu, pkt, &mut buf);
         compact::fill_pad(&mut buf[..], from, self.lap(area, pkt));
         self.write_packet(area, cpu, pkt, from, &buf[from..]);
-    }
-
-    /// Rewrites spill packet `from` (in `buf`, records up to `end`) as main packet `to`: its
-    /// number, its records' lap tags, and padding after `end`.
-    fn renumber(&self, buf: &mut [u8; PACKET_SIZE], from: u64, to: u64, end: usize) {
-        let (old_lap, new_lap) = (self.lap(SPILL, from), self.lap(MAIN, to));
-        debug_assert_eq!(compact::u64_at(&buf[..], 0), from + 1);
-        buf[..8].copy_from_slice(&(to + 1).to_le_bytes());
-        let lap_bits = compact::header::LAP_MASK << compact::header::LAP_SHIFT;
-        let mut off = PACKET_HEADER_SIZE;
-        while off + 8 <= end {
-            let w = compact::u64_at(&buf[..], off);
-            let h = compact::Header::parse(w);
-            debug_assert_eq!(h.lap, old_lap & compact::header::LAP_MASK);
-            let w = (w & !lap_bits)
-                | ((new_lap & compact::header::LAP_MASK) << compact::header::LAP_SHIFT);
-            buf[off..off + 8].copy_from_slice(&w.to_le_bytes());
-            off += h.len.max(8);
-        }
-        compact::fill_pad(&mut buf[..], end.min(PACKET_SIZE), new_lap);
     }
 }
 

@@ -52,7 +52,7 @@ mod pin_dir;
 mod status;
 mod tables;
 
-pub use freeze::{Emitted, Frozen, FrozenEpoch, FrozenRecords};
+pub use freeze::{Emitted, Frozen, FrozenEpoch, FrozenRecords, PacketSink};
 pub use load::{possible_cpus, teardown};
 pub use pin_dir::{PIN_DIR_MODE, PinDirRefused, PinLock};
 pub use schemas::clock::{monotonic_ns, realtime_ns};
