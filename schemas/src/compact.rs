@@ -248,35 +248,16 @@ mod decode {
         cpu: u32,
         mut each: impl FnMut(Found),
     ) -> Option<Stop> {
-        assert!(packet.len() >= PACKET_SIZE);
-        let end = end.min(PACKET_SIZE);
-        if u64_at(packet, 0) != number + 1 {
-            return None;
-        }
-        let mut reference = u64_at(packet, 8);
-        let mut off = PACKET_HEADER_SIZE;
-        while off + 8 <= end {
-            let h = Header::parse(u64_at(packet, off));
-            if h.lap != lap & header::LAP_MASK || h.len < 8 || off + h.len > end {
-                return Some(Stop::Torn(off));
-            }
-            if h.kind == KIND_PAD {
-                off += h.len;
-                continue;
-            }
-            let Some(record) = decode_record(&packet[off..off + h.len], h, &mut reference) else {
-                return Some(Stop::Torn(off));
-            };
-            let mut record = record;
+        walk_records(packet, number, lap, end, |off, bytes, h, reference| {
+            let mut record = decode_record(bytes, h, reference)?;
             record.cpu = cpu;
             record.seq = (number << PACKET_SHIFT) + off as u64 + 1;
             each(Found {
                 offset: off,
                 record,
             });
-            off += h.len;
-        }
-        Some(Stop::End)
+            Some(())
+        })
     }
 
     /// Like [`walk_packet`], but only rebuilds each record's timestamp (given to `each` in
@@ -287,6 +268,28 @@ mod decode {
         lap: u64,
         end: usize,
         mut each: impl FnMut(u64),
+    ) -> Option<Stop> {
+        walk_records(packet, number, lap, end, |_, bytes, h, reference| {
+            *reference = if h.flags & flag::FULL_TS != 0 {
+                (bytes.len() >= 16).then(|| u64_at(bytes, 8))?
+            } else {
+                rebuild_ts(*reference, h.ts_low)
+            };
+            each(*reference);
+            Some(())
+        })
+    }
+
+    /// The walk both share: checks the packet's number, then gives `each` every record up to
+    /// `end` (its offset, bytes, header and the timestamp reference to update), padding
+    /// skipped; a header of another lap, a length that does not fit, or `each` saying `None`
+    /// stops it as torn there.
+    fn walk_records(
+        packet: &[u8],
+        number: u64,
+        lap: u64,
+        end: usize,
+        mut each: impl FnMut(usize, &[u8], Header, &mut u64) -> Option<()>,
     ) -> Option<Stop> {
         assert!(packet.len() >= PACKET_SIZE);
         let end = end.min(PACKET_SIZE);
@@ -300,16 +303,10 @@ mod decode {
             if h.lap != lap & header::LAP_MASK || h.len < 8 || off + h.len > end {
                 return Some(Stop::Torn(off));
             }
-            if h.kind != KIND_PAD {
-                if h.flags & flag::FULL_TS != 0 {
-                    if h.len < 16 {
-                        return Some(Stop::Torn(off));
-                    }
-                    reference = u64_at(packet, off + 8);
-                } else {
-                    reference = rebuild_ts(reference, h.ts_low);
-                }
-                each(reference);
+            if h.kind != KIND_PAD
+                && each(off, &packet[off..off + h.len], h, &mut reference).is_none()
+            {
+                return Some(Stop::Torn(off));
             }
             off += h.len;
         }

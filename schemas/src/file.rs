@@ -287,17 +287,52 @@ impl<W: Write + Seek> SnapshotWriter<W> {
     /// header is filled in by [`StreamWriter::finish`]; a stream not finished leaves a file that
     /// fails to decode.
     pub fn begin_stream(&mut self, cpu: u32) -> Result<StreamWriter<'_, W>, FormatError> {
+        Ok(StreamWriter {
+            sec: self.open_section(cpu)?,
+        })
+    }
+
+    /// Leaves room for a section header and starts its zstd frame.
+    fn open_section(&mut self, cpu: u32) -> Result<Section<'_, W>, FormatError> {
         let header_pos = self.out.written;
         self.out.write_all(&[0u8; SECTION_HEADER_LEN as usize])?;
         let mut enc = zstd::stream::write::Encoder::new(&mut self.out, self.book.level)?;
         enc.include_checksum(true)?;
-        Ok(StreamWriter {
+        Ok(Section {
             enc,
             book: &mut self.book,
             cpu,
             header_pos,
             records: 0,
         })
+    }
+}
+
+/// A section being compressed into a file: what both stream writers share.
+struct Section<'a, W: Write + Seek> {
+    enc: zstd::stream::write::Encoder<'static, &'a mut CountingWriter<W>>,
+    book: &'a mut Book,
+    cpu: u32,
+    header_pos: u64,
+    records: u64,
+}
+
+impl<W: Write + Seek> Section<'_, W> {
+    /// Ends the zstd frame and fills in the section header.
+    fn close(self, tag: u32, uncompressed_len: u64) -> Result<(), FormatError> {
+        let out = self.enc.finish()?;
+        let data = self.header_pos + SECTION_HEADER_LEN;
+        let sh = section_header_of(
+            tag,
+            self.cpu,
+            self.records,
+            out.written - data,
+            uncompressed_len,
+        );
+        out.patch(self.header_pos, &sh)?;
+        self.book.sections_crc.update(&sh);
+        self.book.sections += 1;
+        Ok(())
     }
 }
 
@@ -309,16 +344,8 @@ impl<W: Write + Seek> SnapshotWriter<W> {
         &mut self,
         cpu: u32,
     ) -> Result<PacketStreamWriter<'_, W>, FormatError> {
-        let header_pos = self.out.written;
-        self.out.write_all(&[0u8; SECTION_HEADER_LEN as usize])?;
-        let mut enc = zstd::stream::write::Encoder::new(&mut self.out, self.book.level)?;
-        enc.include_checksum(true)?;
         Ok(PacketStreamWriter {
-            enc,
-            book: &mut self.book,
-            cpu,
-            header_pos,
-            records: 0,
+            sec: self.open_section(cpu)?,
             packets: 0,
         })
     }
@@ -327,11 +354,7 @@ impl<W: Write + Seek> SnapshotWriter<W> {
 /// One CPU's packet stream being compressed into a file (see
 /// [`SnapshotWriter::begin_packet_stream`]).
 pub struct PacketStreamWriter<'a, W: Write + Seek> {
-    enc: zstd::stream::write::Encoder<'static, &'a mut CountingWriter<W>>,
-    book: &'a mut Book,
-    cpu: u32,
-    header_pos: u64,
-    records: u64,
+    sec: Section<'a, W>,
     packets: u64,
 }
 
@@ -341,66 +364,46 @@ impl<W: Write + Seek> PacketStreamWriter<'_, W> {
     /// (`compact::renumber` does both).
     pub fn write_packet(&mut self, packet: &[u8], records: u64) -> Result<(), FormatError> {
         assert_eq!(packet.len(), PACKET_SIZE);
-        self.enc.write_all(packet)?;
-        self.records += records;
+        self.sec.enc.write_all(packet)?;
+        self.sec.records += records;
         self.packets += 1;
         Ok(())
     }
 
     /// Records appended so far.
     pub fn records(&self) -> u64 {
-        self.records
+        self.sec.records
     }
 
     /// Ends the zstd frame and fills in the section header.
     pub fn finish(self) -> Result<(), FormatError> {
-        let out = self.enc.finish()?;
-        let data = self.header_pos + SECTION_HEADER_LEN;
-        let sh = section_header_of(
-            TAG_PACKETS,
-            self.cpu,
-            self.records,
-            out.written - data,
-            self.packets * PACKET_SIZE as u64,
-        );
-        out.patch(self.header_pos, &sh)?;
-        self.book.sections_crc.update(&sh);
-        self.book.sections += 1;
-        Ok(())
+        self.sec
+            .close(TAG_PACKETS, self.packets * PACKET_SIZE as u64)
     }
 }
 
 /// One CPU's record stream being compressed into a file (see [`SnapshotWriter::begin_stream`]).
 pub struct StreamWriter<'a, W: Write + Seek> {
-    enc: zstd::stream::write::Encoder<'static, &'a mut CountingWriter<W>>,
-    book: &'a mut Book,
-    cpu: u32,
-    header_pos: u64,
-    records: u64,
+    sec: Section<'a, W>,
 }
 
 impl<W: Write + Seek> StreamWriter<'_, W> {
     /// Appends `records` (in time order, after those appended before).
     pub fn write(&mut self, records: &[Record]) -> Result<(), FormatError> {
-        self.enc.write_all(records_as_bytes(records))?;
-        self.records += records.len() as u64;
+        self.sec.enc.write_all(records_as_bytes(records))?;
+        self.sec.records += records.len() as u64;
         Ok(())
     }
 
     /// Records appended so far.
     pub fn records(&self) -> u64 {
-        self.records
+        self.sec.records
     }
 
     /// Ends the zstd frame and fills in the section header.
     pub fn finish(self) -> Result<(), FormatError> {
-        let out = self.enc.finish()?;
-        let data = self.header_pos + SECTION_HEADER_LEN;
-        let sh = section_header(self.cpu, self.records, out.written - data);
-        out.patch(self.header_pos, &sh)?;
-        self.book.sections_crc.update(&sh);
-        self.book.sections += 1;
-        Ok(())
+        let records = self.sec.records;
+        self.sec.close(TAG_STREAM, records * RECORD_SIZE as u64)
     }
 }
 

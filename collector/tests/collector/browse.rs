@@ -157,18 +157,11 @@ async fn browse_api_serves_what_the_library_computes() {
         get_json(&format!("{url}/v1/snapshots/{sid}/analysis"), READER).await,
         analysis
     );
-    let exported = http()
-        .get(format!("{url}/v1/snapshots/{sid}/export/perfetto"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(exported.status(), 200);
-    let exported = exported.bytes().await.unwrap();
+    let exported = perfetto_export(url, &sid).await;
     let local = srv.dir.path().join("local.perfetto-trace");
     flightrec_reader::export::export(file, flightrec_reader::export::Format::Perfetto, &local)
         .unwrap();
-    assert_eq!(exported.as_ref(), std::fs::read(&local).unwrap().as_slice());
+    assert_eq!(exported, std::fs::read(&local).unwrap());
 
     // Who ran: CPU 0 runs app, then db-worker from 2 ms until its history ends at 9 ms; CPU 1
     // db-worker throughout.
@@ -345,6 +338,17 @@ async fn a_format_1_snapshot_is_accepted_analysed_and_exported() {
     let analysis = get_json(&format!("{url}/v1/snapshots/{sid}/analysis"), READER).await;
     let want = flightrec_reader::analyze::analyze(&fixture, &Default::default()).unwrap();
     assert_eq!(analysis, serde_json::to_value(&want).unwrap());
+    let local = srv.dir.path().join("v1.perfetto-trace");
+    flightrec_reader::export::export(&fixture, flightrec_reader::export::Format::Perfetto, &local)
+        .unwrap();
+    assert_eq!(
+        perfetto_export(url, &sid).await,
+        std::fs::read(&local).unwrap()
+    );
+}
+
+/// The collector's Perfetto export of snapshot `sid`, which must answer 200.
+async fn perfetto_export(url: &str, sid: &str) -> Vec<u8> {
     let exported = http()
         .get(format!("{url}/v1/snapshots/{sid}/export/perfetto"))
         .bearer_auth(READER)
@@ -352,4 +356,5 @@ async fn a_format_1_snapshot_is_accepted_analysed_and_exported() {
         .await
         .unwrap();
     assert_eq!(exported.status(), 200);
+    exported.bytes().await.unwrap().to_vec()
 }
