@@ -165,7 +165,7 @@ pub fn render(status: &Status, pin_dir: &std::path::Path, histograms: u32) -> St
     e.one(
         "flightrec_ring_bytes",
         "gauge",
-        "Bytes of one ring (per CPU and epoch).",
+        "Bytes of one CPU's main ring (its spill is a sixteenth more).",
         status.ring_bytes,
     );
 
@@ -174,7 +174,7 @@ pub fn render(status: &Status, pin_dir: &std::path::Path, histograms: u32) -> St
     e.family(
         "flightrec_events_written_total",
         "counter",
-        "Events recorded on this CPU since the rings were created (both epochs).",
+        "Events recorded on this CPU since the rings were created (main ring and spill).",
     );
     for (cpu, c) in &cpus {
         e.sample("flightrec_events_written_total", &[("cpu", cpu)], c.total);
@@ -182,7 +182,7 @@ pub fn render(status: &Status, pin_dir: &std::path::Path, histograms: u32) -> St
     e.family(
         "flightrec_window_events",
         "gauge",
-        "Events the active ring of this CPU holds now.",
+        "Events the ring of this CPU holds now (bytes held at the window's average event size).",
     );
     for (cpu, c) in &cpus {
         e.sample("flightrec_window_events", &[("cpu", cpu)], c.held);

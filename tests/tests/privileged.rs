@@ -245,8 +245,8 @@ fn small_ring_keeps_only_the_newest_records_and_counts_the_rest() {
 }
 
 #[test]
-fn snapshots_under_load_lose_nothing_across_epoch_flips() {
-    let Some(_p) = privileged("snapshots_under_load_lose_nothing_across_epoch_flips") else {
+fn snapshots_under_load_lose_nothing_across_freezes() {
+    let Some(_p) = privileged("snapshots_under_load_lose_nothing_across_freezes") else {
         return;
     };
     let rec = TestRecorder::start("flip", |c| {
@@ -679,4 +679,132 @@ fn fds_are_named_by_open_records_and_by_the_statedump() {
         "{:?}",
         named("sendto")
     );
+}
+
+/// A record reserved in the kernel's ring and never written (a program stalled between its
+/// reservation and its write) is waited for, then counted lost: the walk stops there, never
+/// misreads what the ring held before, and recording goes on behind it.
+#[test]
+fn a_torn_record_is_waited_for_then_counted_lost_and_never_misread() {
+    let Some(_p) = privileged("a_torn_record_is_waited_for_then_counted_lost_and_never_misread")
+    else {
+        return;
+    };
+    let rec = TestRecorder::start("torn", |c| {
+        c.recorder.ring_size = "1MiB".into();
+        c.events.sched = false;
+        c.events.process = false;
+        c.events.block = false;
+        c.events.irq = false;
+        c.filter.comms = vec!["workload".into()];
+    });
+    let first = workload(&["getpgid", "2000", "0"]);
+    // A hole of three records' size where the next record of CPU 0 would go.
+    let mut reserved = false;
+    for _ in 0..100 {
+        reserved = rec.rings().reserve_unwritten(0, 72);
+        if reserved {
+            break;
+        }
+        workload(&["getpgid", "1", "0"]);
+    }
+    assert!(reserved, "no room to reserve in CPU 0's packet");
+    let second = workload(&["getpgid", "2000", "0"]);
+    let started = std::time::Instant::now();
+    let f = rec.rings().freeze();
+    let waited = started.elapsed();
+    let c0 = &f.coverage[0];
+    assert_eq!(c0.records_lost, 1, "{c0:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(100),
+        "waited {waited:?}"
+    );
+    // What comes after the hole in its packet is lost with it; everything else is whole:
+    // the calls before it, and those after it in later packets.
+    let calls = |pid: u32| -> Vec<u64> {
+        f.cpus[0]
+            .iter()
+            .filter(|r| r.tid == pid && r.kind == schemas::EventKind::SyscallEntry as u16)
+            .map(|r| r.payload::<schemas::SyscallEntry>())
+            .filter(|e| e.id == nr::GETPGID && e.args[0] >= MAGIC)
+            .map(|e| e.args[0] - MAGIC)
+            .collect()
+    };
+    assert_eq!(calls(first), (0..2000).collect::<Vec<_>>());
+    let later = calls(second);
+    assert!(later.len() > 1500, "{} calls after the hole", later.len());
+    assert!(later.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(*later.last().unwrap(), 1999);
+    // Recording goes on: the next window holds the next calls whole.
+    let third = workload(&["getpgid", "500", "0"]);
+    let g = rec.rings().freeze();
+    assert_eq!(g.coverage[0].records_lost, 0);
+    let n = g.cpus[0]
+        .iter()
+        .filter(|r| r.tid == third && r.kind == schemas::EventKind::SyscallEntry as u16)
+        .count();
+    assert!(n >= 500, "{n} entries of the third workload");
+}
+
+/// Writers keep recording into the spill while a snapshot holds the frozen ring; folded back,
+/// those records are in the next snapshot. A spill that wraps during a long copy loses its
+/// oldest records, counted in the next snapshot's `records_lost`, and nothing else.
+#[test]
+fn the_spill_records_during_a_copy_and_is_folded_back() {
+    let Some(_p) = privileged("the_spill_records_during_a_copy_and_is_folded_back") else {
+        return;
+    };
+    let rec = TestRecorder::start("spill", |c| {
+        c.recorder.ring_size = "1MiB".into(); // 256 packets; a 16-packet spill
+        c.events.sched = false;
+        c.events.process = false;
+        c.events.block = false;
+        c.events.irq = false;
+        c.filter.comms = vec!["workload".into()];
+    });
+    assert_eq!(rec.rings().spill_packets(), 16);
+    // A copy during which 300 calls are made: they fit in the spill.
+    let frozen = rec.rings().freeze_epoch();
+    let during = workload(&["getpgid", "300", "0"]);
+    assert_eq!(rec.rings().active_epoch(), 1, "writers are in the spill");
+    drop(frozen);
+    assert_eq!(
+        rec.rings().active_epoch(),
+        0,
+        "writers are back in the main ring"
+    );
+    let after = workload(&["getpgid", "300", "0"]);
+    let f = rec.rings().freeze();
+    assert_eq!(f.coverage[0].records_lost, 0);
+    let entries = |pid: u32| {
+        f.cpus[0]
+            .iter()
+            .filter(|r| r.tid == pid && r.kind == schemas::EventKind::SyscallEntry as u16)
+            .map(|r| r.payload::<schemas::SyscallEntry>())
+            .filter(|e| e.id == nr::GETPGID && e.args[0] >= MAGIC)
+            .count()
+    };
+    assert_eq!((entries(during), entries(after)), (300, 300));
+    assert!(
+        f.cpus[0].windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+        "the folded spill is not in its place in time"
+    );
+    // A copy during which far more than the spill holds is recorded: it wraps.
+    let frozen = rec.rings().freeze_epoch();
+    let flood = workload(&["getpgid", "20000", "0"]);
+    drop(frozen);
+    let f = rec.rings().freeze();
+    let c0 = &f.coverage[0];
+    assert!(c0.records_lost > 20_000, "{c0:?}");
+    let kept: Vec<u64> = f.cpus[0]
+        .iter()
+        .filter(|r| r.tid == flood && r.kind == schemas::EventKind::SyscallEntry as u16)
+        .map(|r| r.payload::<schemas::SyscallEntry>())
+        .filter(|e| e.id == nr::GETPGID && e.args[0] >= MAGIC)
+        .map(|e| e.args[0] - MAGIC)
+        .collect();
+    // The spill's newest records survive, contiguous, up to the last call.
+    assert!(!kept.is_empty() && kept.len() < 20_000);
+    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(*kept.last().unwrap(), 19_999);
 }

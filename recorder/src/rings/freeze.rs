@@ -614,6 +614,21 @@ impl Rings {
         }
     }
 
+    /// Reserves `len` bytes (a multiple of 8) at the writers' position in the main ring of
+    /// `cpu` and never writes them, as a program stalled between its reservation and its
+    /// write would. For the tests of torn records; nothing else calls it.
+    #[doc(hidden)]
+    pub fn reserve_unwritten(&self, cpu: u32, len: u64) -> bool {
+        let head = self.hword(MAIN, cpu, word::HEAD);
+        let old = head.load(Ordering::SeqCst);
+        let off = old & (P - 1);
+        off != 0
+            && off + len <= P
+            && head
+                .compare_exchange(old, old + len, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+
     /// Puts rings adopted from an earlier daemon back in order: writers left in the spill by a
     /// daemon that died during a copy are folded back (a kernel freeze that is still waiting
     /// stays for this daemon to copy).

@@ -26,13 +26,16 @@ use qemu::{Accel, Boot, Outcome};
 /// The privileged tests run on every kernel: between them every event class with its fields
 /// against a planted workload (syscalls with arguments, block issue/complete on the disk the
 /// scratch files live on, sched switch/wakeup, irq and softirq, fork/exec/exit), snapshots
-/// across epoch flips with nothing lost, a syscall and a block rule freezing in the kernel, a
+/// across freezes with nothing lost, the spill folded back, a torn record counted and never
+/// misread, a syscall and a block rule freezing in the kernel, a
 /// run-queue rule on a cgroup (the BTF-resolved cgroup chain), and the in-kernel histograms.
 /// None needs a reader that is absent from the guest.
 pub const TEST_NAMES: &[&str] = &[
     "snapshot_holds_exactly_the_childs_syscalls_in_order",
     "sched_switch_wakeup_and_irqs_of_a_sleeper",
-    "snapshots_under_load_lose_nothing_across_epoch_flips",
+    "snapshots_under_load_lose_nothing_across_freezes",
+    "the_spill_records_during_a_copy_and_is_folded_back",
+    "a_torn_record_is_waited_for_then_counted_lost_and_never_misread",
     "triggers::rules::syscall_rule_freezes_at_the_slow_nanosleep",
     "triggers::rules::block_rule_freezes_at_the_completion_of_a_slow_request",
     "triggers::rules::runqueue_rule_on_a_cgroup_fires_for_a_waiter_in_that_cgroup_only",
