@@ -2,6 +2,7 @@
 //! typed arguments whose layouts come from `KernelOffsets`, resolved from the running kernel's BTF
 //! by the loader.
 
+use core::hint::black_box;
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::helpers::{
@@ -222,8 +223,10 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // Only the arguments the syscall has (`ARGC`, from the loader): a body size per count, so
     // each store's offset is a constant the verifier checks.
     let argc = if id < AUX_ESCAPE {
-        // SAFETY: a load-time constant array, indexed below its length.
-        unsafe { read_volatile(addr_of!(ARGC).cast::<u8>().add(id as usize)) }
+        // The mask bounds the index for the verifier (the comparison alone may be folded away).
+        let i = black_box(id) & (schemas::rule::MAX_SYSCALL as u64 - 1);
+        // SAFETY: a load-time constant array of MAX_SYSCALL entries, indexed below it.
+        unsafe { read_volatile(addr_of!(ARGC).cast::<u8>().add(i as usize)) }
     } else {
         7
     };

@@ -2,6 +2,7 @@
 //! program uses: reserve bytes in the current packet of this CPU's ring, fill them, publish the
 //! header last (`schemas::compact` has the format). Used by `programs` and `rules`; uses neither.
 
+use core::hint::black_box;
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 use core::ptr::{addr_of, read_volatile, write_volatile};
 
@@ -164,14 +165,15 @@ pub(crate) fn reserve<const BODY: usize>(
             write_volatile(page as *mut u64, pkt + 1);
             write_volatile(page.add(8) as *mut u64, ts);
         }
-        let off = old & (P - 1);
+        // Records are whole 8-byte words, so the mask keeps the offset and bounds it for the
+        // verifier (opaque to LLVM, which would otherwise drop a check it can prove).
+        let off = black_box(old) & (P - 8);
         if off != 0
-            && off <= P - 8
             && let Some((prev, prev_lap)) = packet(area, cpu, pkt - 1)
         {
             // The rest of the previous packet is padding (at most one record's size).
             let w = header::make(0, (P - off) as usize, KIND_PAD, 0, 0, prev_lap);
-            // SAFETY: off <= P - 8 inside the previous packet's map value.
+            // SAFETY: off <= P - 8 (the mask) inside the previous packet's map value.
             unsafe { write_volatile(prev.add(off as usize) as *mut u64, w) };
         }
     }
@@ -187,7 +189,9 @@ pub(crate) fn reserve<const BODY: usize>(
     }
     // The bounds below always hold (a record starts after the packet header and fits in its
     // packet); checking them on the one offset every store derives from tells the verifier.
-    let at = pos & (P - 1);
+    // `black_box` keeps LLVM from dropping them as implied by the reservation: older
+    // verifiers (6.1) do not see that relation.
+    let at = black_box(pos) & (P - 8);
     let body_at = if full { at + 16 } else { at + 8 };
     if body_at < PACKET_HEADER_SIZE as u64 + 8 || body_at > P - task_body {
         return None;

@@ -103,6 +103,10 @@ impl Default for StatedumpConfig {
 pub struct RecorderConfig {
     /// Ring size per CPU ("8MiB"); rounded down to a power-of-two number of packets.
     pub ring_size: String,
+    /// Spill size per CPU, where writers record while a snapshot copies the ring out; empty:
+    /// a sixteenth of the ring. Rounded down to a power-of-two number of packets (2 at least,
+    /// the ring's size at most).
+    pub spill_size: String,
     /// bpffs directory holding the pinned maps and links.
     pub pin_dir: PathBuf,
     /// Unix socket for `flightrec status` / `snapshot record`.
@@ -125,6 +129,7 @@ impl Default for RecorderConfig {
     fn default() -> Self {
         RecorderConfig {
             ring_size: "8MiB".into(),
+            spill_size: String::new(),
             pin_dir: PathBuf::from("/sys/fs/bpf/flightrec"),
             control_socket: PathBuf::from("/run/flightrec/control.sock"),
             spool_dir: PathBuf::from("/var/lib/flightrec/spool"),
@@ -239,6 +244,7 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         parse_size(&self.recorder.ring_size)?;
         self.ring_packets()?;
+        self.spill_packets()?;
         if !(1..=19).contains(&self.recorder.compression_level) {
             return Err(ConfigError::Invalid(format!(
                 "recorder.compression_level must be 1..=19, not {}",
@@ -325,9 +331,21 @@ impl Config {
         Ok(packets)
     }
 
-    /// Packets of the spill per CPU for a main ring of `packets`: a sixteenth, at least two.
-    pub fn spill_packets(packets: u64) -> u64 {
-        (packets / 16).max(2)
+    /// Packets of the spill per CPU: `spill_size` rounded down to a power of two, or a
+    /// sixteenth of the ring; at least two, at most the ring's.
+    pub fn spill_packets(&self) -> Result<u64, ConfigError> {
+        let packets = self.ring_packets()?;
+        let asked = if self.recorder.spill_size.is_empty() {
+            packets / 16
+        } else {
+            parse_size(&self.recorder.spill_size)? / PACKET as u64
+        };
+        let spill = if asked == 0 {
+            0
+        } else {
+            1u64 << (63 - asked.leading_zeros())
+        };
+        Ok(spill.clamp(2, packets))
     }
 
     /// Says how `recorder.ring_size` was rounded, when it was: a ring holds a power-of-two
@@ -383,8 +401,18 @@ mod tests {
         assert!(c.ring_packets().is_err());
         c.recorder.ring_size = "2GiB".into();
         assert!(c.ring_packets().is_err());
-        assert_eq!(Config::spill_packets(2048), 128);
-        assert_eq!(Config::spill_packets(16), 2);
+        c.recorder.ring_size = "100000".into();
+        assert_eq!(c.spill_packets().unwrap(), 2);
+        c.recorder.ring_size = "8MiB".into();
+        assert_eq!(c.spill_packets().unwrap(), 128);
+        c.recorder.spill_size = "1MiB".into();
+        assert_eq!(c.spill_packets().unwrap(), 256);
+        c.recorder.spill_size = "1GiB".into();
+        assert_eq!(c.spill_packets().unwrap(), 2048);
+        c.recorder.spill_size = "1KiB".into();
+        assert_eq!(c.spill_packets().unwrap(), 2);
+        c.recorder.spill_size = "lots".into();
+        assert!(c.spill_packets().is_err());
     }
 
     #[test]

@@ -115,6 +115,10 @@ fn config_hash(config: &Config, slots: u64) -> u64 {
     if config.syscall_floor != schemas::floor::RECORD {
         text.push_str(&format!(" floor {}", config.syscall_floor));
     }
+    // A spill of another size is another map size (the default's is the ring size's).
+    if !config.recorder.spill_size.is_empty() {
+        text.push_str(&format!(" spill {}", config.spill_packets().unwrap_or(0)));
+    }
     // Likewise the histograms: programs loaded without them are kept while they stay off.
     let families = crate::hist::families(config).unwrap_or(0);
     if families != 0 {
@@ -215,9 +219,14 @@ impl Rings {
 
     /// Rings over the mapped `[RING, HEADS, CTRL]`. Adopted rings have no `ebpf`: their
     /// programs are kept by the pinned links.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of running rings, each once"
+    )]
     fn new(
         ncpu: u32,
         packets: u64,
+        spill: u64,
         pins: PinLock,
         [ring, heads, ctrl]: [MmapMut; 3],
         created_realtime_ns: u64,
@@ -227,7 +236,7 @@ impl Rings {
         Rings {
             ncpu,
             packets,
-            spill: Config::spill_packets(packets),
+            spill,
             ring,
             heads,
             ctrl,
@@ -285,10 +294,12 @@ impl Rings {
             let map = Map::RingBuf(open("RULE_HITS")?);
             Some(RingBuf::try_from(map).map_err(unreadable("RULE_HITS"))?)
         };
-        let spill = Config::spill_packets(slots);
+        let spill = config
+            .spill_packets()
+            .map_err(|_| NotAdoptable::SizeChanged)?;
         let mapped = mmap_rings(ncpu, slots, spill, [&ring, &heads, &ctrl_map])?;
         let lock = lock.take().expect("held until adopted");
-        let rings = Rings::new(ncpu, slots, lock, mapped, created, rule_hits, None);
+        let rings = Rings::new(ncpu, slots, spill, lock, mapped, created, rule_hits, None);
         rings.recover();
         Ok(rings)
     }
@@ -308,7 +319,12 @@ impl Rings {
             source: e.into(),
         })?;
         let mode = filter_mode(&config.filter);
-        let spill = Config::spill_packets(slots);
+        let spill = config
+            .spill_packets()
+            .map_err(|source| SetupError::Config {
+                what: "the spill size",
+                source,
+            })?;
         let ring_entries = u32::try_from(ncpu as u64 * (slots + spill)).map_err(|_| {
             SetupError::Unsatisfiable(format!("{ncpu} rings of {slots} packets exceed a BPF map"))
         })?;
@@ -422,6 +438,7 @@ impl Rings {
         Ok(Rings::new(
             ncpu,
             slots,
+            spill,
             lock,
             mapped,
             created,
