@@ -348,10 +348,10 @@ async fn hostile_uploads_are_rejected_and_leave_nothing_behind() {
     // Another format version.
     let sid = next_id();
     let mut f = rebuilt(&sid);
-    f[8] = 2;
+    f[8] = 3;
     let (s, e) = raw_upload(&url, tok, &sid, &f).await;
     assert_eq!(s, 422);
-    assert!(e.contains("unsupported snapshot format version 2"), "{e}");
+    assert!(e.contains("unsupported snapshot format version 3"), "{e}");
 
     // Oversized: refused before a byte is sent.
     let sid = next_id();
