@@ -3,7 +3,7 @@
 #
 #   bash bench/snapshot_memory.sh            (as root, from anywhere)
 #
-# For each ring size in SIZES (per CPU and epoch, default "96MiB 48MiB"): starts `flightrec
+# For each ring size in SIZES (per CPU, default "96MiB 48MiB", rounded down to 64 and 32 MiB): starts `flightrec
 # record` with only the syscalls class, fills every CPU's ring with a getpid storm (the ring
 # wraps), then REPS times: refills the rings and takes a snapshot with `flightrec snapshot
 # record`, sampling the daemon's RssAnon (/proc/PID/status) every 5 ms while it runs. Prints per

@@ -35,10 +35,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# GET PATH on the collector with bash's /dev/tcp (no curl needed); prints the response.
+# GET PATH on the collector with bash's /dev/tcp (no curl needed); prints the response. Sends
+# the collector's admin token once it is known.
+token=""
 collector_get() {
     exec 3<>"/dev/tcp/${collector%:*}/${collector#*:}" || return 1
-    printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" "$collector" >&3
+    if [ -n "$token" ]; then
+        printf 'GET %s HTTP/1.0\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n' "$1" "$collector" "$token" >&3
+    else
+        printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" "$collector" >&3
+    fi
     cat <&3
     exec 3<&-
 }
@@ -64,9 +70,19 @@ else
     echo "collector pid $collector_pid, log /var/log/flightrec-collector.log"
 fi
 
+# On its defaults the collector makes an admin token on first start; the demo's recorder
+# uploads with it (root reads it).
+token_file=/var/lib/flightrec-collector/admin.token
+if [ -r "$token_file" ]; then
+    token=$(head -n 1 "$token_file")
+fi
+
 echo "== starting the recorder (uploading to http://$collector)"
-printf '[recorder]\nspool_dir = "%s"\n[collector]\nurl = "http://%s"\n' \
-    "$run/spool" "$collector" >"$run/recorder.toml"
+# The daemon writes `snapshot record -o DIR` only into directories its config names.
+mkdir -p -- "$out"
+out=$(cd -- "$out" && pwd)
+printf '[recorder]\nspool_dir = "%s"\nsnapshot_dirs = ["%s"]\n[collector]\nurl = "http://%s"\ntoken = "%s"\n' \
+    "$run/spool" "$out" "$collector" "$token" >"$run/recorder.toml"
 "$bin" record -c "$run/recorder.toml" --ring-size 8MiB --pin-dir "$pins" --socket "$sock" &
 daemon=$!
 for _ in $(seq 1 100); do
@@ -110,6 +126,9 @@ id=$(collector_get '/v1/snapshots?limit=1&reason=demo%20run' |
 echo
 echo "Every event: $bin dump $file   (or --json)"
 echo "Browse it:   http://$collector/ui/snapshots/$id"
+if [ -n "$token" ]; then
+    echo "             (log in once at http://$collector/login?token=TOKEN, TOKEN in $token_file)"
+fi
 if [ -n "${collector_pid:-}" ]; then
     echo "The collector keeps running (pid $collector_pid); stop it with: kill $collector_pid"
 fi

@@ -14,7 +14,7 @@ use super::{ConfigArgs, fmt_bytes};
 pub(crate) struct RecordArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Ring size per CPU and epoch, e.g. 8MiB (overrides recorder.ring_size).
+    /// Ring size per CPU, e.g. 8MiB (overrides recorder.ring_size; rounded down to a power of two of 4 KiB packets).
     #[arg(long, value_name = "SIZE")]
     ring_size: Option<String>,
     /// bpffs directory for pins (overrides recorder.pin_dir). The daemon owns it (0700) and

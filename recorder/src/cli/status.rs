@@ -34,14 +34,18 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "daemon pid {} up {:.0}s, epoch {}, rings {} per CPU and epoch ({} records of {} \
+        "daemon pid {} up {:.0}s, writers in the {}, rings {} per CPU ({} packets of {} \
          bytes){}, classes {}",
         st.pid,
         st.uptime_s,
-        st.epoch,
+        if st.epoch == 0 {
+            "ring"
+        } else {
+            "spill (a snapshot is being copied)"
+        },
         fmt_bytes(st.ring_bytes),
-        st.ring_bytes / schemas::RECORD_SIZE as u64,
-        schemas::RECORD_SIZE,
+        st.ring_bytes / schemas::compact::PACKET_SIZE as u64,
+        schemas::compact::PACKET_SIZE,
         if st.adopted {
             " (adopted from a previous run)"
         } else {

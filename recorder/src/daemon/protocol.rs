@@ -107,7 +107,7 @@ pub struct Status {
     pub uptime_s: f64,
     /// Whether the rings were adopted from a previous run.
     pub adopted: bool,
-    /// Bytes per ring (per CPU and epoch).
+    /// Bytes of one CPU's main ring.
     pub ring_bytes: u64,
     /// Enabled event classes.
     pub classes: Vec<String>,
