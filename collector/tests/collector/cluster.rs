@@ -13,15 +13,7 @@ use std::time::{Duration, Instant};
 use flightrec_uplink::spool::Outcome;
 
 use crate::pg::{PgServer, start_or_skip};
-use crate::util::{bulk, get_json, http, skip, upload};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{bulk, download, free_port, get_json, http, skip, upload};
 
 fn haproxy_bin() -> Option<PathBuf> {
     ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
@@ -313,15 +305,7 @@ async fn two_replicas_behind_haproxy_on_postgres_and_garage() {
     // Both replicas answer for every snapshot (one catalog, one bucket).
     let (path0, sid0) = &uploaded[0];
     for r in &cl.replicas {
-        let got = http()
-            .get(format!("{}/v1/snapshots/{sid0}/download", r.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert_eq!(got.as_ref(), std::fs::read(path0).unwrap().as_slice());
+        assert_eq!(download(&r.url, sid0).await, std::fs::read(path0).unwrap());
     }
 
     // 2. kill -9 of the replica taking an upload: the upload resumes on the other one,
@@ -352,15 +336,7 @@ async fn two_replicas_behind_haproxy_on_postgres_and_garage() {
         ),
         other => panic!("{other:?}"),
     }
-    let got = http()
-        .get(format!("{}/v1/snapshots/{sid}/download", cl.failover))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(got.as_ref(), bytes.as_slice(), "byte-identical");
+    assert_eq!(download(&cl.failover, &sid).await, bytes, "byte-identical");
     assert_eq!(cl.catalogued(), (51, 51));
 
     // Replica 1 back, for the rest.

@@ -10,7 +10,7 @@ use schemas::Record;
 use schemas::file::SnapshotWriter;
 use sha2::Digest;
 
-use crate::util::{Server, bulk, http, id, manifest, upload};
+use crate::util::{Server, bulk, download, http, id, manifest, upload};
 
 fn sha(b: &[u8]) -> String {
     sha2::Sha256::digest(b)
@@ -55,13 +55,7 @@ async fn upload_is_verified_archived_catalogued_and_idempotent() {
         (1, bytes.len() as u64)
     );
     // The download is the same file.
-    let got = http()
-        .get(format!("{}/v1/snapshots/{sid}/download", srv.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    assert_eq!(download(&srv.url, &sid).await, bytes);
     // Nothing left in staging.
     assert_eq!(
         std::fs::read_dir(srv.dir.path().join("staging"))
@@ -226,17 +220,9 @@ async fn kill_9_mid_upload_then_restart_resumes_and_archives_the_identical_file(
             sent: bytes.len() as u64 - held
         }
     );
-    let got = http()
-        .get(format!("{}/v1/snapshots/{sid}/download", c.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
     assert_eq!(
-        got.as_ref(),
-        bytes.as_slice(),
+        download(&c.url, &sid).await,
+        bytes,
         "archived file is byte-identical"
     );
     c.child.kill().unwrap();

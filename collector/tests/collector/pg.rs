@@ -11,6 +11,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::util::free_port;
+
 /// The Debian binaries, overridable for another layout.
 fn bin_dir() -> PathBuf {
     std::env::var_os("FLIGHTREC_PG_BIN")
@@ -60,14 +62,6 @@ fn unprivileged_user() -> Result<Option<String>, String> {
         }
     }
     Ok(Some("postgres".into()))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl PgServer {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use flightrec_collector::config::ArchiveKind;
 use flightrec_uplink::spool::Outcome;
 
-use crate::util::{Server, bulk, http, skip, upload};
+use crate::util::{Server, bulk, download, free_port, http, skip, upload};
 
 /// The garage binary: on PATH or in ~/.cargo/bin.
 pub fn garage_bin() -> Option<PathBuf> {
@@ -23,14 +23,6 @@ pub fn garage_bin() -> Option<PathBuf> {
         candidates.push(Path::new(&home).join(".cargo/bin/garage"));
     }
     candidates.into_iter().find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A Garage node; killed on drop.
@@ -185,15 +177,7 @@ async fn archive_on_garage_s3() {
         srv.state.archive.size(&key).await.unwrap(),
         Some(bytes.len() as u64)
     );
-    let got = http()
-        .get(format!("{}/v1/snapshots/{sid}/download", srv.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(got.as_ref(), bytes.as_slice());
+    assert_eq!(download(&srv.url, &sid).await, bytes);
     let m: serde_json::Value = http()
         .get(format!("{}/v1/snapshots/{sid}/manifest", srv.url))
         .send()

@@ -212,3 +212,23 @@ pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
     }
     req.send().await.unwrap().json().await.unwrap()
 }
+
+/// A free TCP port on loopback (for servers the tests start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The bytes of snapshot `sid` downloaded from the collector at `base`, which must answer 200.
+pub async fn download(base: &str, sid: &str) -> Vec<u8> {
+    let got = http()
+        .get(format!("{base}/v1/snapshots/{sid}/download"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200, "download of {sid} from {base}");
+    got.bytes().await.unwrap().to_vec()
+}
