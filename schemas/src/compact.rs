@@ -508,10 +508,33 @@ mod decode {
     #[derive(Debug, Default)]
     pub struct Reorder {
         buf: Vec<Record>,
-        recent: std::collections::VecDeque<u64>,
-        floor: Option<u64>,
+        floor: WindowFloor,
         last: Option<u64>,
         disordered: u64,
+    }
+
+    /// The highest timestamp of those more than [`Reorder::WINDOW`] records behind the newest
+    /// pushed: in records as the programs write them, no later record is older than it.
+    #[derive(Debug, Default)]
+    pub struct WindowFloor {
+        recent: std::collections::VecDeque<u64>,
+        floor: Option<u64>,
+    }
+
+    impl WindowFloor {
+        /// Adds the timestamp of the next record in ring order.
+        pub fn push(&mut self, ts: u64) {
+            self.recent.push_back(ts);
+            if self.recent.len() > Reorder::WINDOW {
+                let behind = self.recent.pop_front().expect("not empty");
+                self.floor = Some(self.floor.map_or(behind, |f| f.max(behind)));
+            }
+        }
+
+        /// The floor, once more than a window of records was pushed.
+        pub fn get(&self) -> Option<u64> {
+            self.floor
+        }
     }
 
     impl Reorder {
@@ -527,13 +550,9 @@ mod decode {
             sink: &mut dyn FnMut(&[Record]) -> Result<(), E>,
         ) -> Result<(), E> {
             self.buf.push(r);
-            self.recent.push_back(r.ts_ns);
-            if self.recent.len() > Self::WINDOW {
-                let behind = self.recent.pop_front().expect("not empty");
-                self.floor = Some(self.floor.map_or(behind, |f| f.max(behind)));
-            }
+            self.floor.push(r.ts_ns);
             if self.buf.len() >= Self::BATCH + Self::WINDOW
-                && let Some(floor) = self.floor
+                && let Some(floor) = self.floor.get()
             {
                 self.buf.sort_by_key(|r| r.ts_ns);
                 let n = self.buf.partition_point(|r| r.ts_ns <= floor);

@@ -17,9 +17,10 @@ const GRACE: Duration = Duration::from_millis(2);
 /// How long a copy waits, past the grace period, for reserved records still being written.
 const LATE_WRITER: Duration = Duration::from_millis(100);
 
-/// How far out of time order, in ring order, one CPU's records may be for its stream to be
-/// ordered with bounded memory ([`compact::Reorder`]). A CPU whose window is more disordered
-/// is sorted in memory instead.
+// How far out of time order, in ring order, one CPU's records may be for its stream to be
+// ordered with bounded memory, and the batches they go out in: `compact::Reorder`'s. A CPU
+// whose window is more disordered is sorted in memory instead.
+#[cfg(test)]
 const REORDER: usize = compact::Reorder::WINDOW;
 #[cfg(test)]
 const BATCH: usize = compact::Reorder::BATCH;
@@ -64,7 +65,7 @@ struct CpuPlan {
     packets: Vec<(u64, usize)>,
     /// Records the window holds.
     kept: u64,
-    /// Whether the records are within [`REORDER`] of time order.
+    /// Whether the records are within [`compact::Reorder::WINDOW`] of time order.
     nearly_ordered: bool,
 }
 
@@ -235,7 +236,7 @@ impl FrozenRecords for FrozenEpoch<'_> {
 
 /// Gives `recs` (in ring order) to `sink` in time order, ties in ring order: through a
 /// [`compact::Reorder`] when `nearly_ordered` (each timestamp is at least the highest of those
-/// more than [`REORDER`] records before it, as [`OrderCheck`] verified), else by sorting all
+/// more than [`compact::Reorder::WINDOW`] records before it, as [`OrderCheck`] verified), else by sorting all
 /// `held` records at once.
 fn emit_ordered<E>(
     recs: impl Iterator<Item = Record>,
@@ -301,28 +302,23 @@ impl Drop for FrozenEpoch<'_> {
 }
 
 /// Checks, record by record in ring order, that each timestamp is at least the highest of those
-/// more than [`REORDER`] records before it (what [`FrozenRecords::records`] relies on).
+/// more than [`compact::Reorder::WINDOW`] records before it (what [`FrozenRecords::records`] relies on).
 struct OrderCheck {
-    recent: VecDeque<u64>,
-    floor: u64,
+    floor: compact::WindowFloor,
     ok: bool,
 }
 
 impl OrderCheck {
     fn new() -> Self {
         OrderCheck {
-            recent: VecDeque::with_capacity(REORDER + 1),
-            floor: 0,
+            floor: compact::WindowFloor::default(),
             ok: true,
         }
     }
 
     fn push(&mut self, ts: u64) {
-        self.ok &= ts >= self.floor;
-        self.recent.push_back(ts);
-        if self.recent.len() > REORDER {
-            self.floor = self.floor.max(self.recent.pop_front().expect("not empty"));
-        }
+        self.ok &= self.floor.get().is_none_or(|f| ts >= f);
+        self.floor.push(ts);
     }
 }
 
@@ -429,28 +425,32 @@ impl Rings {
 
     /// The absolute packets of (area, cpu) from where its window starts (`base`, or the oldest
     /// packet still held once the ring wrapped) to its newest, each with where its records end.
-    pub(super) fn window_packets(&self, area: u32, cpu: u32) -> Vec<(u64, usize)> {
+    pub(super) fn window_packets(
+        &self,
+        area: u32,
+        cpu: u32,
+    ) -> impl DoubleEndedIterator<Item = (u64, usize)> + use<> {
         let head = self.hword(area, cpu, word::HEAD).load(Ordering::SeqCst);
         let base = self
             .hword(area, cpu, word::BASE)
             .load(Ordering::SeqCst)
             .min(head);
-        if head == base {
-            return Vec::new();
-        }
-        let newest = (head - 1) >> PACKET_SHIFT;
-        let held_from = (newest + 1).saturating_sub(self.area_packets(area));
-        let first = (base >> PACKET_SHIFT).max(held_from);
-        (first..=newest)
-            .map(|pkt| {
-                let end = if pkt == head >> PACKET_SHIFT {
-                    (head & (P - 1)) as usize
-                } else {
-                    PACKET_SIZE
-                };
-                (pkt, end)
-            })
-            .collect()
+        // One past the newest packet; an empty window is an empty range.
+        let end = head.div_ceil(P);
+        let held_from = end.saturating_sub(self.area_packets(area));
+        let first = if head == base {
+            end
+        } else {
+            (base >> PACKET_SHIFT).max(held_from)
+        };
+        (first..end).map(move |pkt| {
+            let stop = if pkt == head >> PACKET_SHIFT {
+                (head & (P - 1)) as usize
+            } else {
+                PACKET_SIZE
+            };
+            (pkt, stop)
+        })
     }
 
     /// Walks packet `pkt` of (area, cpu) up to `end`, waiting until `deadline` for a record

@@ -63,19 +63,21 @@ impl Rings {
                     24.0
                 };
                 let held = ((held_bytes as f64 / per_record) as u64).min(written);
-                let packets = self.window_packets(MAIN, cpu);
-                let oldest = packets.iter().find_map(|&(pkt, _)| {
+                let oldest = self.window_packets(MAIN, cpu).find_map(|(pkt, _)| {
                     self.read_packet(MAIN, cpu, pkt, &mut buf);
                     (compact::u64_at(&buf[..], 0) == pkt + 1).then(|| compact::u64_at(&buf[..], 8))
                 });
-                let newest = packets.last().and_then(|&(pkt, end)| {
-                    self.read_packet(MAIN, cpu, pkt, &mut buf);
-                    let mut newest = None;
-                    compact::walk_packet(&buf[..], pkt, self.lap(MAIN, pkt), end, cpu, |f| {
-                        newest = newest.max(Some(f.record.ts_ns))
+                let newest = self
+                    .window_packets(MAIN, cpu)
+                    .next_back()
+                    .and_then(|(pkt, end)| {
+                        self.read_packet(MAIN, cpu, pkt, &mut buf);
+                        let mut newest = None;
+                        compact::scan_packet(&buf[..], pkt, self.lap(MAIN, pkt), end, |ts| {
+                            newest = newest.max(Some(ts))
+                        });
+                        newest
                     });
-                    newest
-                });
                 CpuStatus {
                     cpu,
                     written,
