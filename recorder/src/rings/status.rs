@@ -62,7 +62,13 @@ impl Rings {
                 } else {
                     24.0
                 };
-                let held = ((held_bytes as f64 / per_record) as u64).min(written);
+                // A window that has not wrapped holds every record written in it: no
+                // estimate (whose rounding would show one record overwritten).
+                let held = if window_bytes <= capacity_bytes {
+                    written
+                } else {
+                    ((held_bytes as f64 / per_record) as u64).min(written)
+                };
                 let oldest = self.window_packets(MAIN, cpu).find_map(|(pkt, _)| {
                     self.read_packet(MAIN, cpu, pkt, &mut buf);
                     (compact::u64_at(&buf[..], 0) == pkt + 1).then(|| compact::u64_at(&buf[..], 8))
