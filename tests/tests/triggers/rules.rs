@@ -75,12 +75,17 @@ fn syscall_rule_freezes_at_the_slow_nanosleep() {
         (false, nr::NANOSLEEP, exit_ts)
     );
     assert_eq!(seq[401].3 - seq[400].3, latency);
-    let last_of_pid = events
+    // The rule freezes right after publishing the exit, but an interrupt that arrives during
+    // that program runs on the same task and is recorded before the freeze: only
+    // interrupt-context events of the task may follow its slow exit.
+    let after: Vec<&Event> = events
         .iter()
-        .filter(|e| e.tid == pid)
-        .map(|e| e.ts_ns)
-        .max();
-    assert_eq!(last_of_pid, Some(exit_ts));
+        .filter(|e| e.tid == pid && e.ts_ns > exit_ts)
+        .collect();
+    assert!(
+        after.iter().all(|e| interrupt_context(e)),
+        "events of the workload after its slow exit at {exit_ts}: {after:?}"
+    );
     assert_eq!(status(&d.config)["rule_hits"], 1);
 }
 
@@ -230,17 +235,35 @@ fn check_rule_snapshot(m: &Manifest, events: &[Event]) -> (u64, u64, u32) {
         m.frozen_monotonic_ns, end,
         "the window ends at the slow event"
     );
-    let last_on_cpu = events
+    // As in the syscall rule's test: only an interrupt nested into the freezing program may
+    // be recorded after the freeze point on its CPU.
+    let after: Vec<&Event> = events
         .iter()
-        .filter(|e| e.cpu == cpu)
-        .map(|e| e.ts_ns)
-        .max();
-    assert_eq!(
-        last_on_cpu,
-        Some(end),
-        "nothing after the freeze point on cpu {cpu}"
+        .filter(|e| e.cpu == cpu && e.ts_ns > end)
+        .collect();
+    assert!(
+        after.iter().all(|e| interrupt_context(e)),
+        "events after the freeze point {end} on cpu {cpu}: {after:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.cpu == cpu && e.ts_ns == end),
+        "the freeze point's event on cpu {cpu}"
     );
     (start, end, cpu)
+}
+
+/// Whether `e` can come from an interrupt taken while a program ran on the same CPU: what may
+/// be recorded between a kernel rule's event and its freeze.
+fn interrupt_context(e: &Event) -> bool {
+    matches!(
+        e.data,
+        EventData::IrqHandlerEntry(_)
+            | EventData::IrqHandlerExit(_)
+            | EventData::SoftirqEntry(_)
+            | EventData::SoftirqExit(_)
+            | EventData::SchedWakeup(_)
+            | EventData::SchedWakeupNew(_)
+    )
 }
 
 #[test]
