@@ -204,7 +204,7 @@ async fn sample_rates(sampler: Arc<Shared>) {
     loop {
         tick.tick().await;
         let totals: Vec<u64> = {
-            let r = sampler.rings.lock().unwrap_or_else(|e| e.into_inner());
+            let r = &sampler.rings;
             (0..r.ncpu()).map(|cpu| r.total(cpu)).collect()
         };
         let now = Instant::now();
@@ -286,7 +286,7 @@ pub fn run_until(
             &host_id,
         )?;
         let shared = Arc::new(Shared {
-            rings: Mutex::new(rings),
+            rings,
             config,
             access,
             started: Instant::now(),

@@ -47,7 +47,9 @@ use crate::rings::Rings;
 use snapshots::{States, take_triggered};
 
 struct Shared {
-    rings: Mutex<Rings>,
+    /// Shared without a lock: freezes serialise themselves, and what `status` reads is
+    /// consistent on its own, so status answers during a snapshot.
+    rings: Rings,
     config: Config,
     /// Who may use the control socket.
     access: access::Access,
@@ -70,7 +72,7 @@ struct Shared {
 
 /// What the daemon reports, to `status` and to `GET /metrics`.
 fn status(shared: &Shared) -> Status {
-    let rings = shared.rings.lock().unwrap_or_else(|e| e.into_inner());
+    let rings = &shared.rings;
     Status {
         pid: std::process::id(),
         uptime_s: shared.started.elapsed().as_secs_f64(),
@@ -178,7 +180,7 @@ impl Shared {
                     });
                 if post_ms > 0 {
                     // Kernel rules must not freeze while the window runs; their hits join.
-                    self.rings.lock().unwrap_or_else(|e| e.into_inner()).hold();
+                    self.rings.hold();
                 }
                 let shared = self.clone();
                 let id = snapshot_id.clone();
@@ -225,10 +227,7 @@ impl Shared {
             } => {
                 if trigger.already_frozen {
                     // The kernel froze for nothing: the frozen epoch is simply not written.
-                    self.rings
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .release();
+                    self.rings.release();
                 }
                 Err(Refused::Suppressed {
                     reason,

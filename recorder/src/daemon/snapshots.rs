@@ -55,9 +55,9 @@ pub(super) fn take_snapshot(
         Some(d) => super::access::approved_dir(&shared.config.recorder, &d)?,
         None => shared.config.recorder.spool_dir.clone(),
     };
-    // The rings stay locked while the frozen epoch is read from them into the file.
-    let rings = shared.rings.lock().unwrap_or_else(|e| e.into_inner());
-    let frozen = rings.freeze_epoch();
+    // One freeze at a time (the rings serialise them); status and rates read the rings
+    // meanwhile.
+    let frozen = shared.rings.freeze_epoch();
     shared
         .governor
         .lock()
@@ -79,9 +79,9 @@ pub(super) fn take_snapshot(
 /// Freezes (joining a kernel freeze if one waits), writes the snapshot of an admitted trigger
 /// to the spool dir, and records its state.
 pub(super) fn take_triggered(shared: &Shared, id: &str, trigger: Trigger) {
-    // The rings stay locked while the frozen epoch is read from them into the file.
-    let rings = shared.rings.lock().unwrap_or_else(|e| e.into_inner());
-    let frozen = rings.freeze_epoch();
+    // One freeze at a time (the rings serialise them); status and rates read the rings
+    // meanwhile.
+    let frozen = shared.rings.freeze_epoch();
     shared
         .governor
         .lock()

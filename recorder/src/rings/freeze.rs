@@ -327,6 +327,8 @@ impl Rings {
     /// Returns false when a kernel freeze is already waiting to be copied: the next freeze
     /// joins it.
     pub fn hold(&self) -> bool {
+        // After any copy under way: its end frees the lock, which this then takes.
+        let _copying = self.copying.lock().unwrap_or_else(|e| e.into_inner());
         let lock = self.ctrl_word(ctrl::FREEZE_LOCK);
         match lock.compare_exchange(
             freeze_lock::FREE,
