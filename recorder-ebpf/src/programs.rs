@@ -290,8 +290,9 @@ fn path_arg(id: u64) -> Option<usize> {
     None
 }
 
-/// Writes a [`SyscallPath`] record with the user string at `user_path`. A path the helper
-/// cannot read (not paged in) leaves an empty path: the record still says a name was asked for.
+/// Writes a [`SyscallPath`] record with the user string at `user_path`, sized to it. A path the
+/// helper cannot read (not paged in) leaves an empty path: the record still says a name was
+/// asked for.
 #[inline(always)]
 fn record_path(id: u64, user_path: *const u8, ts: u64, pid_tgid: u64) {
     // The path syscalls all have small numbers: the number is in the header.
@@ -313,6 +314,9 @@ fn record_path(id: u64, user_path: *const u8, ts: u64, pid_tgid: u64) {
         // The buffer is full (the length excludes the NUL): the name was this long or longer.
         slot.set_flags(compact::flag::PATH_CUT);
     }
+    // The record keeps the words that hold the name and its NUL when it can give the rest
+    // back (no record reserved after it yet, nearly always).
+    slot.shrink((SYSCALL_PATH_LEN - compact::path_body(len)) as u64);
     slot.publish();
 }
 

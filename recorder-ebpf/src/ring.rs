@@ -65,8 +65,12 @@ const P: u64 = PACKET_SIZE as u64;
 pub(crate) struct Slot {
     hdr: *mut u64,
     word: u64,
-    /// Where the record's task fields start; the kind's body follows at `TASK_SIZE`.
+    /// Where the kind's body starts.
     body: *mut u8,
+    /// The CPU head the record was reserved from, and where the reservation ends (for
+    /// `shrink`).
+    head: *mut CpuHead,
+    end: u64,
 }
 
 /// The map entry and lap tag of absolute packet `pkt` of `cpu`'s ring in `area`.
@@ -93,9 +97,10 @@ fn packet(area: u32, cpu: u32, pkt: u64) -> Option<(*mut u8, u64)> {
 
 /// Reserves a record of kind `kind` with a `BODY`-byte body (a multiple of 8) in this CPU's
 /// current area, for the event at `ts` of the task `pid_tgid`, with header `flags` and `aux`.
-/// Opens a new packet when the record does not fit in the current one. `None` when the
-/// reservation lost three races in a row to nested programs (the record is dropped) or a map
-/// lookup failed.
+/// Opens a new packet when the record does not fit in the current one. Leaves the task out
+/// when the record directly follows one of the same task in its packet (`schemas::compact`,
+/// "Leaving out the task"). `None` when the reservation lost three races in a row to nested
+/// programs (the record is dropped) or a map lookup failed.
 #[inline(always)]
 pub(crate) fn reserve<const BODY: usize>(
     kind: u32,
@@ -113,13 +118,22 @@ pub(crate) fn reserve<const BODY: usize>(
     // SAFETY: `h` points into the HEADS map value for this run; userspace and nested programs
     // change `head` only by compare-and-swap.
     let hint = unsafe { read_volatile(&raw const (*h).hint) };
+    // Read before the head: a pair changed in between has an end that is not the head.
+    // SAFETY: as above.
+    let (last_task, last_end) = unsafe {
+        (
+            read_volatile(&raw const (*h).last_task),
+            read_volatile(&raw const (*h).last_end),
+        )
+    };
     let wants_full = ts.wrapping_sub(hint) >= FULL_TS_EVERY_NS;
-    let task_body = (TASK_SIZE + BODY) as u64;
     let mut won = false;
     let mut old = 0;
+    let mut new = 0;
     let mut pos = 0;
     let mut open = false;
     let mut full = false;
+    let mut same = false;
     let mut tries = 0;
     while tries < 3 {
         tries += 1;
@@ -127,19 +141,22 @@ pub(crate) fn reserve<const BODY: usize>(
         old = unsafe { read_volatile(&raw const (*h).head) };
         let off = old & (P - 1);
         full = wants_full;
-        let len = 8 + if full { 8 } else { 0 } + task_body;
-        let new;
+        same = old == last_end && last_task == pid_tgid;
+        let len =
+            8 + if full { 8 } else { 0 } + if same { 0 } else { TASK_SIZE as u64 } + BODY as u64;
         if off != 0 && off + len <= P {
             open = false;
             pos = old;
             new = old + len;
         } else {
-            // The packet's base timestamp is this record's: no full timestamp needed.
+            // The packet's base timestamp is this record's: no full timestamp needed; and the
+            // first record of a packet always carries its task.
             open = true;
             full = false;
+            same = false;
             let start = if off == 0 { old } else { (old | (P - 1)) + 1 };
             pos = start + PACKET_HEADER_SIZE as u64;
-            new = pos + 8 + task_body;
+            new = pos + 8 + (TASK_SIZE + BODY) as u64;
         }
         // SAFETY: `head` is an aligned u64 of the map value.
         let (_, ok) = unsafe {
@@ -177,7 +194,8 @@ pub(crate) fn reserve<const BODY: usize>(
             unsafe { write_volatile(prev.add(off as usize) as *mut u64, w) };
         }
     }
-    // SAFETY: plain stores into the HEADS map value; see `CpuHead::written`.
+    // SAFETY: plain stores into the HEADS map value; see `CpuHead::written`. The task goes
+    // before the end: a nested program that sees the new end sees the new task.
     unsafe {
         if open || full {
             write_volatile(&raw mut (*h).hint, ts);
@@ -186,34 +204,47 @@ pub(crate) fn reserve<const BODY: usize>(
             &raw mut (*h).written,
             read_volatile(&raw const (*h).written) + 1,
         );
+        write_volatile(&raw mut (*h).last_task, pid_tgid);
+        write_volatile(&raw mut (*h).last_end, new);
     }
     // The bounds below always hold (a record starts after the packet header and fits in its
     // packet); checking them on the one offset every store derives from tells the verifier.
     // `black_box` keeps LLVM from dropping them as implied by the reservation: older
     // verifiers (6.1) do not see that relation.
     let at = black_box(pos) & (P - 8);
-    let body_at = if full { at + 16 } else { at + 8 };
-    if body_at < PACKET_HEADER_SIZE as u64 + 8 || body_at > P - task_body {
+    let ts_len = if full { 8 } else { 0 };
+    let task_len = if same { 0 } else { TASK_SIZE as u64 };
+    // Opaque again: every store below must derive from the checked value, not from `at`.
+    let body_at = black_box(at + 8 + ts_len + task_len);
+    if body_at < PACKET_HEADER_SIZE as u64 + 8 || body_at > P - BODY as u64 {
         return None;
     }
-    let len = 8 + if full { 8 } else { 0 } + task_body as usize;
-    let fl = if full { flags | flag::FULL_TS } else { flags };
-    // SAFETY: `body_at` is bounded inside the packet above; the header (and full timestamp)
-    // sit just before it.
+    let mut fl = flags;
+    if full {
+        fl |= flag::FULL_TS;
+    }
+    if same {
+        fl |= flag::SAME_TASK;
+    }
+    let len = (8 + ts_len + task_len) as usize + BODY;
+    // SAFETY: `body_at` is bounded inside the packet above (at least 24 bytes in); the header,
+    // full timestamp and task sit just before it.
     unsafe {
         let body = page.add(body_at as usize);
-        let hdr = if full {
-            write_volatile(body.sub(8) as *mut u64, ts);
-            body.sub(16)
-        } else {
-            body.sub(8)
-        };
-        // tid then pid, as `bpf_get_current_pid_tgid` packs them little-endian.
-        write_volatile(body as *mut u64, pid_tgid);
+        if !same {
+            // tid then pid, as `bpf_get_current_pid_tgid` packs them little-endian.
+            write_volatile(body.sub(8) as *mut u64, pid_tgid);
+        }
+        let ts_at = body.sub(task_len as usize);
+        if full {
+            write_volatile(ts_at.sub(8) as *mut u64, ts);
+        }
         Some(Slot {
-            hdr: hdr as *mut u64,
+            hdr: ts_at.sub(ts_len as usize + 8) as *mut u64,
             word: header::make(ts, len, kind, fl, aux, lap),
             body,
+            head: h,
+            end: new,
         })
     }
 }
@@ -224,7 +255,7 @@ impl Slot {
     #[inline(always)]
     pub(crate) fn put<T>(&self, offset: usize, value: T) {
         // SAFETY: the caller keeps the store inside the reserved body, whose start is 8-aligned.
-        unsafe { write_volatile(self.body.add(TASK_SIZE + offset) as *mut T, value) }
+        unsafe { write_volatile(self.body.add(offset) as *mut T, value) }
     }
 
     /// Adds header flags (before `publish`).
@@ -237,7 +268,30 @@ impl Slot {
     #[inline(always)]
     pub(crate) fn body_ptr(&self, offset: usize) -> *mut u8 {
         // SAFETY: inside the reserved body (the caller's offsets are constants below its size).
-        unsafe { self.body.add(TASK_SIZE + offset) }
+        unsafe { self.body.add(offset) }
+    }
+
+    /// Gives back the last `cut` bytes (a multiple of 8) of the body when no record was
+    /// reserved after this one yet; the record keeps them otherwise. Before `publish`.
+    #[inline(always)]
+    pub(crate) fn shrink(&mut self, cut: u64) {
+        if cut == 0 {
+            return;
+        }
+        // SAFETY: `head` is the HEADS map value the record was reserved from, valid for the
+        // program's run; `head` changes only by compare-and-swap.
+        let (_, ok) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                &raw mut (*self.head).head,
+                self.end,
+                self.end - cut,
+            )
+        };
+        if ok {
+            // SAFETY: as above; the task stored by `reserve` is still this record's.
+            unsafe { write_volatile(&raw mut (*self.head).last_end, self.end - cut) };
+            self.word -= (cut / 4) << header::LEN_SHIFT;
+        }
     }
 
     /// Makes the record visible: the header goes last, in one store. x86 keeps stores in order,

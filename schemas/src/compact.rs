@@ -14,9 +14,22 @@
 //! # Records
 //!
 //! A record is an 8-byte header, an optional 8-byte full timestamp, the task (`tid`, `pid`),
-//! then the kind's body, all a multiple of 8 bytes (so the programs store whole aligned words). The header is stored last, in one 8-byte
-//! store, so a reader that finds a valid header finds the whole record; a reserved record not
-//! yet written still holds an older lap's bytes, whose lap tag differs ([`header`]).
+//! then the kind's body, all a multiple of 8 bytes (so the programs store whole aligned words).
+//! The task is left out ([`flag::SAME_TASK`]) when the record directly follows, in the same
+//! packet, a record of the same task: most records do (a syscall's entry and exit, a path and
+//! its entry). The header is stored last, in one 8-byte store, so a reader that finds a valid
+//! header finds the whole record; a reserved record not yet written still holds an older
+//! lap's bytes, whose lap tag differs ([`header`]).
+//!
+//! # Leaving out the task
+//!
+//! Each CPU's head keeps the task and end position of the last record a program reserved
+//! (`CpuHead::last_task`, `last_end`: the task stored first). A writer leaves its task out
+//! only when the position it reserves at is that end and the task is its own; the
+//! reservation is a compare-and-swap from that very position, so no record can have come in
+//! between. A program nested in another (an irq inside a syscall program) that reads the pair
+//! half-updated sees an end that is not the head and writes its task. The first record of a
+//! packet always carries its task, so a reader starting at any packet knows every record's.
 //!
 //! Timestamps keep their low 30 bits in the header. The reader rebuilds the rest from the
 //! latest full timestamp before it in the packet (the packet's base, or a record flagged
@@ -66,6 +79,8 @@ pub const TS_BITS: u32 = 30;
 pub mod flag {
     /// A full 8-byte timestamp follows the header.
     pub const FULL_TS: u64 = 1;
+    /// The task is left out: it is the previous record's (in the same packet).
+    pub const SAME_TASK: u64 = 2;
     /// A syscall path that did not fit and was cut.
     pub const PATH_CUT: u64 = 4;
 }
@@ -107,8 +122,15 @@ pub const TASK_SIZE: usize = 8;
 
 /// Size of the body of a syscall exit: the return value.
 pub const EXIT_BODY: usize = 8;
-/// Size of the body of a syscall path record: the NUL-padded path.
+/// Size of the largest body of a syscall path record: the NUL-padded path. A shorter path
+/// takes the multiple of 8 bytes that holds it and its NUL.
 pub const PATH_BODY: usize = crate::SYSCALL_PATH_LEN;
+
+/// Bytes of a path record's body for a path of `len` bytes (its NUL excluded).
+pub const fn path_body(len: usize) -> usize {
+    let n = (len + 1).next_multiple_of(8);
+    if n > PATH_BODY { PATH_BODY } else { n }
+}
 
 /// Number of arguments of each x86-64 syscall below 512, from Linux 6.18's syscall trace formats
 /// (`events/syscalls/sys_enter_*/format`) and, for the few without one, their definitions;
@@ -185,10 +207,6 @@ mod decode {
         }
     }
 
-    fn u32_at(b: &[u8], off: usize) -> u32 {
-        u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
-    }
-
     /// The little-endian u64 at `off` of `b`.
     pub fn u64_at(b: &[u8], off: usize) -> u64 {
         u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
@@ -248,8 +266,8 @@ mod decode {
         cpu: u32,
         mut each: impl FnMut(Found),
     ) -> Option<Stop> {
-        walk_records(packet, number, lap, end, |off, bytes, h, reference| {
-            let mut record = decode_record(bytes, h, reference)?;
+        walk_records(packet, number, lap, end, |off, bytes, h, at| {
+            let mut record = decode_record(bytes, h, at)?;
             record.cpu = cpu;
             record.seq = (number << PACKET_SHIFT) + off as u64 + 1;
             each(Found {
@@ -269,34 +287,62 @@ mod decode {
         end: usize,
         mut each: impl FnMut(u64),
     ) -> Option<Stop> {
-        walk_records(packet, number, lap, end, |_, bytes, h, reference| {
-            *reference = if h.flags & flag::FULL_TS != 0 {
+        walk_records(packet, number, lap, end, |_, bytes, h, at| {
+            at.ts = if h.flags & flag::FULL_TS != 0 {
                 (bytes.len() >= 16).then(|| u64_at(bytes, 8))?
             } else {
-                rebuild_ts(*reference, h.ts_low)
+                rebuild_ts(at.ts, h.ts_low)
             };
-            each(*reference);
+            // A record without its task needs one before it, as decoding does.
+            if h.flags & flag::SAME_TASK == 0 {
+                let off = if h.flags & flag::FULL_TS != 0 { 16 } else { 8 };
+                at.task = (bytes.len() >= off + TASK_SIZE)
+                    .then(|| u64_at(bytes, off))?
+                    .into();
+            } else {
+                at.task?;
+            }
+            each(at.ts);
             Some(())
         })
     }
 
+    /// What a record's decoding takes from the records before it in its packet.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Context {
+        /// The timestamp reference: the packet's base, then the last record's time.
+        pub ts: u64,
+        /// The last task written out (`tid | pid << 32`), for records that leave theirs out.
+        pub task: Option<u64>,
+    }
+
+    impl Context {
+        /// The context at the start of a packet whose base timestamp is `base_ts`.
+        pub fn new(base_ts: u64) -> Self {
+            Context {
+                ts: base_ts,
+                task: None,
+            }
+        }
+    }
+
     /// The walk both share: checks the packet's number, then gives `each` every record up to
-    /// `end` (its offset, bytes, header and the timestamp reference to update), padding
-    /// skipped; a header of another lap, a length that does not fit, or `each` saying `None`
-    /// stops it as torn there.
+    /// `end` (its offset, bytes, header and the context to update), padding skipped; a header
+    /// of another lap, a length that does not fit, or `each` saying `None` stops it as torn
+    /// there.
     fn walk_records(
         packet: &[u8],
         number: u64,
         lap: u64,
         end: usize,
-        mut each: impl FnMut(usize, &[u8], Header, &mut u64) -> Option<()>,
+        mut each: impl FnMut(usize, &[u8], Header, &mut Context) -> Option<()>,
     ) -> Option<Stop> {
         assert!(packet.len() >= PACKET_SIZE);
         let end = end.min(PACKET_SIZE);
         if u64_at(packet, 0) != number + 1 {
             return None;
         }
-        let mut reference = u64_at(packet, 8);
+        let mut reference = Context::new(u64_at(packet, 8));
         let mut off = PACKET_HEADER_SIZE;
         while off + 8 <= end {
             let h = Header::parse(u64_at(packet, off));
@@ -313,9 +359,9 @@ mod decode {
         Some(Stop::End)
     }
 
-    /// Decodes one record (`bytes` is exactly the record), updating the timestamp reference.
-    /// `None` when its length does not fit its kind.
-    pub fn decode_record(bytes: &[u8], h: Header, reference: &mut u64) -> Option<Record> {
+    /// Decodes one record (`bytes` is exactly the record), updating the context. `None` when
+    /// its length does not fit its kind, or it leaves out a task no record before it gave.
+    pub fn decode_record(bytes: &[u8], h: Header, at: &mut Context) -> Option<Record> {
         let kind = EventKind::from_u16(h.kind as u16)?;
         let mut off = 8;
         let ts = if h.flags & flag::FULL_TS != 0 {
@@ -325,20 +371,26 @@ mod decode {
             off = 16;
             u64_at(bytes, 8)
         } else {
-            rebuild_ts(*reference, h.ts_low)
+            rebuild_ts(at.ts, h.ts_low)
         };
-        *reference = ts;
-        if bytes.len() < off + TASK_SIZE {
-            return None;
-        }
+        at.ts = ts;
+        let task = if h.flags & flag::SAME_TASK != 0 {
+            at.task?
+        } else {
+            if bytes.len() < off + TASK_SIZE {
+                return None;
+            }
+            off += TASK_SIZE;
+            u64_at(bytes, off - TASK_SIZE)
+        };
+        at.task = Some(task);
         let mut r = Record {
             ts_ns: ts,
-            tid: u32_at(bytes, off),
-            pid: u32_at(bytes, off + 4),
+            tid: task as u32,
+            pid: (task >> 32) as u32,
             kind: kind as u16,
             ..Record::ZERO
         };
-        off += TASK_SIZE;
         let body = &bytes[off..];
         // The syscall number: in the header, or the body's first word when escaped.
         let take_id = |body: &mut &[u8]| -> Option<u64> {
@@ -375,14 +427,14 @@ mod decode {
             }
             EventKind::SyscallPath => {
                 let id = take_id(&mut body)?;
-                if body.len() != PATH_BODY {
+                if body.is_empty() || body.len() > PATH_BODY || !body.len().is_multiple_of(8) {
                     return None;
                 }
                 let mut p = SyscallPath {
                     id,
                     ..SyscallPath::default()
                 };
-                p.path.copy_from_slice(body);
+                p.path[..body.len()].copy_from_slice(body);
                 r.set_payload(p);
                 if h.flags & flag::PATH_CUT != 0 {
                     r.flags = record_flags::PATH_CUT;
@@ -404,11 +456,21 @@ mod decode {
     }
 
     /// Encodes `r` as the programs would (for tests and fixtures): the record's bytes, with a
-    /// full timestamp when `full_ts`, for a packet of lap `lap`. `argc` is the number of
+    /// full timestamp when `full_ts`, without its task when `same_task` (the caller puts it
+    /// after a record of the same task), for a packet of lap `lap`. `argc` is the number of
     /// arguments kept for a syscall entry.
-    pub fn encode_record(r: &Record, full_ts: bool, lap: u64, argc: usize) -> Vec<u8> {
+    pub fn encode_record(
+        r: &Record,
+        full_ts: bool,
+        same_task: bool,
+        lap: u64,
+        argc: usize,
+    ) -> Vec<u8> {
         let kind = EventKind::from_u16(r.kind).expect("a known kind");
         let mut flags = if full_ts { flag::FULL_TS } else { 0 };
+        if same_task {
+            flags |= flag::SAME_TASK;
+        }
         let mut body: Vec<u8> = Vec::new();
         let mut aux = 0;
         let mut id_body = |id: u64, body: &mut Vec<u8>| {
@@ -435,7 +497,8 @@ mod decode {
             EventKind::SyscallPath => {
                 let p: SyscallPath = r.payload();
                 id_body(p.id, &mut body);
-                body.extend_from_slice(&p.path);
+                let len = p.path.iter().position(|&b| b == 0).unwrap_or(PATH_BODY);
+                body.extend_from_slice(&p.path[..path_body(len)]);
                 if r.flags & record_flags::PATH_CUT != 0 {
                     flags |= flag::PATH_CUT;
                 }
@@ -446,7 +509,8 @@ mod decode {
                 body.extend_from_slice(&bytes[..n]);
             }
         }
-        let len = 8 + if full_ts { 8 } else { 0 } + TASK_SIZE + body.len();
+        let task = if same_task { 0 } else { TASK_SIZE };
+        let len = 8 + if full_ts { 8 } else { 0 } + task + body.len();
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(
             &header::make(r.ts_ns, len, kind as u32, flags, aux, lap).to_le_bytes(),
@@ -454,8 +518,10 @@ mod decode {
         if full_ts {
             out.extend_from_slice(&r.ts_ns.to_le_bytes());
         }
-        out.extend_from_slice(&r.tid.to_le_bytes());
-        out.extend_from_slice(&r.pid.to_le_bytes());
+        if !same_task {
+            out.extend_from_slice(&r.tid.to_le_bytes());
+            out.extend_from_slice(&r.pid.to_le_bytes());
+        }
         out.extend_from_slice(&body);
         out
     }
@@ -597,7 +663,7 @@ mod decode {
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
-    use crate::{EventKind, Record, SchedSwitch, SyscallEntry, SyscallExit};
+    use crate::{EventKind, Record, SchedSwitch, SyscallEntry, SyscallExit, SyscallPath};
 
     fn rec(kind: EventKind, ts: u64) -> Record {
         Record {
@@ -654,12 +720,34 @@ mod tests {
             ..SchedSwitch::default()
         });
         want.push((sw, false, 0));
+        let mut path = rec(EventKind::SyscallPath, 5_000_000_200);
+        let mut p = SyscallPath {
+            id: 257,
+            ..SyscallPath::default()
+        };
+        p.path[..9].copy_from_slice(b"/etc/motd");
+        path.set_payload(p);
+        want.push((path, false, 0));
+        let mut long = rec(EventKind::SyscallPath, 5_000_000_300);
+        p.path = [b'a'; crate::SYSCALL_PATH_LEN];
+        p.path[crate::SYSCALL_PATH_LEN - 1] = 0;
+        long.set_payload(p);
+        want.push((long, false, 0));
         let mut off = PACKET_HEADER_SIZE;
-        for (r, full, argc) in &want {
-            let b = encode_record(r, *full, lap, *argc);
+        let mut sizes = Vec::new();
+        for (i, (r, full, argc)) in want.iter().enumerate() {
+            // Every record but the first leaves its task out (all are of one task here).
+            let b = encode_record(r, *full, i > 0, lap, *argc);
+            sizes.push(b.len());
             packet[off..off + b.len()].copy_from_slice(&b);
             off += b.len();
         }
+        // The first carries its task; the others are header (+ full timestamp) + body: an
+        // exit 16 bytes, a 9-byte path 16 + 8, a 55-byte one the whole 56.
+        assert_eq!(
+            sizes,
+            [8 + 8 + 24, 16, 16, 8 + 8 + 8 + 8, 8 + 64, 8 + 16, 8 + 56]
+        );
         let used = off;
         fill_pad(&mut packet, off, lap);
         let mut got = Vec::new();
@@ -674,8 +762,8 @@ mod tests {
             assert_eq!(g.payload, w.payload, "{:?}", EventKind::from_u16(g.kind));
         }
         // A record of another lap where one was reserved: the walk stops there, never misreads.
-        let stale = encode_record(&want[1].0, false, lap - 1, 0);
-        let at = used - 80; // the switch starts here: 8 header + 8 task + 64 body
+        let stale = encode_record(&want[1].0, false, false, lap - 1, 0);
+        let at = used - sizes[6] - sizes[5]; // the first path starts here
         let mut torn = packet.clone();
         torn[at..at + 8].copy_from_slice(&stale[..8]);
         let mut n = 0;
@@ -683,7 +771,21 @@ mod tests {
             walk_packet(&torn, number, lap, PACKET_SIZE, 1, |_| n += 1),
             Some(Stop::Torn(at))
         );
-        assert_eq!(n, want.len() - 1);
+        assert_eq!(n, want.len() - 2);
+        // A record that leaves its task out as the first of its packet cannot be read.
+        let mut orphan = vec![0u8; PACKET_SIZE];
+        orphan[..16].copy_from_slice(&packet[..16]);
+        let b = encode_record(&want[1].0, false, true, lap, 0);
+        orphan[PACKET_HEADER_SIZE..PACKET_HEADER_SIZE + b.len()].copy_from_slice(&b);
+        fill_pad(&mut orphan, PACKET_HEADER_SIZE + b.len(), lap);
+        assert_eq!(
+            walk_packet(&orphan, number, lap, PACKET_SIZE, 1, |_| ()),
+            Some(Stop::Torn(PACKET_HEADER_SIZE))
+        );
+        assert_eq!(
+            scan_packet(&orphan, number, lap, PACKET_SIZE, |_| ()),
+            Some(Stop::Torn(PACKET_HEADER_SIZE))
+        );
         // A packet header of another number: the packet is not this one.
         assert_eq!(
             walk_packet(&packet, number + 32, lap + 1, PACKET_SIZE, 1, |_| ()),

@@ -47,7 +47,7 @@ pub const COMM_LEN: usize = 16;
 
 /// Version of the in-kernel ring layout (maps, records, control words). Pinned state with another
 /// version is discarded at start-up rather than misread.
-pub const RING_LAYOUT_VERSION: u64 = 4;
+pub const RING_LAYOUT_VERSION: u64 = 5;
 
 /// One event as written by the eBPF programs into a ring slot, and as stored in snapshot files.
 ///
@@ -469,7 +469,7 @@ payloads!(
 /// main ring (0) or the spill (1) writers use while the main ring is frozen
 /// (docs/recorder.md, "Ring format").
 ///
-/// The programs write the first three words; the recorder the rest.
+/// The programs write the first three words and `last_task`, `last_end`; the recorder the rest.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuHead {
@@ -494,8 +494,13 @@ pub struct CpuHead {
     pub fold_lost: u64,
     /// `fold_lost` when the window started.
     pub base_fold_lost: u64,
+    /// The task (`bpf_get_current_pid_tgid`) of the last record reserved on this CPU, stored
+    /// before `last_end` (see `compact`, "Leaving out the task").
+    pub last_task: u64,
+    /// Byte position where the last record reserved on this CPU ends.
+    pub last_end: u64,
     /// Reserved, zero.
-    pub _pad: [u64; 7],
+    pub _pad: [u64; 5],
 }
 const _: () = assert!(core::mem::size_of::<CpuHead>() == 128);
 

@@ -224,13 +224,17 @@ fn a_rewritten_manifest_that_does_not_fit_is_refused() {
 }
 
 /// Packets as the recorder writes them into a file: the records of `recs` (in ring order)
-/// encoded, numbered from 0 with lap tag 0, padded; a full timestamp opens each packet.
+/// encoded, numbered from 0 with lap tag 0, padded; a full timestamp opens each packet, and a
+/// record after one of the same task in its packet leaves its task out.
 fn packets_of(recs: &[Record]) -> Vec<(Vec<u8>, u64)> {
     use schemas::compact::{self, PACKET_HEADER_SIZE, PACKET_SIZE};
     let mut out: Vec<(Vec<u8>, u64)> = Vec::new();
     let mut cur: Option<(Vec<u8>, usize, u64)> = None;
+    let mut last_task = None;
     for r in recs {
-        let b = compact::encode_record(r, false, 0, 1);
+        let task = Some((r.tid, r.pid));
+        let same = cur.is_some() && last_task == task;
+        let mut b = compact::encode_record(r, false, same, 0, 1);
         if cur
             .as_ref()
             .is_some_and(|(_, off, _)| off + b.len() > PACKET_SIZE)
@@ -238,7 +242,9 @@ fn packets_of(recs: &[Record]) -> Vec<(Vec<u8>, u64)> {
             let (mut p, off, n) = cur.take().unwrap();
             compact::fill_pad(&mut p, off, 0);
             out.push((p, n));
+            b = compact::encode_record(r, false, false, 0, 1);
         }
+        last_task = task;
         let (p, off, n) = cur.get_or_insert_with(|| {
             let mut p = vec![0u8; PACKET_SIZE];
             p[..8].copy_from_slice(&(out.len() as u64 + 1).to_le_bytes());
