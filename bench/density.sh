@@ -18,7 +18,9 @@
 #            every class on (raw_syscalls, sched, block, irq and softirq events in ftrace)
 #
 # Environment: MODE (getpid, mixed or both), CPU (default 1), CALLS (getpid calls, default
-# 3000000), REQUESTS (web requests in mixed, default 3000), FLIGHTREC (a binary to measure).
+# 3000000), REQUESTS (web requests in mixed, default 3000), FLIGHTREC (a binary to measure),
+# KEEP_SUMMARY (a path prefix: keeps each mode's snapshot as PREFIX.MODE.frs and its
+# `dump --summary` as PREFIX.MODE).
 set -euo pipefail
 
 MODE=${MODE:-both}
@@ -132,7 +134,10 @@ run_mode() {
     # `dump --summary` prints a line "cpu N    K kept, O overwritten, L lost" per CPU.
     kept_f=$("$bin" dump --summary "$snap" | awk -v c="$CPU" '$1 == "cpu" && $2 == c && $4 == "kept," { print $3; exit }')
     [[ -n $kept_f && $kept_f -gt 0 ]] || die "could not read the records kept on CPU $CPU from $snap"
-    if [[ -n ${KEEP_SUMMARY:-} ]]; then "$bin" dump --summary "$snap" >"$KEEP_SUMMARY.$mode"; fi
+    if [[ -n ${KEEP_SUMMARY:-} ]]; then
+        "$bin" dump --summary "$snap" >"$KEEP_SUMMARY.$mode"
+        cp "$snap" "$KEEP_SUMMARY.$mode.frs"
+    fi
     stop_daemon
     teardown_flightrec
     remove_instance
