@@ -604,7 +604,16 @@ impl Rings {
             }
             let h = |i| self.hword(MAIN, cpu, i);
             h(word::FOLDED).fetch_add(folded, Ordering::SeqCst);
-            h(word::FOLD_LOST).fetch_add(written.saturating_sub(folded), Ordering::SeqCst);
+            let lost = written.saturating_sub(folded);
+            h(word::FOLD_LOST).fetch_add(lost, Ordering::SeqCst);
+            if lost > 0 {
+                eprintln!(
+                    "flightrec: cpu {cpu}: the spill wrapped while the rings were copied: {lost} \
+                     records written meanwhile were lost (counted in the next snapshot); a larger \
+                     recorder.spill_size than {} KiB keeps them",
+                    self.spill * PACKET_SIZE as u64 / 1024
+                );
+            }
             // The next spill starts on a fresh packet, its window empty.
             let sh = spill(word::HEAD).load(Ordering::SeqCst).next_multiple_of(P);
             spill(word::HEAD).store(sh, Ordering::SeqCst);
