@@ -3,7 +3,7 @@
 #
 #   sudo bash bench/analyze_throughput.sh
 #
-# Records with 768 MiB rings per CPU while a getppid loop runs on every CPU (plus a find over
+# Records with 768 MiB rings per CPU while a getpgid loop runs on every CPU (plus a find over
 # /usr for variety) until the rings hold about 1 GiB of 96-byte records, takes one snapshot,
 # then times, on that file:
 #   dump      `flightrec dump --summary`               (decode and merge on one thread)
@@ -12,7 +12,7 @@
 #                                                      decoded on a thread of its own)
 # and prints events/s of each, the ratios, and peak RSS. Nothing stays attached.
 #
-# Environment: CALLS (getppid calls per CPU, default 2900000), KEEP=1 keeps the snapshot.
+# Environment: CALLS (getpgid calls per CPU, default 2900000), KEEP=1 keeps the snapshot.
 set -euo pipefail
 
 CALLS=${CALLS:-2900000}
@@ -69,10 +69,10 @@ for _ in $(seq 100); do
 done
 "$bin" status -c "$tmp/flightrec.toml" >/dev/null || die "daemon did not start: $(cat "$tmp/daemon.log")"
 
-note "loading: $CALLS getppid calls on each of $(nproc) CPUs, and find /usr"
+note "loading: $CALLS getpgid calls on each of $(nproc) CPUs, and find /usr"
 pids=()
 for ((cpu = 0; cpu < $(nproc); cpu++)); do
-    "$load" getppid "$CALLS" "$cpu" &
+    "$load" getpgid "$CALLS" "$cpu" &
     pids+=($!)
 done
 find /usr -xdev >/dev/null 2>&1 &

@@ -13,6 +13,8 @@
 //!                            getpgid(MAGIC+N+i)
 //! workload victim N MS CPU   renames itself "rqvictim", goes SCHED_IDLE on CPU, and N times
 //!                            sleeps MS ms (so CPU hogs there make it wait to run)
+//! workload threads T N CPU  T threads pinned to CPU, each N times: getpgid(MAGIC + t<<20 + i),
+//!                            then sched_yield (so the threads take turns on the CPU)
 //! workload http PORTFILE N   HTTP/1.1 on 127.0.0.1, port written to PORTFILE; answers N
 //!                            requests one by one; paths starting /slow take a raw nanosleep
 //!                            of 300 ms first
@@ -130,6 +132,31 @@ fn main() {
             }
             getpgid_loop(n);
         }
+        Some("threads") => {
+            let t: u64 = args[1].parse().expect("threads");
+            let n: u64 = args[2].parse().expect("count");
+            let cpu: usize = args[3].parse().expect("cpu");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(t as usize));
+            let threads: Vec<_> = (0..t)
+                .map(|k| {
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        pin_to_cpu(cpu);
+                        barrier.wait();
+                        for i in 0..n {
+                            // SAFETY: as in getpgid_loop; sched_yield has no arguments.
+                            unsafe {
+                                libc::syscall(libc::SYS_getpgid, MAGIC + (k << 20) + i);
+                                libc::sched_yield();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in threads {
+                h.join().expect("thread");
+            }
+        }
         Some("sleeper") => {
             let n: u32 = args[1].parse().expect("count");
             let ms: u64 = args[2].parse().expect("ms");
@@ -205,7 +232,7 @@ fn main() {
             eprintln!(
                 "usage: workload syscalls DIR | getpgid N [CPU] | sleeper N MS | poll MS | \
                  spin MS [CPU] | spinsleep N SPIN_MS SLEEP_MS [CPU] | execs N PROGRAM | \
-                 slowcall N MS | victim N MS CPU | http PORTFILE N"
+                 slowcall N MS | victim N MS CPU | threads T N CPU | http PORTFILE N"
             );
             std::process::exit(2);
         }

@@ -213,8 +213,9 @@ fn small_ring_keeps_only_the_newest_records_and_counts_the_rest() {
     assert!(written >= 2 * n, "only {written} records written on cpu 0");
     assert!(cpu0.window_end - cpu0.window_start > rec.rings().ring_bytes());
     assert_eq!(cpu0.records_lost, 0);
-    // A getpgid entry (its one argument) and exit take 24 bytes each: the 16 packets, less
-    // their headers and the one being filled, hold at least this many.
+    // A getpgid entry (its one argument) and exit take at most 24 bytes each (16 when they
+    // leave the task out): the 16 packets, less their headers and the one being filled, hold
+    // at least this many.
     let kept = cpu0.records_kept;
     assert!(kept >= 15 * (4096 - 16) / 24 - 16, "{kept} records kept");
     // Every event is the workload's (the comm filter), and the kept ones are the newest
@@ -242,6 +243,78 @@ fn small_ring_keeps_only_the_newest_records_and_counts_the_rest() {
         n - 1,
         "the newest call was not kept"
     );
+}
+
+#[test]
+fn threads_taking_turns_on_one_cpu_keep_their_own_records() {
+    let Some(_p) = privileged("threads_taking_turns_on_one_cpu_keep_their_own_records") else {
+        return;
+    };
+    // Records leave their task out when they follow one of the same task: threads that take
+    // turns on one CPU make the task change between nearly every pair of syscalls, and every
+    // record must still name the thread that made the call.
+    let rec = TestRecorder::start("turns", |c| {
+        c.events.block = false;
+        c.filter.comms = vec!["workload".into()];
+    });
+    let (threads, n) = (3u64, 2000u64);
+    let pid = workload(&["threads", &threads.to_string(), &n.to_string(), "0"]);
+    let (m, events) = rec.snapshot("turns");
+    assert!(
+        m.coverage
+            .iter()
+            .all(|c| c.records_overwritten == 0 && c.records_lost == 0)
+    );
+    let ours: Vec<_> = events
+        .iter()
+        .filter(|e| e.pid == pid && e.cpu == 0)
+        .collect();
+    // Each thread's marked calls, by the thread the records name.
+    let mut tid_of = std::collections::BTreeMap::new();
+    let mut seen = vec![Vec::new(); threads as usize];
+    for e in &ours {
+        if let EventData::SyscallEntry(s) = e.data
+            && s.id == nr::GETPGID
+            && s.args[0] >= MAGIC
+        {
+            let k = (s.args[0] - MAGIC) >> 20;
+            let i = (s.args[0] - MAGIC) & 0xF_FFFF;
+            assert!(k < threads, "mark {:#x}", s.args[0]);
+            assert_eq!(
+                *tid_of.entry(k).or_insert(e.tid),
+                e.tid,
+                "thread {k}'s call {i} names another thread"
+            );
+            seen[k as usize].push(i);
+        }
+    }
+    assert_eq!(tid_of.len() as u64, threads);
+    let tids: std::collections::BTreeSet<_> = tid_of.values().collect();
+    assert_eq!(
+        tids.len() as u64,
+        threads,
+        "two threads' calls under one tid"
+    );
+    for (k, calls) in seen.iter().enumerate() {
+        assert_eq!(*calls, (0..n).collect::<Vec<_>>(), "thread {k}'s calls");
+    }
+    // Each thread's syscalls pair up, entry then exit of the same call, and the threads did
+    // take turns: the task changes between consecutive records on the CPU many times.
+    for &tid in tid_of.values() {
+        let calls = syscalls_of(&events, tid);
+        let from = calls
+            .iter()
+            .position(|c| c.0 && c.1 == nr::GETPGID && c.2 as u64 >= MAGIC)
+            .unwrap();
+        for pair in calls[from..].chunks(2).take(2 * n as usize - 1) {
+            assert!(
+                pair.len() == 2 && pair[0].0 && !pair[1].0 && pair[0].1 == pair[1].1,
+                "thread {tid}: {pair:?}"
+            );
+        }
+    }
+    let changes = ours.windows(2).filter(|w| w[0].tid != w[1].tid).count();
+    assert!(changes as u64 >= n, "the task changed only {changes} times");
 }
 
 #[test]

@@ -27,7 +27,9 @@ use qemu::{Accel, Boot, Outcome};
 /// against a planted workload (syscalls with arguments, block issue/complete on the disk the
 /// scratch files live on, sched switch/wakeup, irq and softirq, fork/exec/exit), snapshots
 /// across freezes with nothing lost, the spill folded back, a torn record counted and never
-/// misread, a syscall and a block rule freezing in the kernel, a
+/// misread, records of threads taking turns on one CPU each naming its thread (the task left
+/// out of records that follow one of the same task), a syscall and a block rule freezing in
+/// the kernel, a
 /// run-queue rule on a cgroup (the BTF-resolved cgroup chain), and the in-kernel histograms.
 /// None needs a reader that is absent from the guest.
 pub const TEST_NAMES: &[&str] = &[
@@ -36,6 +38,7 @@ pub const TEST_NAMES: &[&str] = &[
     "snapshots_under_load_lose_nothing_across_freezes",
     "the_spill_records_during_a_copy_and_is_folded_back",
     "a_torn_record_is_waited_for_then_counted_lost_and_never_misread",
+    "threads_taking_turns_on_one_cpu_keep_their_own_records",
     "triggers::rules::syscall_rule_freezes_at_the_slow_nanosleep",
     "triggers::rules::block_rule_freezes_at_the_completion_of_a_slow_request",
     "triggers::rules::runqueue_rule_on_a_cgroup_fires_for_a_waiter_in_that_cgroup_only",
