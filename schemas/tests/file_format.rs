@@ -293,7 +293,12 @@ fn ring_order(cpu: u32) -> Vec<Record> {
 
 #[test]
 fn packet_streams_decode_in_time_order() {
-    let ring = ring_order(1);
+    // Three threads in runs of 1 to 7 records: records leave their task out within a run and
+    // carry it where the task changes.
+    let mut ring = ring_order(1);
+    for (i, r) in ring.iter_mut().enumerate() {
+        r.tid = 8 + ((i / (1 + i % 7)) % 3) as u32;
+    }
     let packets = packets_of(&ring);
     assert!(packets.len() > 100);
     let bytes = packet_file(1, &packets, 0);
@@ -324,9 +329,11 @@ fn damaged_or_lying_packet_streams_are_errors() {
     let ring = ring_order(0);
     let packets = packets_of(&ring);
     let read = |bytes: &[u8]| Snapshot::read_all(&mut Cursor::new(bytes)).map(|_| ());
-    // A record header of another lap in the middle of packet 3.
+    // A record header of another lap in the middle of packet 3: the top byte of its seventh
+    // record's header (the first record carries its task, 24 bytes; the others leave it out,
+    // 16 bytes each).
     let mut bad = packets.clone();
-    bad[3].0[16 + 24 * 5 + 7] ^= 0x80;
+    bad[3].0[16 + 24 + 16 * 5 + 7] ^= 0x80;
     let err = read(&packet_file(0, &bad, 0)).unwrap_err();
     assert!(
         err.to_string()
