@@ -3,11 +3,12 @@
 //! by the loader.
 
 use core::hint::black_box;
-use core::ptr::{addr_of, read_volatile};
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
 };
 use aya_ebpf::macros::{btf_tracepoint, map};
 use aya_ebpf::maps::HashMap;
@@ -38,6 +39,10 @@ static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 // values, so branches on `FILTER_MODE` cost nothing when filters are off.
 #[unsafe(no_mangle)]
 static FILTER_MODE: u32 = 0;
+/// Event classes recorded (`schemas::classes` bits). `sched_switch` and `sched_process_exec`
+/// run whatever the classes, to keep the current-task cache; they record only with theirs.
+#[unsafe(no_mangle)]
+static RECORD_CLASSES: u32 = 0;
 /// Benchmark floors for the syscall programs (`schemas::floor`): record, return at once, or
 /// read the clock once and return. Only `flightrec record --bench-floor` sets it.
 #[unsafe(no_mangle)]
@@ -93,6 +98,64 @@ fn bload<T: Copy>(base: *const u8, off: u32) -> T {
     // SAFETY: the verifier only accepts the load if it falls inside a field of `base`'s BTF type,
     // and makes it a guarded load (a fault reads zero).
     unsafe { read_volatile(base.wrapping_add(off as usize) as *const T) }
+}
+
+/// CPUs the current-task cache has a slot for; on machines with more it is not used.
+const TASK_CACHE_CPUS: usize = 1024;
+/// Set in a cache slot that holds a task.
+const TASK_CACHED: u64 = 1 << 63;
+
+/// Per-CPU cache of the current task, `tgid << 32 | pid` as `bpf_get_current_pid_tgid` gives it,
+/// with [`TASK_CACHED`] set: written by `sched_switch` for the task about to run (the only way
+/// the current task changes) and by `sched_process_exec` (an exec from a thread other than the
+/// leader takes the leader's pid). Reading it costs a load where the helper costs a call, a
+/// sixth of a recorded syscall's cost above its clock read. Zero (not cached) until the CPU's
+/// first switch after loading.
+#[unsafe(no_mangle)]
+static mut CUR_TASK: [u64; TASK_CACHE_CPUS] = [0; TASK_CACHE_CPUS];
+
+/// The cache slot of this CPU, `None` when the machine has more CPUs than slots.
+#[inline(always)]
+fn task_slot() -> Option<*mut u64> {
+    if konst!(crate::ring::NCPU) as usize > TASK_CACHE_CPUS {
+        return None;
+    }
+    // SAFETY: BPF helper without preconditions (inlined by recent verifiers).
+    let cpu = unsafe { bpf_get_smp_processor_id() } as usize & (TASK_CACHE_CPUS - 1);
+    // SAFETY: in bounds by the mask; only programs on this CPU touch its slot.
+    Some(unsafe { addr_of_mut!(CUR_TASK).cast::<u64>().add(cpu) })
+}
+
+/// `bpf_get_current_pid_tgid()`, from this CPU's cache when it holds the task.
+#[inline(always)]
+fn current_pid_tgid() -> u64 {
+    let mut v = 0;
+    if let Some(slot) = task_slot() {
+        // SAFETY: this CPU's slot of the cache.
+        v = unsafe { read_volatile(slot) };
+    }
+    if v & TASK_CACHED == 0 {
+        v = bpf_get_current_pid_tgid();
+    }
+    // The same mask on both ways, opaque to LLVM: the verifier then knows the same of the
+    // value whichever way it came, and walks what follows once, not once per way (6.1's
+    // instruction limit is near for `sched_switch` with rules).
+    black_box(v) & !TASK_CACHED
+}
+
+/// Caches `pid_tgid` as the task now current on this CPU.
+#[inline(always)]
+fn cache_task(pid_tgid: u64) {
+    if let Some(slot) = task_slot() {
+        // SAFETY: this CPU's slot of the cache.
+        unsafe { write_volatile(slot, pid_tgid | TASK_CACHED) };
+    }
+}
+
+/// Whether events of `class` (`schemas::classes`) are recorded.
+#[inline(always)]
+fn recording(class: u32) -> bool {
+    konst!(RECORD_CLASSES) & class != 0
 }
 
 /// Reads a task's comm into `dst`.
@@ -191,7 +254,7 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     let id: i64 = ctx.arg(1);
     // Rules see every task, whatever the recording filters say.
     let watched = rules::on(rule::SYSCALL) && rules::syscall_watched(id as u64);
@@ -331,7 +394,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     let allowed = current_allowed(pid_tgid);
     if !allowed && !rules::on(rule::SYSCALL) && !hist::on(schemas::hist::family::SYSCALL) {
         return Ok(());
@@ -370,17 +433,25 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_switch(preempt, prev, next, prev_state)
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_sched_switch(&ctx);
+    // The switch's record is the previous task's: taken before `next` becomes the cached one.
+    // (Caching first keeps the verifier's walk of the recording path as short as it was.)
+    let pid_tgid = current_pid_tgid();
+    let next: *const u8 = ctx.arg(2);
+    let pid: u32 = bload(next, konst!(OFFSETS.task_pid));
+    let tgid: u32 = bload(next, konst!(OFFSETS.task_tgid));
+    cache_task((u64::from(tgid) << 32) | u64::from(pid));
+    if recording(schemas::classes::SCHED) {
+        let _ = try_sched_switch(&ctx, pid_tgid);
+    }
     0
 }
 
-fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
+fn try_sched_switch(ctx: &BtfTracePointContext, pid_tgid: u64) -> Result<(), ()> {
     let ts = now();
     let preempt: u64 = ctx.arg(0);
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
-    let pid_tgid = bpf_get_current_pid_tgid();
     let mut e = SchedSwitch {
         next_tid: kread(next, konst!(OFFSETS.task_pid)),
         next_pid: kread(next, konst!(OFFSETS.task_tgid)),
@@ -415,7 +486,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 fn wakeup(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     let ts = now();
     let p: *const u8 = ctx.arg(0);
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     let mut e = SchedWakeup {
         tid: kread(p, konst!(OFFSETS.task_pid)),
         pid: kread(p, konst!(OFFSETS.task_tgid)),
@@ -454,7 +525,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     if !current_allowed(pid_tgid) {
         return Ok(());
     }
@@ -486,12 +557,16 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_process_exec(p, old_pid, bprm)
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_exec(&ctx);
+    // The exec may have given this thread its leader's pid: ask the kernel.
+    cache_task(bpf_get_current_pid_tgid());
+    if recording(schemas::classes::PROCESS) {
+        let _ = try_exec(&ctx);
+    }
     0
 }
 
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     if !current_allowed(pid_tgid) {
         return Ok(());
     }
@@ -519,7 +594,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     if !current_allowed(pid_tgid) {
         return Ok(());
     }
@@ -581,7 +656,7 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
 fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let rq: *const u8 = ctx.arg(0);
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     let mut e = BlockRq::default();
     block_common(rq, &mut e);
     e.bytes = kread(rq, konst!(OFFSETS.rq_data_len));
@@ -625,7 +700,7 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let rq: *const u8 = ctx.arg(0);
     let status: u64 = ctx.arg(1);
     let nr_bytes: u64 = ctx.arg(2);
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     let mut e = BlockRq::default();
     block_common(rq, &mut e);
     e.bytes = nr_bytes as u32;
@@ -650,7 +725,7 @@ fn try_irq_entry(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let irq: u64 = ctx.arg(0);
     let action: *const u8 = ctx.arg(1);
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     let mut e = IrqHandlerEntry {
         irq: irq as u32,
         _pad: 0,
@@ -678,7 +753,7 @@ fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let irq: u64 = ctx.arg(0);
     let ret: u64 = ctx.arg(2);
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = current_pid_tgid();
     let _ = emit(
         EventKind::IrqHandlerExit,
         ts,
@@ -702,7 +777,7 @@ fn softirq(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     let _ = emit(
         kind,
         ts,
-        bpf_get_current_pid_tgid(),
+        current_pid_tgid(),
         Softirq {
             vec: vec as u32,
             _pad: 0,

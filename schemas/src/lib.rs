@@ -47,7 +47,7 @@ pub const COMM_LEN: usize = 16;
 
 /// Version of the in-kernel ring layout (maps, records, control words). Pinned state with another
 /// version is discarded at start-up rather than misread.
-pub const RING_LAYOUT_VERSION: u64 = 5;
+pub const RING_LAYOUT_VERSION: u64 = 6;
 
 /// One event as written by the eBPF programs into a ring slot, and as stored in snapshot files.
 ///
@@ -648,6 +648,32 @@ pub mod filter {
     pub const CGROUP: u32 = 4;
     /// Children forked by a matching task are added to the pid map.
     pub const FOLLOW_CHILDREN: u32 = 8;
+}
+
+/// Bits of the event classes a recorder records (`RECORD_CLASSES` of the programs).
+pub mod classes {
+    /// `syscalls`.
+    pub const SYSCALLS: u32 = 1;
+    /// `sched`.
+    pub const SCHED: u32 = 2;
+    /// `process`.
+    pub const PROCESS: u32 = 4;
+    /// `block`.
+    pub const BLOCK: u32 = 8;
+    /// `irq`.
+    pub const IRQ: u32 = 16;
+
+    /// The bit of a class by its configuration name.
+    pub fn of(name: &str) -> u32 {
+        match name {
+            "syscalls" => SYSCALLS,
+            "sched" => SCHED,
+            "process" => PROCESS,
+            "block" => BLOCK,
+            "irq" => IRQ,
+            _ => 0,
+        }
+    }
 }
 
 /// What the syscall programs do, set at load time: record (always, outside benchmarks), or one

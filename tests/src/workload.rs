@@ -15,6 +15,8 @@
 //!                            sleeps MS ms (so CPU hogs there make it wait to run)
 //! workload threads T N CPU  T threads pinned to CPU, each N times: getpgid(MAGIC + t<<20 + i),
 //!                            then sched_yield (so the threads take turns on the CPU)
+//! workload threadexec N      a second thread execs `workload getpgid N`: the process keeps
+//!                            its pid, the thread takes it as its tid (the leader is gone)
 //! workload http PORTFILE N   HTTP/1.1 on 127.0.0.1, port written to PORTFILE; answers N
 //!                            requests one by one; paths starting /slow take a raw nanosleep
 //!                            of 300 ms first
@@ -157,6 +159,27 @@ fn main() {
                 h.join().expect("thread");
             }
         }
+        Some("threadexec") => {
+            let n = args[1].clone();
+            let exe = std::env::current_exe().expect("own path");
+            std::thread::spawn(move || {
+                let exe = CString::new(exe.into_os_string().into_encoded_bytes()).expect("path");
+                let argv = [
+                    c"workload".to_owned(),
+                    c"getpgid".to_owned(),
+                    CString::new(n).expect("n"),
+                ];
+                let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+                ptrs.push(std::ptr::null());
+                // SAFETY: NUL-terminated path and argument vector; execv returns only on error.
+                unsafe { libc::execv(exe.as_ptr(), ptrs.as_ptr()) };
+                panic!("execv failed: {}", std::io::Error::last_os_error());
+            });
+            // The exec ends this thread (the kernel kills every other thread of the process).
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
         Some("sleeper") => {
             let n: u32 = args[1].parse().expect("count");
             let ms: u64 = args[2].parse().expect("ms");
@@ -232,7 +255,8 @@ fn main() {
             eprintln!(
                 "usage: workload syscalls DIR | getpgid N [CPU] | sleeper N MS | poll MS | \
                  spin MS [CPU] | spinsleep N SPIN_MS SLEEP_MS [CPU] | execs N PROGRAM | \
-                 slowcall N MS | victim N MS CPU | threads T N CPU | http PORTFILE N"
+                 slowcall N MS | victim N MS CPU | threads T N CPU | threadexec N | \
+                 http PORTFILE N"
             );
             std::process::exit(2);
         }

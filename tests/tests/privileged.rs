@@ -253,7 +253,16 @@ fn threads_taking_turns_on_one_cpu_keep_their_own_records() {
     // Records leave their task out when they follow one of the same task: threads that take
     // turns on one CPU make the task change between nearly every pair of syscalls, and every
     // record must still name the thread that made the call.
+    // With the sched class off too: the programs then learn the current task from a
+    // `sched_switch` program that records nothing.
+    for sched in [true, false] {
+        threads_take_turns(sched);
+    }
+}
+
+fn threads_take_turns(sched: bool) {
     let rec = TestRecorder::start("turns", |c| {
+        c.events.sched = sched;
         c.events.block = false;
         c.filter.comms = vec!["workload".into()];
     });
@@ -314,7 +323,45 @@ fn threads_taking_turns_on_one_cpu_keep_their_own_records() {
         }
     }
     let changes = ours.windows(2).filter(|w| w[0].tid != w[1].tid).count();
-    assert!(changes as u64 >= n, "the task changed only {changes} times");
+    assert!(
+        changes as u64 >= n,
+        "the task changed only {changes} times (sched {sched})"
+    );
+}
+
+#[test]
+fn a_thread_that_execs_takes_the_process_id_in_its_records() {
+    let Some(_p) = privileged("a_thread_that_execs_takes_the_process_id_in_its_records") else {
+        return;
+    };
+    // An exec from a thread other than the leader gives that thread the leader's pid with no
+    // context switch: the programs' cache of the current task must follow.
+    for sched in [true, false] {
+        let rec = TestRecorder::start("texec", |c| {
+            c.events.sched = sched;
+            c.events.process = sched;
+            c.events.block = false;
+            c.filter.comms = vec!["workload".into()];
+        });
+        let pid = workload(&["threadexec", "300"]);
+        let (_, events) = rec.snapshot("texec");
+        let marked: Vec<_> = events
+            .iter()
+            .filter(|e| {
+                matches!(e.data, EventData::SyscallEntry(s)
+                    if s.id == nr::GETPGID && s.args[0] >= MAGIC)
+            })
+            .collect();
+        assert_eq!(marked.len(), 300, "sched {sched}");
+        assert!(
+            marked.iter().all(|e| e.tid == pid && e.pid == pid),
+            "sched {sched}: calls after the exec under {:?}, not {pid}",
+            marked
+                .iter()
+                .find(|e| e.tid != pid || e.pid != pid)
+                .map(|e| (e.tid, e.pid))
+        );
+    }
 }
 
 #[test]

@@ -24,15 +24,17 @@ use crate::kernel;
 /// The compiled eBPF object, rebuilt by `cargo xtask build-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/flightrec.bpf.o");
 
-/// Programs by event class, in attach order.
+/// Programs by event class, in attach order. The two of class `always` keep the programs'
+/// current-task cache whatever is recorded (they record their events only with their class),
+/// and go first so the cache fills before the first event is recorded.
 const PROGRAMS: &[(&str, &str)] = &[
+    ("sched_switch", "always"),
+    ("sched_process_exec", "always"),
     ("sys_enter", "syscalls"),
     ("sys_exit", "syscalls"),
-    ("sched_switch", "sched"),
     ("sched_wakeup", "sched"),
     ("sched_wakeup_new", "sched"),
     ("sched_process_fork", "process"),
-    ("sched_process_exec", "process"),
     ("sched_process_exit", "process"),
     ("block_rq_issue", "block"),
     ("block_rq_complete", "block"),
@@ -41,6 +43,11 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("softirq_entry", "irq"),
     ("softirq_exit", "irq"),
 ];
+
+/// Whether the programs of `class` (of [`PROGRAMS`]) are attached with `config`.
+fn attached(config: &Config, class: &str) -> bool {
+    class == "always" || config.events.enabled().iter().any(|c| c == class)
+}
 
 /// Maps pinned so a restarted recorder finds the rings again.
 const PINNED_MAPS: &[&str] = &[
@@ -278,9 +285,7 @@ impl Rings {
             return Err(NotAdoptable::ConfigChanged);
         }
         for &(prog, class) in PROGRAMS {
-            if config.events.enabled().iter().any(|c| c == class)
-                && !dir.join(format!("link_{prog}")).exists()
-            {
+            if attached(config, class) && !dir.join(format!("link_{prog}")).exists() {
                 return Err(NotAdoptable::LinkUnpinned(prog));
             }
         }
@@ -349,6 +354,11 @@ impl Rings {
         check_cgroup_chain(&cgroup_offsets, families, &specs)?;
         // Histogram tables of families that are off hold one entry.
         let fam = |f: u32, n: u32| if families & f != 0 { n } else { 1 };
+        let classes = config
+            .events
+            .enabled()
+            .iter()
+            .fold(0u32, |c, name| c | schemas::classes::of(name));
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global("NCPU", &ncpu, true)
@@ -361,6 +371,7 @@ impl Rings {
             .override_global("OFFSETS", &offsets, true)
             .override_global("RULE_KINDS", &kinds, true)
             .override_global("SYSCALL_FLOOR", &config.syscall_floor, true)
+            .override_global("RECORD_CLASSES", &classes, true)
             .override_global("HIST_FAMILIES", &families, true)
             .override_global("CGROUP_OFFSETS", &cgroup_offsets, true)
             .map_max_entries("RING", ring_entries)
@@ -505,11 +516,11 @@ fn verifier_error(
     }
 }
 
-/// Loads and attaches the programs of the enabled event classes, and pins their links in `dir`.
+/// Loads and attaches the programs of the enabled event classes (and the current-task cache's
+/// two), and pins their links in `dir`.
 fn attach(ebpf: &mut Ebpf, config: &Config, dir: &Path, btf: &aya::Btf) -> Result<(), SetupError> {
-    let enabled = config.events.enabled();
     for &(name, class) in PROGRAMS {
-        if !enabled.iter().any(|c| c == class) {
+        if !attached(config, class) {
             continue;
         }
         let prog: &mut BtfTracePoint = ebpf

@@ -28,8 +28,8 @@ use qemu::{Accel, Boot, Outcome};
 /// scratch files live on, sched switch/wakeup, irq and softirq, fork/exec/exit), snapshots
 /// across freezes with nothing lost, the spill folded back, a torn record counted and never
 /// misread, records of threads taking turns on one CPU each naming its thread (the task left
-/// out of records that follow one of the same task), a syscall and a block rule freezing in
-/// the kernel, a
+/// out of records that follow one of the same task, the programs' current-task cache) and of a
+/// thread that execs naming the process, a syscall and a block rule freezing in the kernel, a
 /// run-queue rule on a cgroup (the BTF-resolved cgroup chain), and the in-kernel histograms.
 /// None needs a reader that is absent from the guest.
 pub const TEST_NAMES: &[&str] = &[
@@ -39,6 +39,7 @@ pub const TEST_NAMES: &[&str] = &[
     "the_spill_records_during_a_copy_and_is_folded_back",
     "a_torn_record_is_waited_for_then_counted_lost_and_never_misread",
     "threads_taking_turns_on_one_cpu_keep_their_own_records",
+    "a_thread_that_execs_takes_the_process_id_in_its_records",
     "triggers::rules::syscall_rule_freezes_at_the_slow_nanosleep",
     "triggers::rules::block_rule_freezes_at_the_completion_of_a_slow_request",
     "triggers::rules::runqueue_rule_on_a_cgroup_fires_for_a_waiter_in_that_cgroup_only",
