@@ -288,21 +288,8 @@ mod decode {
         mut each: impl FnMut(u64),
     ) -> Option<Stop> {
         walk_records(packet, number, lap, end, |_, bytes, h, at| {
-            at.ts = if h.flags & flag::FULL_TS != 0 {
-                (bytes.len() >= 16).then(|| u64_at(bytes, 8))?
-            } else {
-                rebuild_ts(at.ts, h.ts_low)
-            };
-            // A record without its task needs one before it, as decoding does.
-            if h.flags & flag::SAME_TASK == 0 {
-                let off = if h.flags & flag::FULL_TS != 0 { 16 } else { 8 };
-                at.task = (bytes.len() >= off + TASK_SIZE)
-                    .then(|| u64_at(bytes, off))?
-                    .into();
-            } else {
-                at.task?;
-            }
-            each(at.ts);
+            let (ts, _, _) = at.advance(bytes, h)?;
+            each(ts);
             Some(())
         })
     }
@@ -323,6 +310,30 @@ mod decode {
                 ts: base_ts,
                 task: None,
             }
+        }
+
+        /// Reads what follows the header `h` of the record `bytes` up to its body: the full
+        /// timestamp (or rebuilds it) and the task (or takes the last one), and makes them the
+        /// context of the next record. Returns the timestamp, the task and where the body
+        /// starts; `None` when the record is too short for them, or leaves out a task no
+        /// record before it gave.
+        fn advance(&mut self, bytes: &[u8], h: Header) -> Option<(u64, u64, usize)> {
+            let mut off = 8;
+            let ts = if h.flags & flag::FULL_TS != 0 {
+                off = 16;
+                (bytes.len() >= off).then(|| u64_at(bytes, 8))?
+            } else {
+                rebuild_ts(self.ts, h.ts_low)
+            };
+            self.ts = ts;
+            let task = if h.flags & flag::SAME_TASK != 0 {
+                self.task?
+            } else {
+                off += TASK_SIZE;
+                (bytes.len() >= off).then(|| u64_at(bytes, off - TASK_SIZE))?
+            };
+            self.task = Some(task);
+            Some((ts, task, off))
         }
     }
 
@@ -363,27 +374,7 @@ mod decode {
     /// its length does not fit its kind, or it leaves out a task no record before it gave.
     pub fn decode_record(bytes: &[u8], h: Header, at: &mut Context) -> Option<Record> {
         let kind = EventKind::from_u16(h.kind as u16)?;
-        let mut off = 8;
-        let ts = if h.flags & flag::FULL_TS != 0 {
-            if bytes.len() < 16 {
-                return None;
-            }
-            off = 16;
-            u64_at(bytes, 8)
-        } else {
-            rebuild_ts(at.ts, h.ts_low)
-        };
-        at.ts = ts;
-        let task = if h.flags & flag::SAME_TASK != 0 {
-            at.task?
-        } else {
-            if bytes.len() < off + TASK_SIZE {
-                return None;
-            }
-            off += TASK_SIZE;
-            u64_at(bytes, off - TASK_SIZE)
-        };
-        at.task = Some(task);
+        let (ts, task, off) = at.advance(bytes, h)?;
         let mut r = Record {
             ts_ns: ts,
             tid: task as u32,
