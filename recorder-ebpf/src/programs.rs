@@ -437,24 +437,30 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // (Caching first keeps the verifier's walk of the recording path as short as it was.)
     let pid_tgid = current_pid_tgid();
     let next: *const u8 = ctx.arg(2);
-    let pid: u32 = bload(next, konst!(OFFSETS.task_pid));
-    let tgid: u32 = bload(next, konst!(OFFSETS.task_tgid));
-    cache_task((u64::from(tgid) << 32) | u64::from(pid));
+    let next_tid: u32 = bload(next, konst!(OFFSETS.task_pid));
+    let next_pid: u32 = bload(next, konst!(OFFSETS.task_tgid));
+    cache_task((u64::from(next_pid) << 32) | u64::from(next_tid));
     if recording(schemas::classes::SCHED) {
-        let _ = try_sched_switch(&ctx, pid_tgid);
+        let _ = try_sched_switch(&ctx, pid_tgid, next_tid, next_pid);
     }
     0
 }
 
-fn try_sched_switch(ctx: &BtfTracePointContext, pid_tgid: u64) -> Result<(), ()> {
+/// Records the switch from the task `pid_tgid` to `next_tid` of process `next_pid`.
+fn try_sched_switch(
+    ctx: &BtfTracePointContext,
+    pid_tgid: u64,
+    next_tid: u32,
+    next_pid: u32,
+) -> Result<(), ()> {
     let ts = now();
     let preempt: u64 = ctx.arg(0);
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
     let mut e = SchedSwitch {
-        next_tid: kread(next, konst!(OFFSETS.task_pid)),
-        next_pid: kread(next, konst!(OFFSETS.task_tgid)),
+        next_tid,
+        next_pid,
         prev_prio: kread(prev, konst!(OFFSETS.task_prio)),
         next_prio: kread(next, konst!(OFFSETS.task_prio)),
         // A preempted task is still runnable, whatever its state word says.
@@ -558,15 +564,15 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // The exec may have given this thread its leader's pid: ask the kernel.
-    cache_task(bpf_get_current_pid_tgid());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    cache_task(pid_tgid);
     if recording(schemas::classes::PROCESS) {
-        let _ = try_exec(&ctx);
+        let _ = try_exec(&ctx, pid_tgid);
     }
     0
 }
 
-fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = current_pid_tgid();
+fn try_exec(ctx: &BtfTracePointContext, pid_tgid: u64) -> Result<(), ()> {
     if !current_allowed(pid_tgid) {
         return Ok(());
     }
