@@ -40,7 +40,7 @@ static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 #[unsafe(no_mangle)]
 static FILTER_MODE: u32 = 0;
 /// Event classes recorded (`schemas::classes` bits). `sched_switch` and `sched_process_exec`
-/// run whatever the classes, to keep the current-task cache; they record only with theirs.
+/// run whatever the classes, to empty the current-task cache; they record only with theirs.
 #[unsafe(no_mangle)]
 static RECORD_CLASSES: u32 = 0;
 /// Benchmark floors for the syscall programs (`schemas::floor`): record, return at once, or
@@ -102,17 +102,20 @@ fn bload<T: Copy>(base: *const u8, off: u32) -> T {
 
 /// CPUs the current-task cache has a slot for; on machines with more it is not used.
 const TASK_CACHE_CPUS: usize = 1024;
-/// Set in a cache slot that holds a task.
-const TASK_CACHED: u64 = 1 << 63;
 
-/// Per-CPU cache of the current task, `tgid << 32 | pid` as `bpf_get_current_pid_tgid` gives it,
-/// with [`TASK_CACHED`] set: written by `sched_switch` for the task about to run (the only way
-/// the current task changes) and by `sched_process_exec` (an exec from a thread other than the
-/// leader takes the leader's pid). Reading it costs a load where the helper costs a call, a
-/// sixth of a recorded syscall's cost above its clock read. Zero (not cached) until the CPU's
-/// first switch after loading.
+/// Per-CPU cache of the task whose system call this CPU saw last: `[regs, tgid << 32 | pid]`,
+/// keyed by the address of the task's saved user registers, the `regs` the syscall
+/// tracepoints pass (`task_pt_regs`: at the top of the task's kernel stack, so no two live
+/// tasks share it). A syscall program whose `regs` is the key takes the ids from the slot, a
+/// load where `bpf_get_current_pid_tgid` costs a call (a sixth of a recorded syscall's cost
+/// above its clock read); any other asks the kernel and fills the slot. The key proves the
+/// task, so a context switch the programs never saw costs a helper call, not a wrong task
+/// (on some kernels switches out of some tasks reach no tracepoint). `sched_switch` empties
+/// the slot so that a task given a dead task's stack cannot take its ids, and
+/// `sched_process_exec` empties it because an exec from a thread other than the leader gives
+/// the thread the leader's pid under the same stack.
 #[unsafe(no_mangle)]
-static mut CUR_TASK: [u64; TASK_CACHE_CPUS] = [0; TASK_CACHE_CPUS];
+static mut CUR_TASK: [[u64; 2]; TASK_CACHE_CPUS] = [[0; 2]; TASK_CACHE_CPUS];
 
 /// The cache slot of this CPU, `None` when the machine has more CPUs than slots.
 #[inline(always)]
@@ -123,32 +126,51 @@ fn task_slot() -> Option<*mut u64> {
     // SAFETY: BPF helper without preconditions (inlined by recent verifiers).
     let cpu = unsafe { bpf_get_smp_processor_id() } as usize & (TASK_CACHE_CPUS - 1);
     // SAFETY: in bounds by the mask; only programs on this CPU touch its slot.
-    Some(unsafe { addr_of_mut!(CUR_TASK).cast::<u64>().add(cpu) })
+    Some(unsafe {
+        addr_of_mut!(CUR_TASK)
+            .cast::<[u64; 2]>()
+            .add(cpu)
+            .cast::<u64>()
+    })
 }
 
-/// `bpf_get_current_pid_tgid()`, from this CPU's cache when it holds the task.
+/// `bpf_get_current_pid_tgid()` for a syscall program given the task's `regs`: from this CPU's
+/// cache when its key is `regs`, else from the kernel (and then cached).
 #[inline(always)]
-fn current_pid_tgid() -> u64 {
+fn syscall_task(regs: *const u8) -> u64 {
+    let key = regs as u64;
     let mut v = 0;
+    let mut hit = false;
     if let Some(slot) = task_slot() {
-        // SAFETY: this CPU's slot of the cache.
-        v = unsafe { read_volatile(slot) };
+        // SAFETY: this CPU's slot of the cache; syscall programs do not nest on a CPU.
+        unsafe {
+            if read_volatile(slot) == key {
+                v = read_volatile(slot.add(1));
+                hit = true;
+            }
+        }
     }
-    if v & TASK_CACHED == 0 {
+    if !hit {
         v = bpf_get_current_pid_tgid();
+        if let Some(slot) = task_slot() {
+            // SAFETY: as above. The ids before the key: a slot whose key matches holds them.
+            unsafe {
+                write_volatile(slot.add(1), v);
+                write_volatile(slot, key);
+            }
+        }
     }
-    // The same mask on both ways, opaque to LLVM: the verifier then knows the same of the
-    // value whichever way it came, and walks what follows once, not once per way (6.1's
-    // instruction limit is near for `sched_switch` with rules).
-    black_box(v) & !TASK_CACHED
+    // Opaque to LLVM: the verifier then knows the same of the value whichever way it came,
+    // and walks what follows once, not once per way.
+    black_box(v)
 }
 
-/// Caches `pid_tgid` as the task now current on this CPU.
+/// Empties this CPU's cache slot: the next syscall program asks the kernel.
 #[inline(always)]
-fn cache_task(pid_tgid: u64) {
+fn forget_task() {
     if let Some(slot) = task_slot() {
         // SAFETY: this CPU's slot of the cache.
-        unsafe { write_volatile(slot, pid_tgid | TASK_CACHED) };
+        unsafe { write_volatile(slot, 0) };
     }
 }
 
@@ -254,7 +276,8 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = current_pid_tgid();
+    let regs: *const u8 = ctx.arg(0);
+    let pid_tgid = syscall_task(regs);
     let id: i64 = ctx.arg(1);
     // Rules see every task, whatever the recording filters say.
     let watched = rules::on(rule::SYSCALL) && rules::syscall_watched(id as u64);
@@ -271,7 +294,6 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if !allowed {
         return Ok(());
     }
-    let regs: *const u8 = ctx.arg(0);
     // Direct loads from the typed `regs`: no helper call per event.
     let base = konst!(OFFSETS.regs_args_base);
     let arg = |i: usize| bload::<u64>(regs, base + konst!(OFFSETS.regs_args_rel[i]));
@@ -394,7 +416,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = current_pid_tgid();
+    let pid_tgid = syscall_task(ctx.arg(0));
     let allowed = current_allowed(pid_tgid);
     if !allowed && !rules::on(rule::SYSCALL) && !hist::on(schemas::hist::family::SYSCALL) {
         return Ok(());
@@ -433,34 +455,24 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_switch(preempt, prev, next, prev_state)
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
-    // The switch's record is the previous task's: taken before `next` becomes the cached one.
-    // (Caching first keeps the verifier's walk of the recording path as short as it was.)
-    let pid_tgid = current_pid_tgid();
-    let next: *const u8 = ctx.arg(2);
-    let next_tid: u32 = bload(next, konst!(OFFSETS.task_pid));
-    let next_pid: u32 = bload(next, konst!(OFFSETS.task_tgid));
-    cache_task((u64::from(next_pid) << 32) | u64::from(next_tid));
+    // The next task may have a dead task's stack: it must not take that task's ids.
+    forget_task();
     if recording(schemas::classes::SCHED) {
-        let _ = try_sched_switch(&ctx, pid_tgid, next_tid, next_pid);
+        let _ = try_sched_switch(&ctx);
     }
     0
 }
 
-/// Records the switch from the task `pid_tgid` to `next_tid` of process `next_pid`.
-fn try_sched_switch(
-    ctx: &BtfTracePointContext,
-    pid_tgid: u64,
-    next_tid: u32,
-    next_pid: u32,
-) -> Result<(), ()> {
+fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
     let ts = now();
     let preempt: u64 = ctx.arg(0);
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
     let mut e = SchedSwitch {
-        next_tid,
-        next_pid,
+        next_tid: kread(next, konst!(OFFSETS.task_pid)),
+        next_pid: kread(next, konst!(OFFSETS.task_tgid)),
         prev_prio: kread(prev, konst!(OFFSETS.task_prio)),
         next_prio: kread(next, konst!(OFFSETS.task_prio)),
         // A preempted task is still runnable, whatever its state word says.
@@ -492,7 +504,7 @@ fn try_sched_switch(
 fn wakeup(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     let ts = now();
     let p: *const u8 = ctx.arg(0);
-    let pid_tgid = current_pid_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
     let mut e = SchedWakeup {
         tid: kread(p, konst!(OFFSETS.task_pid)),
         pid: kread(p, konst!(OFFSETS.task_tgid)),
@@ -531,7 +543,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = current_pid_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
     if !current_allowed(pid_tgid) {
         return Ok(());
     }
@@ -563,11 +575,10 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_process_exec(p, old_pid, bprm)
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
-    // The exec may have given this thread its leader's pid: ask the kernel.
-    let pid_tgid = bpf_get_current_pid_tgid();
-    cache_task(pid_tgid);
+    // The exec may have given this thread its leader's pid.
+    forget_task();
     if recording(schemas::classes::PROCESS) {
-        let _ = try_exec(&ctx, pid_tgid);
+        let _ = try_exec(&ctx, bpf_get_current_pid_tgid());
     }
     0
 }
@@ -600,7 +611,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = current_pid_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
     if !current_allowed(pid_tgid) {
         return Ok(());
     }
@@ -662,7 +673,7 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
 fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let rq: *const u8 = ctx.arg(0);
-    let pid_tgid = current_pid_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
     let mut e = BlockRq::default();
     block_common(rq, &mut e);
     e.bytes = kread(rq, konst!(OFFSETS.rq_data_len));
@@ -706,7 +717,7 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let rq: *const u8 = ctx.arg(0);
     let status: u64 = ctx.arg(1);
     let nr_bytes: u64 = ctx.arg(2);
-    let pid_tgid = current_pid_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
     let mut e = BlockRq::default();
     block_common(rq, &mut e);
     e.bytes = nr_bytes as u32;
@@ -731,7 +742,7 @@ fn try_irq_entry(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let irq: u64 = ctx.arg(0);
     let action: *const u8 = ctx.arg(1);
-    let pid_tgid = current_pid_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
     let mut e = IrqHandlerEntry {
         irq: irq as u32,
         _pad: 0,
@@ -759,7 +770,7 @@ fn try_irq_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ts = now();
     let irq: u64 = ctx.arg(0);
     let ret: u64 = ctx.arg(2);
-    let pid_tgid = current_pid_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
     let _ = emit(
         EventKind::IrqHandlerExit,
         ts,
@@ -783,7 +794,7 @@ fn softirq(ctx: &BtfTracePointContext, kind: EventKind) -> Result<(), ()> {
     let _ = emit(
         kind,
         ts,
-        current_pid_tgid(),
+        bpf_get_current_pid_tgid(),
         Softirq {
             vec: vec as u32,
             _pad: 0,

@@ -15,8 +15,10 @@
 //!                            sleeps MS ms (so CPU hogs there make it wait to run)
 //! workload threads T N CPU  T threads pinned to CPU, each N times: getpgid(MAGIC + t<<20 + i),
 //!                            then sched_yield (so the threads take turns on the CPU)
-//! workload threadexec N      a second thread execs `workload getpgid N`: the process keeps
-//!                            its pid, the thread takes it as its tid (the leader is gone)
+//! workload threadexec N WHEN a second thread execs `workload getpgid N`: the process keeps
+//!                            its pid, the thread takes it as its tid. WHEN `alive`: the
+//!                            leader sleeps meanwhile (the exec waits for it to die);
+//!                            `exited`: the leader has ended first (the exec waits for nothing)
 //! workload http PORTFILE N   HTTP/1.1 on 127.0.0.1, port written to PORTFILE; answers N
 //!                            requests one by one; paths starting /slow take a raw nanosleep
 //!                            of 300 ms first
@@ -161,8 +163,24 @@ fn main() {
         }
         Some("threadexec") => {
             let n = args[1].clone();
+            let leader_exits = match args[2].as_str() {
+                "alive" => false,
+                "exited" => true,
+                other => panic!("threadexec: WHEN is alive or exited, not {other}"),
+            };
             let exe = std::env::current_exe().expect("own path");
+            // SAFETY: no preconditions.
+            let leader = unsafe { libc::getpid() };
             std::thread::spawn(move || {
+                if leader_exits {
+                    // The leader stays a zombie while this thread lives.
+                    let stat = format!("/proc/self/task/{leader}/stat");
+                    while !std::fs::read_to_string(&stat)
+                        .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
                 let exe = CString::new(exe.into_os_string().into_encoded_bytes()).expect("path");
                 let argv = [
                     c"workload".to_owned(),
@@ -175,6 +193,11 @@ fn main() {
                 unsafe { libc::execv(exe.as_ptr(), ptrs.as_ptr()) };
                 panic!("execv failed: {}", std::io::Error::last_os_error());
             });
+            if leader_exits {
+                // Ends this thread only (not the process): the raw exit, not exit_group.
+                // SAFETY: nothing of this thread is used after; the process lives on.
+                unsafe { libc::syscall(libc::SYS_exit, 0) };
+            }
             // The exec ends this thread (the kernel kills every other thread of the process).
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
@@ -255,7 +278,7 @@ fn main() {
             eprintln!(
                 "usage: workload syscalls DIR | getpgid N [CPU] | sleeper N MS | poll MS | \
                  spin MS [CPU] | spinsleep N SPIN_MS SLEEP_MS [CPU] | execs N PROGRAM | \
-                 slowcall N MS | victim N MS CPU | threads T N CPU | threadexec N | \
+                 slowcall N MS | victim N MS CPU | threads T N CPU | threadexec N alive|exited | \
                  http PORTFILE N"
             );
             std::process::exit(2);

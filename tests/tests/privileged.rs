@@ -334,16 +334,18 @@ fn a_thread_that_execs_takes_the_process_id_in_its_records() {
     let Some(_p) = privileged("a_thread_that_execs_takes_the_process_id_in_its_records") else {
         return;
     };
-    // An exec from a thread other than the leader gives that thread the leader's pid with no
-    // context switch: the programs' cache of the current task must follow.
-    for sched in [true, false] {
+    // An exec from a thread other than the leader gives that thread the leader's pid under
+    // the same stack: the programs' cache of the current task must not keep the old tid. With
+    // the leader alive the exec sleeps until it dies (a context switch); with the leader gone
+    // first, it does not switch at all.
+    for (sched, leader) in [(true, "alive"), (false, "alive"), (false, "exited")] {
         let rec = TestRecorder::start("texec", |c| {
             c.events.sched = sched;
             c.events.process = sched;
             c.events.block = false;
             c.filter.comms = vec!["workload".into()];
         });
-        let pid = workload(&["threadexec", "300"]);
+        let pid = workload(&["threadexec", "300", leader]);
         let (_, events) = rec.snapshot("texec");
         let marked: Vec<_> = events
             .iter()
@@ -352,10 +354,10 @@ fn a_thread_that_execs_takes_the_process_id_in_its_records() {
                     if s.id == nr::GETPGID && s.args[0] >= MAGIC)
             })
             .collect();
-        assert_eq!(marked.len(), 300, "sched {sched}");
+        assert_eq!(marked.len(), 300, "sched {sched}, leader {leader}");
         assert!(
             marked.iter().all(|e| e.tid == pid && e.pid == pid),
-            "sched {sched}: calls after the exec under {:?}, not {pid}",
+            "sched {sched}, leader {leader}: calls after the exec under {:?}, not {pid}",
             marked
                 .iter()
                 .find(|e| e.tid != pid || e.pid != pid)

@@ -24,9 +24,9 @@ use crate::kernel;
 /// The compiled eBPF object, rebuilt by `cargo xtask build-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/flightrec.bpf.o");
 
-/// Programs by event class, in attach order. The two of class `always` keep the programs'
-/// current-task cache whatever is recorded (they record their events only with their class),
-/// and go first so the cache fills before the first event is recorded.
+/// Programs by event class, in attach order. The two of class `always` empty the syscall
+/// programs' current-task cache whatever is recorded (they record their events only with
+/// their class), and go first so the cache is never used without them.
 const PROGRAMS: &[(&str, &str)] = &[
     ("sched_switch", "always"),
     ("sched_process_exec", "always"),
