@@ -51,12 +51,6 @@ static SPILL_MASK: u64 = 0;
 /// `log2(SPILL_MASK + 1)`.
 #[unsafe(no_mangle)]
 static SPILL_BITS: u64 = 0;
-/// Non-zero when no attached program can run in interrupt context
-/// (`schemas::classes::NESTING` all off): programs then never nest on a CPU, and the head
-/// moves by a plain store instead of a locked compare-and-swap. Userspace moves only the heads
-/// of the area writers have left. Part of the configuration the pins are adopted for.
-#[unsafe(no_mangle)]
-static PLAIN_RESERVE: u32 = 0;
 
 macro_rules! konst {
     ($e:expr) => {
@@ -121,9 +115,8 @@ pub(crate) fn reserve<const BODY: usize>(
     // SAFETY: the map value pointer is valid for the program's run.
     let area = (unsafe { read_volatile(area_word) } & 1) as u32;
     let h = HEADS.get_ptr_mut(area * konst!(NCPU) + cpu)?;
-    // SAFETY: `h` points into the HEADS map value for this run. Nested programs move `head`
-    // only by compare-and-swap, and only when `PLAIN_RESERVE` is off; userspace moves the heads
-    // of an area writers have left.
+    // SAFETY: `h` points into the HEADS map value for this run; userspace and nested programs
+    // change `head` only by compare-and-swap.
     let hint = unsafe { read_volatile(&raw const (*h).hint) };
     // Read before the head: a pair changed in between has an end that is not the head.
     // SAFETY: as above.
@@ -165,21 +158,13 @@ pub(crate) fn reserve<const BODY: usize>(
             pos = start + PACKET_HEADER_SIZE as u64;
             new = pos + 8 + (TASK_SIZE + BODY) as u64;
         }
-        let ok = if konst!(PLAIN_RESERVE) != 0 {
-            // Nothing of ours runs on this CPU until this program ends: no race to lose.
-            // SAFETY: as above.
-            unsafe { write_volatile(&raw mut (*h).head, new) };
-            true
-        } else {
-            // SAFETY: `head` is an aligned u64 of the map value.
-            unsafe {
-                atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                    &raw mut (*h).head,
-                    old,
-                    new,
-                )
-            }
-            .1
+        // SAFETY: `head` is an aligned u64 of the map value.
+        let (_, ok) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                &raw mut (*h).head,
+                old,
+                new,
+            )
         };
         if ok {
             won = true;
@@ -294,8 +279,7 @@ impl Slot {
             return;
         }
         // SAFETY: `head` is the HEADS map value the record was reserved from, valid for the
-        // program's run. No program of ours moves `head` until this one ends, or nested ones
-        // move it by compare-and-swap (`PLAIN_RESERVE`).
+        // program's run; `head` changes only by compare-and-swap.
         let (_, ok) = unsafe {
             atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
                 &raw mut (*self.head).head,
