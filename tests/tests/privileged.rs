@@ -136,11 +136,16 @@ fn sched_switch_wakeup_and_irqs_of_a_sleeper() {
         .find(|e| matches!(e.data, EventData::ProcessExec(x) if x.tid == pid))
         .map_or(0, |e| e.ts_ns);
     let mut outs = 0;
+    let mut unseen_ins = 0;
     let mut state = 0; // 0 running, 1 asleep, 2 woken
     for e in &events {
         match e.data {
             EventData::SchedSwitch(s) if e.tid == pid && s.prev_state != 0 => {
-                assert_eq!(state, 0, "switched out twice without running");
+                assert_ne!(state, 1, "switched out twice without being woken");
+                // Woken, then switched out with no switch in between: on some kernels a
+                // switch out of some tasks reaches no tracepoint (docs/recorder.md, "The
+                // current task"), ftrace's included. Once is that; more is ours.
+                unseen_ins += u32::from(state == 2);
                 state = 1;
                 outs += 1;
             }
@@ -161,6 +166,13 @@ fn sched_switch_wakeup_and_irqs_of_a_sleeper() {
         }
     }
     assert!(outs >= 5, "only {outs} sleeps seen");
+    if unseen_ins > 0 {
+        println!("{unseen_ins} switch(es) into the sleeper reached no tracepoint");
+    }
+    assert!(
+        unseen_ins <= 1,
+        "{unseen_ins} switches into the sleeper missing"
+    );
 
     let count = |f: fn(&EventData) -> bool| events.iter().filter(|e| f(&e.data)).count();
     let irq_in = count(|d| matches!(d, EventData::IrqHandlerEntry(_)));
