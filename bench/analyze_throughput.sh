@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Throughput of `flightrec analyze` on a real snapshot of about 1 GiB of records (uncompressed).
+# Throughput of `flightrec analyze` on a real snapshot of a syscall storm.
 #
 #   sudo bash bench/analyze_throughput.sh
 #
-# Records with 768 MiB rings per CPU while a getpgid loop runs on every CPU (plus a find over
-# /usr for variety) until the rings hold about 1 GiB of 96-byte records, takes one snapshot,
-# then times, on that file:
+# Records with 768 MiB rings per CPU while a loop of CALLS getpgid calls runs on every CPU
+# (plus a find over /usr for variety), takes one snapshot, then times, on that file:
 #   dump      `flightrec dump --summary`               (decode and merge on one thread)
 #   analyze1  `flightrec analyze --json --single-thread`  (every analysis, one thread)
 #   analyze   `flightrec analyze --json`               (every analysis; each CPU's stream

@@ -353,15 +353,14 @@ mod decode {
         if u64_at(packet, 0) != number + 1 {
             return None;
         }
-        let mut reference = Context::new(u64_at(packet, 8));
+        let mut context = Context::new(u64_at(packet, 8));
         let mut off = PACKET_HEADER_SIZE;
         while off + 8 <= end {
             let h = Header::parse(u64_at(packet, off));
             if h.lap != lap & header::LAP_MASK || h.len < 8 || off + h.len > end {
                 return Some(Stop::Torn(off));
             }
-            if h.kind != KIND_PAD
-                && each(off, &packet[off..off + h.len], h, &mut reference).is_none()
+            if h.kind != KIND_PAD && each(off, &packet[off..off + h.len], h, &mut context).is_none()
             {
                 return Some(Stop::Torn(off));
             }

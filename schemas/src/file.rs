@@ -502,9 +502,9 @@ impl Snapshot {
                         )));
                     }
                     if packets {
-                        // The smallest record is 16 bytes, after a packet's 16-byte header.
+                        // The smallest record is a header alone (8 bytes), after a packet's
+                        // 16-byte header.
                         let n = uncompressed_len / PACKET_SIZE as u64;
-                        // The smallest record is a header alone (8 bytes).
                         let room = n * ((PACKET_SIZE - compact::PACKET_HEADER_SIZE) / 8) as u64;
                         if !uncompressed_len.is_multiple_of(PACKET_SIZE as u64)
                             || n > MAX_PACKETS_PER_SECTION

@@ -265,8 +265,8 @@ fn threads_taking_turns_on_one_cpu_keep_their_own_records() {
     // Records leave their task out when they follow one of the same task: threads that take
     // turns on one CPU make the task change between nearly every pair of syscalls, and every
     // record must still name the thread that made the call.
-    // With the sched class off too: the programs then learn the current task from a
-    // `sched_switch` program that records nothing.
+    // With the sched class off too: the current-task cache is then emptied at each switch
+    // by a `sched_switch` program that records nothing.
     for sched in [true, false] {
         threads_take_turns(sched);
     }

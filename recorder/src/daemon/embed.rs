@@ -203,10 +203,8 @@ async fn sample_rates(sampler: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let totals: Vec<u64> = {
-            let r = &sampler.rings;
-            (0..r.ncpu()).map(|cpu| r.total(cpu)).collect()
-        };
+        let r = &sampler.rings;
+        let totals: Vec<u64> = (0..r.ncpu()).map(|cpu| r.total(cpu)).collect();
         let now = Instant::now();
         if let Some((t, prev)) = &last {
             let dt = now.duration_since(*t).as_secs_f64();
