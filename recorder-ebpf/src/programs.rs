@@ -2,7 +2,7 @@
 //! typed arguments whose layouts come from `KernelOffsets`, resolved from the running kernel's BTF
 //! by the loader.
 
-use core::hint::black_box;
+use crate::opaque::opaque;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use aya_ebpf::helpers::{
@@ -13,11 +13,11 @@ use aya_ebpf::helpers::{
 use aya_ebpf::macros::{btf_tracepoint, map};
 use aya_ebpf::maps::HashMap;
 use aya_ebpf::programs::BtfTracePointContext;
-use schemas::compact::{self, AUX_ESCAPE};
+use schemas::compact::{self, AUX_ESCAPE, shape};
 use schemas::{
     BlockRq, COMM_LEN, EXEC_FILENAME_LEN, EventKind, IRQ_NAME_LEN, IrqHandlerEntry, IrqHandlerExit,
-    KernelOffsets, PATH_SYSCALLS, ProcessExec, ProcessExit, ProcessFork, SYSCALL_PATH_LEN,
-    SchedSwitch, SchedWakeup, Softirq, filter, rule, rwbs,
+    KernelOffsets, ProcessExec, ProcessExit, ProcessFork, SYSCALL_PATH_LEN, SchedSwitch,
+    SchedWakeup, Softirq, filter, rule, rwbs,
 };
 
 use crate::ring::{self, Slot};
@@ -47,10 +47,11 @@ static RECORD_CLASSES: u32 = 0;
 /// read the clock once and return. Only `flightrec record --bench-floor` sets it.
 #[unsafe(no_mangle)]
 static SYSCALL_FLOOR: u32 = schemas::floor::RECORD;
-/// Number of arguments of each syscall below `AUX_ESCAPE`, set by the loader from the kernel's
-/// syscall formats (6 where unknown): an entry record keeps only those.
+/// `schemas::compact::shape` of each syscall below `AUX_ESCAPE` (argument count, path
+/// argument), set by the loader from the kernel's syscall formats (6 arguments where unknown):
+/// an entry record keeps only the arguments its syscall has.
 #[unsafe(no_mangle)]
-static ARGC: [u8; 512] = [6; 512];
+static SYSCALL_SHAPES: [u8; 512] = [6; 512];
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets {
     task_pid: KernelOffsets::ABSENT,
@@ -162,7 +163,7 @@ fn syscall_task(regs: *const u8) -> u64 {
     }
     // Opaque to LLVM: the verifier then knows the same of the value whichever way it came,
     // and walks what follows once, not once per way.
-    black_box(v)
+    opaque(v)
 }
 
 /// Empties this CPU's cache slot: the next syscall program asks the kernel.
@@ -297,24 +298,30 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // Direct loads from the typed `regs`: no helper call per event.
     let base = konst!(OFFSETS.regs_args_base);
     let arg = |i: usize| bload::<u64>(regs, base + konst!(OFFSETS.regs_args_rel[i]));
+    let id = id as u64;
+    // One table load says how many arguments the syscall has and whether, and from which
+    // argument, its file name is recorded. The mask bounds the index for the verifier (opaque:
+    // LLVM would drop it as implied by the comparison).
+    let shape = {
+        let i = opaque(id) & (schemas::rule::MAX_SYSCALL as u64 - 1);
+        // SAFETY: a load-time constant array of MAX_SYSCALL entries, indexed below it.
+        let v = unsafe { read_volatile(addr_of!(SYSCALL_SHAPES).cast::<u8>().add(i as usize)) };
+        if id < AUX_ESCAPE { v } else { shape::ARGC }
+    };
     // The file name an open-family call was given, in a record of its own just before the
     // entry, so readers can name the fd the call returns. Only these four syscalls pay for it.
-    if let Some(i) = path_arg(id as u64) {
+    if shape & shape::PATH != 0 {
         // Constant indexes: the verifier needs each load's offset known.
-        let path = if i == 0 { arg(0) } else { arg(1) };
-        record_path(id as u64, path as *const u8, ts, pid_tgid);
+        let path = if shape & shape::PATH_ARG1 != 0 {
+            arg(1)
+        } else {
+            arg(0)
+        };
+        record_path(id, path as *const u8, ts, pid_tgid);
     }
-    let id = id as u64;
-    // Only the arguments the syscall has (`ARGC`, from the loader): a body size per count, so
-    // each store's offset is a constant the verifier checks.
-    let argc = if id < AUX_ESCAPE {
-        // The mask bounds the index for the verifier (the comparison alone may be folded away).
-        let i = black_box(id) & (schemas::rule::MAX_SYSCALL as u64 - 1);
-        // SAFETY: a load-time constant array of MAX_SYSCALL entries, indexed below it.
-        unsafe { read_volatile(addr_of!(ARGC).cast::<u8>().add(i as usize)) }
-    } else {
-        7
-    };
+    // Only the arguments the syscall has: a body size per count, so each store's offset is a
+    // constant the verifier checks. 7 (all bits) is a number at or above `AUX_ESCAPE`.
+    let argc = shape & shape::ARGC;
     macro_rules! entry {
         ($n:literal) => {{
             let slot =
@@ -360,19 +367,6 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
         }
     }
     Ok(())
-}
-
-/// Index of the path argument of syscall `id`, when it is one whose path is recorded.
-#[inline(always)]
-fn path_arg(id: u64) -> Option<usize> {
-    let mut i = 0;
-    while i < PATH_SYSCALLS.len() {
-        if PATH_SYSCALLS[i].0 == id {
-            return Some(PATH_SYSCALLS[i].1);
-        }
-        i += 1;
-    }
-    None
 }
 
 /// Writes a [`SyscallPath`] record with the user string at `user_path`, sized to it. A path the

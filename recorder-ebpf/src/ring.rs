@@ -2,7 +2,7 @@
 //! program uses: reserve bytes in the current packet of this CPU's ring, fill them, publish the
 //! header last (`schemas::compact` has the format). Used by `programs` and `rules`; uses neither.
 
-use core::hint::black_box;
+use crate::opaque::opaque;
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 use core::ptr::{addr_of, read_volatile, write_volatile};
 
@@ -95,14 +95,110 @@ fn packet(area: u32, cpu: u32, pkt: u64) -> Option<(*mut u8, u64)> {
     Some((p as *mut u8, lap))
 }
 
+/// Moves the head `h` from `old` to `new` unless a nested program or userspace moved it first.
+#[inline(always)]
+fn claim(h: *mut CpuHead, old: u64, new: u64) -> bool {
+    // SAFETY: `h` is a HEADS map value for the program's run; `head` is an aligned u64 that
+    // every writer changes only by compare-and-swap.
+    let (seen, _) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+            &raw mut (*h).head,
+            old,
+            new,
+        )
+    };
+    seen == old
+}
+
 /// Reserves a record of kind `kind` with a `BODY`-byte body (a multiple of 8) in this CPU's
 /// current area, for the event at `ts` of the task `pid_tgid`, with header `flags` and `aux`.
 /// Opens a new packet when the record does not fit in the current one. Leaves the task out
 /// when the record directly follows one of the same task in its packet (`schemas::compact`,
 /// "Leaving out the task"). `None` when the reservation lost three races in a row to nested
 /// programs (the record is dropped) or a map lookup failed.
+///
+/// The way nearly every record takes is written out here, straight: the main ring, the record
+/// fits in the open packet, needs no full timestamp and wins its compare-and-swap at once. Its
+/// loads do not wait for one another where they need not (the head is looked up beside the
+/// area word, the packet before the compare-and-swap), and it carries no flags for the rare
+/// cases. Every other case (the spill, a packet to open, a full timestamp, a race lost) goes
+/// to [`reserve_any`]. docs/benchmarks.md has what each step saved.
 #[inline(always)]
 pub(crate) fn reserve<const BODY: usize>(
+    kind: u32,
+    ts: u64,
+    pid_tgid: u64,
+    flags: u64,
+    aux: u64,
+) -> Option<Slot> {
+    // SAFETY: BPF helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    // The main ring's head, looked up without waiting for the area word: writers are in the
+    // main ring but while a snapshot copies it, and the lookup is then not used.
+    let h = HEADS.get_ptr_mut(cpu)?;
+    let area_word = CTRL.get_ptr(ctrl::EPOCH)?;
+    // SAFETY: the map value pointers are valid for the program's run; userspace and nested
+    // programs change `head` only by compare-and-swap. The task and end are read before the
+    // head: a pair changed in between has an end that is not the head.
+    let (epoch, hint, last_task, last_end, old) = unsafe {
+        (
+            read_volatile(area_word),
+            read_volatile(&raw const (*h).hint),
+            read_volatile(&raw const (*h).last_task),
+            read_volatile(&raw const (*h).last_end),
+            read_volatile(&raw const (*h).head),
+        )
+    };
+    let same = old == last_end && last_task == pid_tgid;
+    let task_len = if same { 0 } else { TASK_SIZE as u64 };
+    let len = 8 + task_len + BODY as u64;
+    let off = old & (P - 1);
+    if epoch & 1 == 0 && off != 0 && off + len <= P && ts.wrapping_sub(hint) < FULL_TS_EVERY_NS {
+        // The packet before the compare-and-swap: its lookup depends only on `old`, and
+        // overlaps with the locked instruction's wait instead of following it.
+        let (page, lap) = packet(0, cpu, old >> schemas::compact::PACKET_SHIFT)?;
+        let new = old + len;
+        if claim(h, old, new) {
+            // SAFETY: as in `reserve_any`.
+            unsafe {
+                write_volatile(
+                    &raw mut (*h).written,
+                    read_volatile(&raw const (*h).written) + 1,
+                );
+                write_volatile(&raw mut (*h).last_task, pid_tgid);
+                write_volatile(&raw mut (*h).last_end, new);
+            }
+            // Bounded for the verifier as in `reserve_any` (opaque: LLVM would drop the check
+            // as implied by the reservation).
+            let body_at = opaque((old & (P - 8)) + 8 + task_len);
+            if body_at < PACKET_HEADER_SIZE as u64 + 8 || body_at > P - BODY as u64 {
+                return None;
+            }
+            let fl = if same { flags | flag::SAME_TASK } else { flags };
+            // SAFETY: `body_at` is bounded inside the packet above; the header and the task
+            // sit just before it.
+            unsafe {
+                let body = page.add(body_at as usize);
+                if !same {
+                    write_volatile(body.sub(8) as *mut u64, pid_tgid);
+                }
+                return Some(Slot {
+                    hdr: body.sub(task_len as usize + 8) as *mut u64,
+                    word: header::make(ts, len as usize, kind, fl, aux, lap),
+                    body,
+                    head: h,
+                    end: new,
+                });
+            }
+        }
+    }
+    reserve_any::<BODY>(kind, ts, pid_tgid, flags, aux)
+}
+
+/// [`reserve`], every case: opens a packet when the record does not fit in the current one,
+/// writes a full timestamp when one is due, retries a lost compare-and-swap twice.
+#[inline(always)]
+fn reserve_any<const BODY: usize>(
     kind: u32,
     ts: u64,
     pid_tgid: u64,
@@ -127,53 +223,36 @@ pub(crate) fn reserve<const BODY: usize>(
         )
     };
     let wants_full = ts.wrapping_sub(hint) >= FULL_TS_EVERY_NS;
-    let mut won = false;
-    let mut old = 0;
-    let mut new = 0;
-    let mut pos = 0;
-    let mut open = false;
-    let mut full = false;
-    let mut same = false;
     let mut tries = 0;
-    while tries < 3 {
-        tries += 1;
+    // Straight on the common way (the record fits the open packet, the first compare-and-swap
+    // wins): LLVM keeps no flags for a loop exit to re-test.
+    let (old, pos, new, open, full, same) = loop {
         // SAFETY: as above.
-        old = unsafe { read_volatile(&raw const (*h).head) };
+        let old = unsafe { read_volatile(&raw const (*h).head) };
         let off = old & (P - 1);
-        full = wants_full;
-        same = old == last_end && last_task == pid_tgid;
+        let mut full = wants_full;
+        let mut same = old == last_end && last_task == pid_tgid;
         let len =
             8 + if full { 8 } else { 0 } + if same { 0 } else { TASK_SIZE as u64 } + BODY as u64;
-        if off != 0 && off + len <= P {
-            open = false;
-            pos = old;
-            new = old + len;
+        let (pos, new, open) = if off != 0 && off + len <= P {
+            (old, old + len, false)
         } else {
             // The packet's base timestamp is this record's: no full timestamp needed; and the
             // first record of a packet always carries its task.
-            open = true;
             full = false;
             same = false;
             let start = if off == 0 { old } else { (old | (P - 1)) + 1 };
-            pos = start + PACKET_HEADER_SIZE as u64;
-            new = pos + 8 + (TASK_SIZE + BODY) as u64;
-        }
-        // SAFETY: `head` is an aligned u64 of the map value.
-        let (_, ok) = unsafe {
-            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                &raw mut (*h).head,
-                old,
-                new,
-            )
+            let pos = start + PACKET_HEADER_SIZE as u64;
+            (pos, pos + 8 + (TASK_SIZE + BODY) as u64, true)
         };
-        if ok {
-            won = true;
-            break;
+        if claim(h, old, new) {
+            break (old, pos, new, open, full, same);
         }
-    }
-    if !won {
-        return None;
-    }
+        tries += 1;
+        if tries == 3 {
+            return None;
+        }
+    };
     let pkt = pos >> schemas::compact::PACKET_SHIFT;
     let (page, lap) = packet(area, cpu, pkt)?;
     if open {
@@ -184,7 +263,7 @@ pub(crate) fn reserve<const BODY: usize>(
         }
         // Records are whole 8-byte words, so the mask keeps the offset and bounds it for the
         // verifier (opaque to LLVM, which would otherwise drop a check it can prove).
-        let off = black_box(old) & (P - 8);
+        let off = opaque(old) & (P - 8);
         if off != 0
             && let Some((prev, prev_lap)) = packet(area, cpu, pkt - 1)
         {
@@ -209,13 +288,13 @@ pub(crate) fn reserve<const BODY: usize>(
     }
     // The bounds below always hold (a record starts after the packet header and fits in its
     // packet); checking them on the one offset every store derives from tells the verifier.
-    // `black_box` keeps LLVM from dropping them as implied by the reservation: older
+    // `opaque` keeps LLVM from dropping them as implied by the reservation: older
     // verifiers (6.1) do not see that relation.
-    let at = black_box(pos) & (P - 8);
+    let at = opaque(pos) & (P - 8);
     let ts_len = if full { 8 } else { 0 };
     let task_len = if same { 0 } else { TASK_SIZE as u64 };
     // Opaque again: every store below must derive from the checked value, not from `at`.
-    let body_at = black_box(at + 8 + ts_len + task_len);
+    let body_at = opaque(at + 8 + ts_len + task_len);
     if body_at < PACKET_HEADER_SIZE as u64 + 8 || body_at > P - BODY as u64 {
         return None;
     }
@@ -278,16 +357,8 @@ impl Slot {
         if cut == 0 {
             return;
         }
-        // SAFETY: `head` is the HEADS map value the record was reserved from, valid for the
-        // program's run; `head` changes only by compare-and-swap.
-        let (_, ok) = unsafe {
-            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                &raw mut (*self.head).head,
-                self.end,
-                self.end - cut,
-            )
-        };
-        if ok {
+        // `head` is the HEADS map value the record was reserved from.
+        if claim(self.head, self.end, self.end - cut) {
             // SAFETY: as above; the task stored by `reserve` is still this record's.
             unsafe { write_volatile(&raw mut (*self.head).last_end, self.end - cut) };
             self.word -= (cut / 4) << header::LEN_SHIFT;

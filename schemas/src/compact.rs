@@ -132,6 +132,36 @@ pub const fn path_body(len: usize) -> usize {
     if n > PATH_BODY { PATH_BODY } else { n }
 }
 
+/// What the syscall entry program needs to know of a syscall number below 512, in one byte of
+/// the table the loader gives it (one load per event instead of a table load and a search of
+/// [`crate::PATH_SYSCALLS`]): the argument count in the low bits, and whether the call's file
+/// name is recorded, from which argument.
+pub mod shape {
+    /// Bits of the argument count (0 to 6).
+    pub const ARGC: u8 = 7;
+    /// The call's file name is recorded (a [`crate::PATH_SYSCALLS`] member).
+    pub const PATH: u8 = 8;
+    /// The file name is the second argument (else the first).
+    pub const PATH_ARG1: u8 = 16;
+
+    /// The table for argument counts `argc`: each count with the path bits of its number.
+    pub const fn table(argc: [u8; 512]) -> [u8; 512] {
+        let mut t = argc;
+        let mut i = 0;
+        while i < t.len() {
+            t[i] &= ARGC;
+            i += 1;
+        }
+        let mut p = 0;
+        while p < crate::PATH_SYSCALLS.len() {
+            let (id, arg) = crate::PATH_SYSCALLS[p];
+            t[id as usize] |= PATH | if arg == 1 { PATH_ARG1 } else { 0 };
+            p += 1;
+        }
+        t
+    }
+}
+
 /// Number of arguments of each x86-64 syscall below 512, from Linux 6.18's syscall trace formats
 /// (`events/syscalls/sys_enter_*/format`) and, for the few without one, their definitions;
 /// numbers without a syscall say 6. Syscall argument counts are ABI and never change. The loader
@@ -663,6 +693,25 @@ mod tests {
             kind: kind as u16,
             ..Record::ZERO
         }
+    }
+
+    #[test]
+    fn the_shape_table_marks_the_path_syscalls_and_keeps_every_count() {
+        let t = shape::table(SYSCALL_ARGC);
+        for (id, &argc) in SYSCALL_ARGC.iter().enumerate() {
+            assert_eq!(t[id] & shape::ARGC, argc, "syscall {id}");
+            let path = crate::PATH_SYSCALLS.iter().find(|p| p.0 == id as u64);
+            assert_eq!(t[id] & shape::PATH != 0, path.is_some(), "syscall {id}");
+            assert_eq!(
+                t[id] & shape::PATH_ARG1 != 0,
+                path.is_some_and(|p| p.1 == 1),
+                "syscall {id}"
+            );
+        }
+        // openat (257): three or four arguments, its name in the second.
+        assert_eq!(t[257] & !shape::ARGC, shape::PATH | shape::PATH_ARG1);
+        // getpid (39): nothing to record but the call.
+        assert_eq!(t[39], 0);
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub const COMM_LEN: usize = 16;
 
 /// Version of the in-kernel ring layout (maps, records, control words). Pinned state with another
 /// version is discarded at start-up rather than misread.
-pub const RING_LAYOUT_VERSION: u64 = 6;
+pub const RING_LAYOUT_VERSION: u64 = 7;
 
 /// One event as written by the eBPF programs into a ring slot, and as stored in snapshot files.
 ///
@@ -469,7 +469,8 @@ payloads!(
 /// main ring (0) or the spill (1) writers use while the main ring is frozen
 /// (docs/recorder.md, "Ring format").
 ///
-/// The programs write the first three words and `last_task`, `last_end`; the recorder the rest.
+/// The programs write the first five words, all in the first cache line, so that a record
+/// touches one line of its CPU's head; the recorder writes the rest, in the second.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuHead {
@@ -482,6 +483,13 @@ pub struct CpuHead {
     /// `CLOCK_MONOTONIC` ns of the last full timestamp written on this CPU
     /// ([`compact::FULL_TS_EVERY_NS`]).
     pub hint: u64,
+    /// The task (`bpf_get_current_pid_tgid`) of the last record reserved on this CPU, stored
+    /// before `last_end` (see `compact`, "Leaving out the task").
+    pub last_task: u64,
+    /// Byte position where the last record reserved on this CPU ends.
+    pub last_end: u64,
+    /// Reserved, zero.
+    pub _pad: [u64; 3],
     /// Byte position where the current window of this ring starts.
     pub base: u64,
     /// `written` when the window started.
@@ -494,13 +502,8 @@ pub struct CpuHead {
     pub fold_lost: u64,
     /// `fold_lost` when the window started.
     pub base_fold_lost: u64,
-    /// The task (`bpf_get_current_pid_tgid`) of the last record reserved on this CPU, stored
-    /// before `last_end` (see `compact`, "Leaving out the task").
-    pub last_task: u64,
-    /// Byte position where the last record reserved on this CPU ends.
-    pub last_end: u64,
     /// Reserved, zero.
-    pub _pad: [u64; 5],
+    pub _pad2: [u64; 2],
 }
 const _: () = assert!(core::mem::size_of::<CpuHead>() == 128);
 

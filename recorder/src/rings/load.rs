@@ -335,7 +335,7 @@ impl Rings {
         })?;
         let (mask, bits) = (slots - 1, slots.trailing_zeros() as u64);
         let (spill_mask, spill_bits) = (spill - 1, spill.trailing_zeros() as u64);
-        let argc = kernel::syscall_arg_counts();
+        let shapes = schemas::compact::shape::table(kernel::syscall_arg_counts());
         let len_or_1 = |n: usize| (n as u32).max(1);
         // Followed children join the pid set in the kernel: room for them.
         let pid_set = match (config.filter.pids.len(), config.filter.follow_children) {
@@ -366,7 +366,7 @@ impl Rings {
             .override_global("PKT_BITS", &bits, true)
             .override_global("SPILL_MASK", &spill_mask, true)
             .override_global("SPILL_BITS", &spill_bits, true)
-            .override_global("ARGC", &argc, true)
+            .override_global("SYSCALL_SHAPES", &shapes, true)
             .override_global("FILTER_MODE", &mode, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("RULE_KINDS", &kinds, true)

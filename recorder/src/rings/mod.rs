@@ -64,16 +64,19 @@ const MAIN: u32 = 0;
 /// The spill (where writers record while the main ring is frozen).
 const SPILL: u32 = 1;
 
-/// Words of a `CpuHead`, by index.
+/// Words of a `CpuHead`, by index (from the struct's layout, which the programs share).
 mod word {
-    pub const HEAD: usize = 0;
-    pub const WRITTEN: usize = 1;
-    pub const BASE: usize = 3;
-    pub const BASE_WRITTEN: usize = 4;
-    pub const FOLDED: usize = 5;
-    pub const BASE_FOLDED: usize = 6;
-    pub const FOLD_LOST: usize = 7;
-    pub const BASE_FOLD_LOST: usize = 8;
+    use core::mem::offset_of;
+    use schemas::CpuHead;
+
+    pub const HEAD: usize = offset_of!(CpuHead, head) / 8;
+    pub const WRITTEN: usize = offset_of!(CpuHead, written) / 8;
+    pub const BASE: usize = offset_of!(CpuHead, base) / 8;
+    pub const BASE_WRITTEN: usize = offset_of!(CpuHead, base_written) / 8;
+    pub const FOLDED: usize = offset_of!(CpuHead, folded) / 8;
+    pub const BASE_FOLDED: usize = offset_of!(CpuHead, base_folded) / 8;
+    pub const FOLD_LOST: usize = offset_of!(CpuHead, fold_lost) / 8;
+    pub const BASE_FOLD_LOST: usize = offset_of!(CpuHead, base_fold_lost) / 8;
 }
 
 /// Running rings: mapped into this process, recording in the kernel.
