@@ -3,11 +3,16 @@
 #
 #   bash bench/syscall_overhead.sh            (as root, from anywhere)
 #
-# A getpid loop pinned to one CPU is timed in five configurations, interleaved round by round
+# A getpid loop pinned to one CPU is timed in six configurations, interleaved round by round
 # so slow drift of the VM hits all of them alike:
 #   baseline   nothing attached
 #   flightrec  `flightrec record` with only the syscalls class (raw_syscalls enter + exit),
-#              8 MiB rings; started, measured, stopped and torn down in every round
+#              8 MiB rings; started, measured, stopped and torn down in every round. No
+#              program can then run in interrupt context, so rings are reserved with a plain
+#              store (docs/recorder.md, "Reserving without a lock")
+#   locked     the same with the irq class on as well: its programs can interrupt ours, so
+#              every reservation takes the locked compare-and-swap (the getpid loop itself
+#              records only the syscall events, plus the odd timer interrupt)
 #   ftrace     a dedicated tracefs instance recording raw_syscalls, 8 MiB per CPU, overwrite on
 #   empty      floor 1: the same daemon and attach points, programs that return at once
 #              (`flightrec record --bench-floor empty`)
@@ -20,7 +25,7 @@
 # Environment: CALLS (per repetition, default 2000000), REPS (rounds, default 7), CPU (the CPU
 # the loop runs on, default 1; everything else this script starts runs on another CPU),
 # FLIGHTREC (a flightrec binary to measure instead of building target/release/flightrec),
-# CONFIGS (the configurations, in order, default "baseline flightrec ftrace empty clock"; one
+# CONFIGS (the configurations, in order, default "baseline flightrec locked ftrace empty clock"; one
 # more exists: `histograms`, flightrec as above with /metrics on loopback and the in-kernel
 # syscall latency histogram on, which bench/histogram_cost.sh measures).
 set -euo pipefail
@@ -28,7 +33,7 @@ set -euo pipefail
 CALLS=${CALLS:-2000000}
 REPS=${REPS:-7}
 CPU=${CPU:-1}
-read -r -a configs <<<"${CONFIGS:-baseline flightrec ftrace empty clock}"
+read -r -a configs <<<"${CONFIGS:-baseline flightrec locked ftrace empty clock}"
 RING_SIZE=8MiB
 BUFFER_KB=8192
 
@@ -49,8 +54,8 @@ bench_preconditions "CALLS REPS CPU" "gcc taskset mountpoint timeout awk sort"
 ((${#configs[@]} > 0)) || die "CONFIGS is empty"
 for c in "${configs[@]}"; do
     case $c in
-    baseline | flightrec | histograms | ftrace | empty | clock) ;;
-    *) die "CONFIGS: unknown configuration '$c' (baseline flightrec histograms ftrace empty clock)" ;;
+    baseline | flightrec | locked | histograms | ftrace | empty | clock) ;;
+    *) die "CONFIGS: unknown configuration '$c' (baseline flightrec locked histograms ftrace empty clock)" ;;
     esac
 done
 
@@ -77,6 +82,7 @@ irq = false
 EOF
 # The same, with /metrics on a loopback port of the kernel's choosing, which turns the syscall
 # latency histogram on (the histograms of the other classes need their programs, off here).
+sed 's/^irq = false$/irq = true/' "$tmp/flightrec.toml" >"$tmp/flightrec-locked.toml"
 cat "$tmp/flightrec.toml" - >"$tmp/flightrec-histograms.toml" <<'EOF'
 
 [metrics]
@@ -124,11 +130,14 @@ measure() {
 }
 
 # `flightrec_on` with this script's config and ring size; `--histograms` first: the config
-# with the syscall histogram on.
+# with the syscall histogram on; `--locked`: the one with the irq class on.
 frec_on() {
     local config=$tmp/flightrec.toml
     if [[ ${1:-} == --histograms ]]; then
         config=$tmp/flightrec-histograms.toml
+        shift
+    elif [[ ${1:-} == --locked ]]; then
+        config=$tmp/flightrec-locked.toml
         shift
     fi
     : >"$tmp/daemon.log"
@@ -200,6 +209,11 @@ run_one() {
         v=$(measure)
         flightrec_off
         ;;
+    locked)
+        frec_on --locked
+        v=$(measure)
+        flightrec_off
+        ;;
     histograms)
         frec_on --histograms
         v=$(measure)
@@ -255,13 +269,14 @@ label() {
     case $1 in
     empty | clock) echo "floor $1" ;;
     histograms) echo "+histograms" ;;
+    locked) echo "+irq, locked" ;;
     *) echo "$1" ;;
     esac
 }
 
 echo
 printf '%-12s %14s %10s %16s\n' configuration "ns/call (med)" "min" "overhead (ns)"
-for c in baseline flightrec histograms ftrace empty clock; do
+for c in baseline flightrec locked histograms ftrace empty clock; do
     has "$c" || continue
     if has baseline && [[ $c != baseline ]]; then
         over[$c]=$(awk -v a="${med[$c]}" -v b="${med[baseline]}" 'BEGIN { printf "%.1f", a - b }')
@@ -281,6 +296,12 @@ if has flightrec && has clock && has empty && has baseline; then
         if (c > 0) printf "ratio flightrec/clock floor overhead: %.2f (target <= 1.1); above the clock floor: %.1f ns/call\n", f / c, f - c
         else print "ratio flightrec/clock floor overhead: n/a (clock floor overhead not positive)"
         if (e > 0) printf "ratio flightrec/empty floor overhead: %.2f (target <= 1.3)\n", f / e
+    }'
+fi
+if has flightrec && has locked && has clock && has baseline; then
+    awk -v f="${over[flightrec]}" -v l="${over[locked]}" -v c="${over[clock]}" 'BEGIN {
+        if (c > 0) printf "ratio locked/clock floor overhead: %.2f (irq class on: reservations take the lock)\n", l / c
+        printf "lock cost (locked minus flightrec): %.1f ns per call (two reservations)\n", l - f
     }'
 fi
 if has flightrec && has histograms; then

@@ -268,6 +268,7 @@ fn at_floor() -> bool {
 
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/syscalls.h: sys_enter(regs, id)
 #[btf_tracepoint(function = "sys_enter")]
+#[inline(always)]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     if at_floor() {
         return 0;
@@ -276,6 +277,9 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+// Inlined: as a BPF function of its own (LLVM's choice once it grew) the call cost a tenth of
+// the program.
+#[inline(always)]
 fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let regs: *const u8 = ctx.arg(0);
     let pid_tgid = syscall_task(regs);
@@ -401,6 +405,7 @@ fn record_path(id: u64, user_path: *const u8, ts: u64, pid_tgid: u64) {
 
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/syscalls.h: sys_exit(regs, ret)
 #[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     if at_floor() {
         return 0;
@@ -409,6 +414,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+#[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let pid_tgid = syscall_task(ctx.arg(0));
     let allowed = current_allowed(pid_tgid);

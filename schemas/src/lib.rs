@@ -665,6 +665,11 @@ pub mod classes {
     pub const BLOCK: u32 = 8;
     /// `irq`.
     pub const IRQ: u32 = 16;
+    /// The classes with a program that can run in interrupt context (hard or soft), so
+    /// interrupt a program of ours on its CPU: wakeups, block completions (and issues from
+    /// a completion), irq and softirq handlers. Without them no program of ours nests in
+    /// another on a CPU, and the rings are reserved without a locked instruction.
+    pub const NESTING: u32 = SCHED | BLOCK | IRQ;
 
     /// The bit of a class by its configuration name.
     pub fn of(name: &str) -> u32 {

@@ -49,6 +49,14 @@ fn attached(config: &Config, class: &str) -> bool {
     class == "always" || config.events.enabled().iter().any(|c| c == class)
 }
 
+/// `PLAIN_RESERVE` for the recorded `classes`: 1 when none has a program that can run in
+/// interrupt context (`schemas::classes::NESTING`), so no program of ours can interrupt
+/// another on its CPU. The classes are part of the config hash: pins loaded with the other
+/// value are never adopted.
+fn plain_reserve(classes: u32) -> u32 {
+    u32::from(classes & schemas::classes::NESTING == 0)
+}
+
 /// Maps pinned so a restarted recorder finds the rings again.
 const PINNED_MAPS: &[&str] = &[
     "RING",
@@ -372,6 +380,7 @@ impl Rings {
             .override_global("RULE_KINDS", &kinds, true)
             .override_global("SYSCALL_FLOOR", &config.syscall_floor, true)
             .override_global("RECORD_CLASSES", &classes, true)
+            .override_global("PLAIN_RESERVE", &plain_reserve(classes), true)
             .override_global("HIST_FAMILIES", &families, true)
             .override_global("CGROUP_OFFSETS", &cgroup_offsets, true)
             .map_max_entries("RING", ring_entries)
