@@ -284,6 +284,9 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let regs: *const u8 = ctx.arg(0);
     let pid_tgid = syscall_task(regs);
     let id: i64 = ctx.arg(1);
+    if only_recording() {
+        return record_entry(regs, id as u64, now(), pid_tgid);
+    }
     // Rules see every task, whatever the recording filters say.
     let watched = rules::on(rule::SYSCALL) && rules::syscall_watched(id as u64);
     let allowed = current_allowed(pid_tgid);
@@ -299,10 +302,25 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if !allowed {
         return Ok(());
     }
+    record_entry(regs, id as u64, ts, pid_tgid)
+}
+
+/// Whether the syscall programs only record: no filter, no syscall rule, no syscall histogram.
+/// Load-time constants: the verifier keeps one way, and the recording way then carries
+/// nothing of the others (their loads, flags and registers).
+#[inline(always)]
+fn only_recording() -> bool {
+    konst!(FILTER_MODE) == 0
+        && !rules::on(rule::SYSCALL)
+        && !hist::on(schemas::hist::family::SYSCALL)
+}
+
+/// Writes the entry record of syscall `id` (and its path record first, for the open family).
+#[inline(always)]
+fn record_entry(regs: *const u8, id: u64, ts: u64, pid_tgid: u64) -> Result<(), ()> {
     // Direct loads from the typed `regs`: no helper call per event.
     let base = konst!(OFFSETS.regs_args_base);
     let arg = |i: usize| bload::<u64>(regs, base + konst!(OFFSETS.regs_args_rel[i]));
-    let id = id as u64;
     // One table load says how many arguments the syscall has and whether, and from which
     // argument, its file name is recorded. The mask bounds the index for the verifier (opaque:
     // LLVM would drop it as implied by the comparison).
@@ -416,40 +434,50 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let pid_tgid = syscall_task(ctx.arg(0));
+    let regs: *const u8 = ctx.arg(0);
+    let pid_tgid = syscall_task(regs);
+    if only_recording() {
+        let ts = now();
+        let id: u64 = bload(regs, konst!(OFFSETS.regs_orig_ax));
+        record_exit(id, ctx.arg(1), ts, pid_tgid);
+        return Ok(());
+    }
     let allowed = current_allowed(pid_tgid);
     if !allowed && !rules::on(rule::SYSCALL) && !hist::on(schemas::hist::family::SYSCALL) {
         return Ok(());
     }
     let ts = now();
-    let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let id: u64 = bload(regs, konst!(OFFSETS.regs_orig_ax));
     hist::syscall_exit(pid_tgid as u32, id, ts);
     if allowed {
-        let slot = if id < AUX_ESCAPE {
-            ring::reserve::<8>(EventKind::SyscallExit as u32, ts, pid_tgid, 0, id).map(|s| {
-                s.put(0, ret);
-                s
-            })
-        } else {
-            ring::reserve::<16>(EventKind::SyscallExit as u32, ts, pid_tgid, 0, AUX_ESCAPE).map(
-                |s| {
-                    s.put(0, id);
-                    s.put(8, ret);
-                    s
-                },
-            )
-        };
-        if let Some(slot) = slot {
-            slot.publish();
-        }
+        record_exit(id, ret, ts, pid_tgid);
     }
     // After the publish: a freeze here ends the window at this very event.
     if rules::on(rule::SYSCALL) {
         rules::syscall_exit(pid_tgid, id, ret, ts);
     }
     Ok(())
+}
+
+/// Writes the exit record of syscall `id`, which returned `ret`.
+#[inline(always)]
+fn record_exit(id: u64, ret: i64, ts: u64, pid_tgid: u64) {
+    let slot = if id < AUX_ESCAPE {
+        ring::reserve::<8>(EventKind::SyscallExit as u32, ts, pid_tgid, 0, id).map(|s| {
+            s.put(0, ret);
+            s
+        })
+    } else {
+        ring::reserve::<16>(EventKind::SyscallExit as u32, ts, pid_tgid, 0, AUX_ESCAPE).map(|s| {
+            s.put(0, id);
+            s.put(8, ret);
+            s
+        })
+    };
+    if let Some(slot) = slot {
+        slot.publish();
+    }
 }
 
 // https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sched.h: sched_switch(preempt, prev, next, prev_state)
