@@ -3,7 +3,8 @@
 //!
 //! Ring protocol (see `schemas::compact` and `schemas::CpuHead`): a program reads the active
 //! area from `CTRL`, reserves bytes in the open 4 KiB packet of its (area, CPU) ring with a
-//! compare-and-swap on the head, fills the record's body and publishes its header word last.
+//! compare-and-swap on the head (a plain store where no program of ours can interrupt another),
+//! fills the record's body and publishes its header word last.
 //! Userspace flips the area to freeze the main ring and copies it out while writers carry on in
 //! the spill, then folds the spill back (docs/recorder.md).
 //!

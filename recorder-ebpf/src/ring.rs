@@ -115,7 +115,7 @@ fn claim(h: *mut CpuHead, old: u64, new: u64) -> bool {
         return true;
     }
     // SAFETY: `h` is a HEADS map value for the program's run; `head` is an aligned u64 that
-    // every writer changes only by compare-and-swap.
+    // every writer changes only here, by compare-and-swap in this mode.
     let (seen, _) = unsafe {
         atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
             &raw mut (*h).head,
@@ -153,9 +153,9 @@ pub(crate) fn reserve<const BODY: usize>(
     // main ring but while a snapshot copies it, and the lookup is then not used.
     let h = HEADS.get_ptr_mut(cpu)?;
     let area_word = CTRL.get_ptr(ctrl::EPOCH)?;
-    // SAFETY: the map value pointers are valid for the program's run; userspace and nested
-    // programs change `head` only by compare-and-swap. The task and end are read before the
-    // head: a pair changed in between has an end that is not the head.
+    // SAFETY: the map value pointers are valid for the program's run; nested programs move
+    // `head` only through `claim`. The task and end are read before the head: a pair changed in
+    // between has an end that is not the head.
     let (epoch, hint, last_task, last_end, old) = unsafe {
         (
             read_volatile(area_word),
@@ -227,8 +227,8 @@ fn reserve_any<const BODY: usize>(
     // SAFETY: the map value pointer is valid for the program's run.
     let area = (unsafe { read_volatile(area_word) } & 1) as u32;
     let h = HEADS.get_ptr_mut(area * konst!(NCPU) + cpu)?;
-    // SAFETY: `h` points into the HEADS map value for this run; userspace and nested programs
-    // change `head` only by compare-and-swap.
+    // SAFETY: `h` points into the HEADS map value for this run; nested programs move `head`
+    // only through `claim`.
     let hint = unsafe { read_volatile(&raw const (*h).hint) };
     // Read before the head: a pair changed in between has an end that is not the head.
     // SAFETY: as above.
