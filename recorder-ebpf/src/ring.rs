@@ -102,6 +102,32 @@ fn packet(area: u32, cpu: u32, pkt: u64) -> Option<(*mut u8, u64)> {
     Some((p as *mut u8, lap))
 }
 
+/// The record a reservation is for: its header's fields and its task.
+struct Want {
+    kind: u32,
+    ts: u64,
+    pid_tgid: u64,
+    flags: u64,
+    aux: u64,
+}
+
+/// A reservation won: where it is and what its record carries.
+struct Claimed {
+    /// The CPU head it was taken from.
+    h: *mut CpuHead,
+    /// The packet's map value, and its lap tag.
+    page: *mut u8,
+    lap: u64,
+    /// Byte positions where the record starts and ends.
+    pos: u64,
+    end: u64,
+    /// The record carries a full timestamp; leaves its task out.
+    full: bool,
+    same: bool,
+    /// The record's time is the CPU's new full-timestamp reference (`CpuHead::hint`).
+    stamp: bool,
+}
+
 /// Moves the head `h` from `old` to `new` unless a nested program or userspace moved it first.
 /// The compare-and-swap's locked instruction waits for every store before it to drain, about
 /// a fifth of a record's cost above its clock read; where no program of ours can interrupt
@@ -147,6 +173,13 @@ pub(crate) fn reserve<const BODY: usize>(
     flags: u64,
     aux: u64,
 ) -> Option<Slot> {
+    let w = Want {
+        kind,
+        ts,
+        pid_tgid,
+        flags,
+        aux,
+    };
     // SAFETY: BPF helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     // The main ring's head, looked up without waiting for the area word: writers are in the
@@ -175,52 +208,29 @@ pub(crate) fn reserve<const BODY: usize>(
         let (page, lap) = packet(0, cpu, old >> schemas::compact::PACKET_SHIFT)?;
         let new = old + len;
         if claim(h, old, new) {
-            // SAFETY: as in `reserve_any`.
-            unsafe {
-                write_volatile(
-                    &raw mut (*h).written,
-                    read_volatile(&raw const (*h).written) + 1,
-                );
-                write_volatile(&raw mut (*h).last_task, pid_tgid);
-                write_volatile(&raw mut (*h).last_end, new);
-            }
-            // Bounded for the verifier as in `reserve_any` (opaque: LLVM would drop the check
-            // as implied by the reservation).
-            let body_at = opaque((old & (P - 8)) + 8 + task_len);
-            if body_at < PACKET_HEADER_SIZE as u64 + 8 || body_at > P - BODY as u64 {
-                return None;
-            }
-            let fl = if same { flags | flag::SAME_TASK } else { flags };
-            // SAFETY: `body_at` is bounded inside the packet above; the header and the task
-            // sit just before it.
-            unsafe {
-                let body = page.add(body_at as usize);
-                if !same {
-                    write_volatile(body.sub(8) as *mut u64, pid_tgid);
-                }
-                return Some(Slot {
-                    hdr: body.sub(task_len as usize + 8) as *mut u64,
-                    word: header::make(ts, len as usize, kind, fl, aux, lap),
-                    body,
-                    head: h,
+            return place::<BODY>(
+                &w,
+                &Claimed {
+                    h,
+                    page,
+                    lap,
+                    pos: old,
                     end: new,
-                });
-            }
+                    full: false,
+                    same,
+                    stamp: false,
+                },
+            );
         }
     }
-    reserve_any::<BODY>(kind, ts, pid_tgid, flags, aux)
+    reserve_any::<BODY>(&w)
 }
 
 /// [`reserve`], every case: opens a packet when the record does not fit in the current one,
 /// writes a full timestamp when one is due, retries a lost compare-and-swap twice.
 #[inline(always)]
-fn reserve_any<const BODY: usize>(
-    kind: u32,
-    ts: u64,
-    pid_tgid: u64,
-    flags: u64,
-    aux: u64,
-) -> Option<Slot> {
+fn reserve_any<const BODY: usize>(w: &Want) -> Option<Slot> {
+    let (ts, pid_tgid) = (w.ts, w.pid_tgid);
     // SAFETY: BPF helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let area_word = CTRL.get_ptr(ctrl::EPOCH)?;
@@ -289,24 +299,44 @@ fn reserve_any<const BODY: usize>(
             unsafe { write_volatile(prev.add(off as usize) as *mut u64, w) };
         }
     }
+    place::<BODY>(
+        w,
+        &Claimed {
+            h,
+            page,
+            lap,
+            pos,
+            end: new,
+            full,
+            same,
+            stamp: open || full,
+        },
+    )
+}
+
+/// Books the reservation `c` in its CPU head and lays out its record: the task and the full
+/// timestamp when it carries them, and the header word `publish` stores.
+#[inline(always)]
+fn place<const BODY: usize>(w: &Want, c: &Claimed) -> Option<Slot> {
+    let (h, full, same) = (c.h, c.full, c.same);
     // SAFETY: plain stores into the HEADS map value; see `CpuHead::written`. The task goes
     // before the end: a nested program that sees the new end sees the new task.
     unsafe {
-        if open || full {
-            write_volatile(&raw mut (*h).hint, ts);
+        if c.stamp {
+            write_volatile(&raw mut (*h).hint, w.ts);
         }
         write_volatile(
             &raw mut (*h).written,
             read_volatile(&raw const (*h).written) + 1,
         );
-        write_volatile(&raw mut (*h).last_task, pid_tgid);
-        write_volatile(&raw mut (*h).last_end, new);
+        write_volatile(&raw mut (*h).last_task, w.pid_tgid);
+        write_volatile(&raw mut (*h).last_end, c.end);
     }
     // The bounds below always hold (a record starts after the packet header and fits in its
     // packet); checking them on the one offset every store derives from tells the verifier.
     // `opaque` keeps LLVM from dropping them as implied by the reservation: older
     // verifiers (6.1) do not see that relation.
-    let at = opaque(pos) & (P - 8);
+    let at = opaque(c.pos) & (P - 8);
     let ts_len = if full { 8 } else { 0 };
     let task_len = if same { 0 } else { TASK_SIZE as u64 };
     // Opaque again: every store below must derive from the checked value, not from `at`.
@@ -314,7 +344,7 @@ fn reserve_any<const BODY: usize>(
     if body_at < PACKET_HEADER_SIZE as u64 + 8 || body_at > P - BODY as u64 {
         return None;
     }
-    let mut fl = flags;
+    let mut fl = w.flags;
     if full {
         fl |= flag::FULL_TS;
     }
@@ -325,21 +355,21 @@ fn reserve_any<const BODY: usize>(
     // SAFETY: `body_at` is bounded inside the packet above (at least 24 bytes in); the header,
     // full timestamp and task sit just before it.
     unsafe {
-        let body = page.add(body_at as usize);
+        let body = c.page.add(body_at as usize);
         if !same {
             // tid then pid, as `bpf_get_current_pid_tgid` packs them little-endian.
-            write_volatile(body.sub(8) as *mut u64, pid_tgid);
+            write_volatile(body.sub(8) as *mut u64, w.pid_tgid);
         }
         let ts_at = body.sub(task_len as usize);
         if full {
-            write_volatile(ts_at.sub(8) as *mut u64, ts);
+            write_volatile(ts_at.sub(8) as *mut u64, w.ts);
         }
         Some(Slot {
             hdr: ts_at.sub(ts_len as usize + 8) as *mut u64,
-            word: header::make(ts, len, kind, fl, aux, lap),
+            word: header::make(w.ts, len, w.kind, fl, w.aux, c.lap),
             body,
             head: h,
-            end: new,
+            end: c.end,
         })
     }
 }
