@@ -51,7 +51,7 @@ bench_traps
 
 bench_build
 tmp=$(mktemp -d /tmp/flightrec-density.XXXXXX)
-gcc -O2 -Wall -Wextra -o "$tmp/getpid_loop" "$script_dir/getpid_loop.c" || die "compiling getpid_loop.c failed"
+bench_getpid_loop
 taskset -pc "$house_cpu" $$ >/dev/null || die "cannot pin the script to CPU $house_cpu"
 
 if "$bin" status --socket "$SOCKET" >/dev/null 2>&1; then

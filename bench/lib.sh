@@ -1,7 +1,7 @@
 # Shared by the bench scripts that run a flightrec daemon: sourced, never run. The caller sets
 # BENCH (its name, for messages) and script_dir before sourcing, then PIN_DIR, SOCKET, tmp and
 # house_cpu, and calls `bench_build` before starting anything. This sets root (the workspace),
-# bin (FLIGHTREC, or target/release/flightrec) and TRACEFS.
+# bin (FLIGHTREC, or target/release/flightrec), TRACEFS and SYSCALLS_ONLY.
 
 root=$(cd -- "$script_dir/.." && pwd)
 bin=${FLIGHTREC:-$root/target/release/flightrec}
@@ -78,6 +78,20 @@ flightrec_on() {
     tail -n 20 "$tmp/daemon.log" >&2
     die "flightrec record did not answer on $SOCKET within 15 s"
 }
+
+# Compiles bench/getpid_loop.c (the workload of the syscall scripts) into $tmp/getpid_loop.
+bench_getpid_loop() {
+    gcc -O2 -Wall -Wextra -o "$tmp/getpid_loop" "$script_dir/getpid_loop.c" ||
+        die "compiling getpid_loop.c failed"
+}
+
+# The [events] table of a configuration that records the syscalls class alone.
+SYSCALLS_ONLY='[events]
+syscalls = true
+sched = false
+process = false
+block = false
+irq = false'
 
 # Mounts tracefs on $TRACEFS unless it is (cleanup unmounts it when mounted_tracefs=1).
 bench_tracefs() {

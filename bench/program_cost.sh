@@ -44,15 +44,8 @@ bench_traps
 bench_build
 
 tmp=$(mktemp -d /tmp/flightrec-bench.XXXXXX)
-gcc -O2 -Wall -Wextra -o "$tmp/getpid_loop" "$script_dir/getpid_loop.c" || die "compiling getpid_loop.c failed"
-cat >"$tmp/flightrec.toml" <<'EOF'
-[events]
-syscalls = true
-sched = false
-process = false
-block = false
-irq = false
-EOF
+bench_getpid_loop
+echo "$SYSCALLS_ONLY" >"$tmp/flightrec.toml"
 stats_before=$(sysctl -n kernel.bpf_stats_enabled)
 teardown_flightrec
 

@@ -49,17 +49,12 @@ if [[ -e $PIN_DIR || -e $SOCKET ]]; then
 fi
 
 tmp=$(mktemp -d /tmp/flightrec-bench-snap.XXXXXX)
-gcc -O2 -Wall -Wextra -o "$tmp/getpid_loop" "$script_dir/getpid_loop.c" || die "compiling getpid_loop.c failed"
+bench_getpid_loop
 mkdir -m 0750 "$tmp/spool"
 cat >"$tmp/flightrec.toml" <<EOF
 [recorder]
 spool_dir = "$tmp/spool"
-[events]
-syscalls = true
-sched = false
-process = false
-block = false
-irq = false
+$SYSCALLS_ONLY
 EOF
 
 rss_anon_kb() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status"; }

@@ -71,18 +71,12 @@ bench_traps
 bench_build
 
 tmp=$(mktemp -d /tmp/flightrec-bench.XXXXXX)
-gcc -O2 -Wall -Wextra -o "$tmp/getpid_loop" "$script_dir/getpid_loop.c" || die "compiling getpid_loop.c failed"
-cat >"$tmp/flightrec.toml" <<'EOF'
-[events]
-syscalls = true
-sched = false
-process = false
-block = false
-irq = false
-EOF
+bench_getpid_loop
+echo "$SYSCALLS_ONLY" >"$tmp/flightrec.toml"
+# The same with the irq class on: its programs can interrupt ours, so reservations take the lock.
+sed 's/^irq = false$/irq = true/' "$tmp/flightrec.toml" >"$tmp/flightrec-locked.toml"
 # The same, with /metrics on a loopback port of the kernel's choosing, which turns the syscall
 # latency histogram on (the histograms of the other classes need their programs, off here).
-sed 's/^irq = false$/irq = true/' "$tmp/flightrec.toml" >"$tmp/flightrec-locked.toml"
 cat "$tmp/flightrec.toml" - >"$tmp/flightrec-histograms.toml" <<'EOF'
 
 [metrics]
